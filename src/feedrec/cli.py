@@ -1,0 +1,330 @@
+"""The ``feedrec`` command: parse, then call one entry function per stage (feedrec.offline.jobs)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from feedrec.config import ConfigError, FeedrecConfig, load_config
+from feedrec.data.sources import FORMATS, SourceError, parse_mapping
+from feedrec.logs import setup_logging
+from feedrec.models import MODEL_NAMES
+from feedrec.offline.split import LeakageError
+
+app = typer.Typer(
+    name="feedrec",
+    help="A personalized feed recommendation system: ingest, simulate, evaluate.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+# Off a terminal (pipes, CI logs) Rich would wrap tables at 80 columns; give them room instead.
+out = Console(width=None if sys.stdout.isatty() else 160)  # results
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)  # progress, summaries, errors
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file (configs/default.yaml).")]
+SetOpt = Annotated[
+    list[str] | None, typer.Option("--set", help="Override a config key, e.g. --set split.test_ratio=0.2.")
+]
+WorkspaceOpt = Annotated[Path | None, typer.Option("--workspace", "-w", help="Workspace folder (config: workspace).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
+
+
+def _config(config: Path | None, overrides: list[str] | None, workspace: Path | None = None) -> FeedrecConfig:
+    cfg = load_config(config, overrides)
+    if workspace is not None:
+        cfg.workspace = workspace
+    return cfg
+
+
+def _fail(message: str) -> None:
+    err.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(2)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    )
+
+
+def _metrics_table(report: dict[str, Any]) -> Table:
+    models: dict[str, dict[str, float]] = report["models"]
+    columns = list(next(iter(models.values())).keys()) if models else []
+    table = Table(
+        title=f"{report['dataset']} · protocol={report['protocol']} · "
+        f"{report['n_test_users']} test users · {report['n_items']} items"
+    )
+    table.add_column("model", style="bold")
+    for col in columns:
+        table.add_column(col, justify="right")
+    best = {c: max(m[c] for m in models.values()) for c in columns if c != "fit_seconds"}
+    for name, metrics in models.items():
+        cells = []
+        for col in columns:
+            text = f"{metrics[col]:.4f}" if col != "fit_seconds" else f"{metrics[col]:.2f}s"
+            cells.append(f"[green]{text}[/]" if col in best and metrics[col] == best[col] else text)
+        table.add_row(name, *cells)
+    return table
+
+
+def _ingest_table(report: dict[str, Any]) -> Table:
+    table = Table(title=f"ingest {report['kind']} · {report['source']} ({report['dialect']})")
+    table.add_column("rows")
+    table.add_column("count", justify="right")
+    for key in ("read", "stored", "already_stored", "quarantined"):
+        table.add_row(key.replace("_", " "), f"{report[key]:,}")
+    for reason, count in report["reasons"].items():
+        table.add_row(f"  quarantined: {reason}", f"{count:,}", style="yellow")
+    return table
+
+
+@app.callback()
+def main(log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "warning") -> None:
+    setup_logging(log_level)
+
+
+@app.command()
+def simulate(
+    users: Annotated[int | None, typer.Option("--users", help="Users (config: simulator.n_users).")] = None,
+    items: Annotated[int | None, typer.Option("--items", help="Items (config: simulator.n_items).")] = None,
+    days: Annotated[int | None, typer.Option("--days", help="Days of logs (config: simulator.days).")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Random seed (config: simulator.seed).")] = None,
+    drift_day: Annotated[int | None, typer.Option("--drift-day", help="Day on which tastes shift.")] = None,
+    output: Annotated[Path, typer.Option("--out", "-o", help="Folder for the Parquet files.")] = Path("simulated"),
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write a simulated feed log: events, items, users and the ground truth, as Parquet."""
+    from feedrec.offline.jobs import run_simulation
+
+    try:
+        cfg = _config(config, overrides)
+        for key, value in {
+            "n_users": users,
+            "n_items": items,
+            "days": days,
+            "seed": seed,
+            "drift_day": drift_day,
+        }.items():
+            if value is not None:
+                setattr(cfg.simulator, key, value)
+    except (ConfigError, ValueError) as exc:
+        _fail(str(exc))
+    with _progress() as bar:
+        task = bar.add_task("simulating sessions", total=None)
+        feed, files = run_simulation(
+            cfg, output, progress=lambda done, total: bar.update(task, completed=done, total=total)
+        )
+    summary = {
+        "events": feed.events.num_rows,
+        "items": feed.items.num_rows,
+        "users": feed.users.num_rows,
+        "files": files,
+    }
+    if as_json:
+        print(json.dumps(summary))
+    else:
+        out.print(
+            f"wrote {summary['events']:,} events, {summary['items']:,} items, {summary['users']:,} users to {output}/"
+        )
+
+
+@app.command()
+def ingest(
+    file: Annotated[Path, typer.Argument(help="CSV, TSV, Parquet, JSONL or MovieLens ratings file.")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help=f"One of {', '.join(FORMATS)}.")] = "auto",
+    mapping: Annotated[
+        str | None, typer.Option("--map", help="Column mapping, e.g. user_id=userId,item_id=movieId.")
+    ] = None,
+    kind: Annotated[str, typer.Option("--kind", help="events, items or users.")] = "events",
+    workspace: WorkspaceOpt = None,
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Validate a file and store its good rows; quarantine the rest with the reason."""
+    from feedrec.data.ingest import ingest_entities, ingest_events
+    from feedrec.data.store import LocalEventStore
+
+    try:
+        cfg = _config(config, overrides, workspace)
+        if kind not in ("events", "items", "users"):
+            raise ValueError(f"--kind must be events, items or users, not {kind!r}")
+        store = LocalEventStore(cfg.workspace)
+        with err.status(f"ingesting {file} ..."):
+            if kind == "events":
+                report = ingest_events(file, store, cfg.workspace, cfg.ingest, fmt=fmt, mapping=parse_mapping(mapping))
+            else:
+                report = ingest_entities(file, store, cfg.workspace, kind=kind)
+    except (ConfigError, SourceError, ValueError) as exc:
+        _fail(str(exc))
+    data = report.to_dict()
+    if as_json:
+        print(json.dumps(data))
+    else:
+        out.print(_ingest_table(data))
+        if report.quarantine_file:
+            out.print(f"quarantined rows, with the reason: {report.quarantine_file}")
+        if report.ignored_columns:
+            out.print(f"ignored columns: {', '.join(report.ignored_columns)}")
+
+
+@app.command()
+def stats(workspace: WorkspaceOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """What the workspace's event store holds."""
+    from feedrec.data.store import LocalEventStore
+
+    cfg = _config(config, None, workspace)
+    data = LocalEventStore(cfg.workspace).stats()
+    if as_json:
+        print(json.dumps(data, default=str))
+        return
+    table = Table(title=f"event store · {cfg.workspace}")
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    for key in ("events", "users", "items", "first", "last"):
+        table.add_row(key, f"{data[key]:,}" if isinstance(data[key], int) else str(data[key]))
+    for etype, count in data["by_type"].items():  # type: ignore[attr-defined]
+        table.add_row(f"  {etype}", f"{count:,}")
+    out.print(table)
+
+
+@app.command("eval")
+def eval_(
+    events: Annotated[
+        Path | None, typer.Option("--events", "-e", help="Events file; without it, the workspace's store.")
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help=f"One of {', '.join(FORMATS)}.")] = "auto",
+    mapping: Annotated[str | None, typer.Option("--map", help="Column mapping, e.g. user_id=userId.")] = None,
+    protocol: Annotated[str | None, typer.Option("--protocol", help="user or global (config: split.protocol).")] = None,
+    k: Annotated[int | None, typer.Option("--k", help="Cut-off of the top-k metrics (config: eval.k).")] = None,
+    models: Annotated[
+        str | None, typer.Option("--models", help=f"Comma-separated, from: {', '.join(MODEL_NAMES)}.")
+    ] = None,
+    workspace: WorkspaceOpt = None,
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run the benchmark protocol for the named models and print their metrics."""
+    from feedrec.offline import jobs
+
+    try:
+        cfg = _config(config, overrides, workspace)
+        if protocol is not None:
+            cfg.split.protocol = protocol  # type: ignore[assignment]
+        if k is not None:
+            cfg.eval.k = k
+        names = [m.strip() for m in models.split(",") if m.strip()] if models else list(cfg.eval.models)
+        unknown = [m for m in names if m not in MODEL_NAMES]
+        if unknown or not names:
+            raise ValueError(f"--models: unknown {unknown or 'empty list'}; choose from {', '.join(MODEL_NAMES)}")
+        if events is not None:
+            frame = jobs.load_file_events(events, fmt=fmt, mapping=parse_mapping(mapping), cfg=cfg)
+            dataset = f"{events.parent.name}/{events.name}"
+        else:
+            frame = jobs.load_store_events(cfg.workspace, cfg)
+            dataset = str(cfg.workspace)
+        with _progress() as bar:
+            task = bar.add_task("models", total=len(names))
+
+            def on_model(name: str) -> None:
+                bar.update(task, description=f"fit + evaluate {name}", advance=0 if name == names[0] else 1)
+
+            report = jobs.evaluate(
+                frame,
+                dataset=dataset,
+                protocol=cfg.split.protocol,
+                k=cfg.eval.k,
+                models=names,
+                cfg=cfg,
+                on_model=on_model,
+            )
+    except (ConfigError, SourceError, ValueError, LeakageError) as exc:
+        _fail(str(exc))
+    data = report.to_dict()
+    if as_json:
+        print(json.dumps(data))
+    else:
+        out.print(_metrics_table(data))
+
+
+@app.command()
+def demo(
+    users: Annotated[int | None, typer.Option("--users", help="Simulated users.")] = None,
+    items: Annotated[int | None, typer.Option("--items", help="Simulated items.")] = None,
+    days: Annotated[int | None, typer.Option("--days", help="Simulated days.")] = None,
+    workspace: WorkspaceOpt = None,
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The main job: simulate a feed, ingest it, split it, fit the baselines and evaluate them."""
+    from feedrec.offline import jobs
+
+    try:
+        cfg = _config(config, overrides, workspace)
+        for key, value in {"n_users": users, "n_items": items, "days": days}.items():
+            if value is not None:
+                setattr(cfg.simulator, key, value)
+    except (ConfigError, ValueError) as exc:
+        _fail(str(exc))
+    stages = ["simulate", "ingest", "split", *[f"fit + evaluate: {m}" for m in cfg.eval.models]]
+    with _progress() as bar:
+        overall = bar.add_task("demo", total=len(stages))
+        sessions = bar.add_task("simulate: sessions", total=None)
+
+        def on_stage(name: str) -> None:
+            if name in stages and name != stages[0]:
+                bar.advance(overall)
+            bar.update(overall, description=f"demo: {name}")
+
+        result = jobs.demo(
+            cfg,
+            on_stage=on_stage,
+            progress=lambda done, total: bar.update(sessions, completed=done, total=total),
+        )
+        bar.advance(overall)
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "ingest": result.ingest.to_dict(),
+                    "split": result.split_sizes,
+                    "eval": result.report.to_dict(),
+                }
+            )
+        )
+        return
+    err.print(f"simulated {result.n_events:,} events -> {result.simulated['events']}")
+    out.print(_ingest_table(result.ingest.to_dict()))
+    out.print(
+        f"split ({cfg.split.protocol}): "
+        + ", ".join(f"{name} {size:,}" for name, size in result.split_sizes.items())
+        + " positive interactions; no training row sees its user's future (checked)"
+    )
+    out.print(_metrics_table(result.report.to_dict()))
+
+
+def run() -> None:  # pragma: no cover - console entry
+    try:
+        app()
+    except BrokenPipeError:
+        sys.exit(0)
+
+
+if __name__ == "__main__":  # python -m feedrec.cli
+    run()

@@ -1,0 +1,167 @@
+"""Typed configuration, loaded from one YAML file and overridable from the command line.
+
+Every knob lives here. Unknown keys are errors that name the key (``extra="forbid"``), so a typo
+never falls back silently to a default.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from feedrec.schemas import POSITIVE_EVENT_TYPES, EventType
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SimulatorConfig(StrictModel):
+    """The built-in feed simulator: the embedded default data source."""
+
+    n_users: int = Field(2_000, ge=1)
+    n_items: int = Field(5_000, ge=1)
+    days: int = Field(30, ge=1)
+    start: date = date(2024, 1, 1)
+    seed: int = 42
+    n_topics: int = Field(20, ge=1)
+    items_per_creator: float = Field(25.0, gt=0)
+    new_user_fraction: float = Field(0.2, ge=0, le=1)  # users who join after the start
+    new_item_fraction: float = Field(0.3, ge=0, le=1)  # items published after the start
+    sessions_per_user_day: float = Field(0.5, gt=0)  # mean feed sessions per active user per day
+    slate_size: int = Field(10, ge=1, le=100)  # impressions per session
+    taste_shift_fraction: float = Field(0.2, ge=0, le=1)  # users whose tastes shift at a random time
+    drift_day: int | None = Field(None, ge=0)  # every user's tastes and the topic mix shift that day
+    surfaces: list[str] = Field(default_factory=lambda: ["home", "explore"])
+
+
+class IngestConfig(StrictModel):
+    """Validation rules for incoming events."""
+
+    min_timestamp: date = date(1990, 1, 1)
+    max_future_days: float = Field(1.0, ge=0)  # a timestamp later than now + this is out of range
+    timestamp_unit: Literal["s", "ms", "us"] = "s"  # unit of numeric timestamps
+    default_type: EventType = EventType.CLICK  # the type of rows that carry none (and no rating)
+
+
+class SplitConfig(StrictModel):
+    """Chronological splits. ``valid_ratio`` is carved from the train part the same way."""
+
+    protocol: Literal["user", "global"] = "user"
+    test_ratio: float = Field(0.1, gt=0, lt=1)
+    valid_ratio: float = Field(0.1, gt=0, lt=1)
+
+
+class SamplingConfig(StrictModel):
+    """Negative sampling for models trained on (user, item, label) rows."""
+
+    strategy: Literal["uniform", "popularity", "impression"] = "uniform"
+    ratio: int = Field(4, ge=1)  # negatives per positive
+    exponent: float = Field(0.75, ge=0)  # popularity ** exponent, for strategy=popularity
+    seed: int = 42
+
+
+class PopularityParams(StrictModel):
+    window_days: float | None = Field(None, gt=0)  # None: all-time counts
+
+
+class CovisitParams(StrictModel):
+    window_hours: float = Field(24.0, gt=0)  # two interactions closer than this co-occur
+    max_neighbors: int = Field(20, ge=1)  # look this many interactions ahead in a user's timeline
+    gap_half_life_hours: float = Field(6.0, gt=0)  # pair weight halves with this time gap
+    history_size: int = Field(20, ge=1)  # a user's most recent items used to score
+    history_half_life: float = Field(5.0, gt=0)  # in history positions: the latest item weighs most
+    normalize: bool = True  # divide co-counts by sqrt of item popularities
+
+
+class ALSParams(StrictModel):
+    factors: int = Field(64, ge=1)
+    regularization: float = Field(0.05, ge=0)
+    alpha: float = Field(2.0, gt=0)  # confidence = alpha * weight
+    iterations: int = Field(15, ge=1)
+    seed: int = 42
+
+
+class ModelsConfig(StrictModel):
+    """Hyperparameters of every model, by model name."""
+
+    popularity: PopularityParams = Field(default_factory=PopularityParams)
+    popularity_recent: PopularityParams = Field(default_factory=lambda: PopularityParams(window_days=7))
+    covisit: CovisitParams = Field(default_factory=CovisitParams)
+    als: ALSParams = Field(default_factory=ALSParams)
+
+
+class EvalConfig(StrictModel):
+    k: int = Field(10, ge=1)
+    models: list[str] = Field(default_factory=lambda: ["popularity", "popularity_recent", "covisit", "als"])
+    positive_types: list[EventType] = Field(default_factory=lambda: list(POSITIVE_EVENT_TYPES))
+
+
+class FeedrecConfig(StrictModel):
+    """The whole configuration: one file, every knob."""
+
+    workspace: Path = Path("workspace")
+    threads: int = Field(2, ge=1)
+    simulator: SimulatorConfig = Field(default_factory=SimulatorConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    models: ModelsConfig = Field(default_factory=ModelsConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @model_validator(mode="after")
+    def _known_models(self) -> FeedrecConfig:
+        from feedrec.models import MODEL_NAMES  # late: models import config types
+
+        unknown = [m for m in self.eval.models if m not in MODEL_NAMES]
+        if unknown:
+            raise ValueError(f"eval.models: unknown model(s) {unknown}; known: {sorted(MODEL_NAMES)}")
+        return self
+
+
+class ConfigError(ValueError):
+    """A configuration file or override that cannot be used; the message says what to fix."""
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = data
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {dotted!r}: {key!r} is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"split.test_ratio=0.2"`` -> ``("split.test_ratio", 0.2)``; the value is parsed as YAML."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {text!r} must look like section.key=value")
+    return key.strip(), yaml.safe_load(raw)
+
+
+def load_config(path: Path | None = None, overrides: list[str] | None = None) -> FeedrecConfig:
+    """Load the config from ``path`` (defaults when None), then apply ``key=value`` overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        if not Path(path).is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        loaded = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping at the top level")
+        data = loaded
+    for item in overrides or []:
+        _set_dotted(data, *parse_override(item))
+    try:
+        return FeedrecConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid config: {problems}") from exc

@@ -1,0 +1,1 @@
+"""Events in: file sources, validation, the simulator and the event store."""

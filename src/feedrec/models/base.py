@@ -1,0 +1,187 @@
+"""The model contract: ``fit(interactions) -> self``, ``recommend(user_ids, k)``, ``save``, ``load``.
+
+Like ``implicit``'s recommender base and scikit-learn's estimators: hyperparameters are keyword
+arguments of ``__init__`` stored as-is (no logic there); validation happens in ``fit``; learned
+state ends in ``_`` and is listed in ``_state_attrs`` so that ``save``/``load`` need no per-model code.
+
+A subclass implements ``_fit`` and ``_score`` (dense scores for known users). The base class does
+the rest: id translation, excluding seen items, top-k selection, and a popularity fallback for
+users it has never seen (the cold-start feed).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import scipy.sparse as sp
+
+from feedrec import __version__
+from feedrec.data.interactions import IdIndex, Interactions
+
+#: Pad value of an item list shorter than k.
+PAD_ID = ""
+
+
+class NotFittedError(RuntimeError):
+    pass
+
+
+def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row-wise top-k of (n, m) scores: (indices, scores), best first; ties go to the lower index."""
+    n, m = scores.shape
+    kk = min(k, m)
+    part = np.argpartition(-scores, kk - 1, axis=1)[:, :kk] if kk < m else np.tile(np.arange(m), (n, 1))
+    part.sort(axis=1)  # lower index first, so the stable sort below breaks ties by index
+    part_scores = np.take_along_axis(scores, part, axis=1)
+    order = np.argsort(-part_scores, axis=1, kind="stable")
+    return np.take_along_axis(part, order, axis=1), np.take_along_axis(part_scores, order, axis=1)
+
+
+class Recommender(ABC):
+    """Base of every retrieval model."""
+
+    #: Learned attributes (ndarray or scipy CSR) written by ``save`` beside the base state.
+    _state_attrs: ClassVar[tuple[str, ...]] = ()
+    _base_attrs: ClassVar[tuple[str, ...]] = ("user_ids_", "item_ids_", "user_items_", "item_counts_")
+
+    user_ids_: np.ndarray
+    item_ids_: np.ndarray
+    user_items_: sp.csr_matrix  # (n_users, n_items) 1 where the user interacted in training
+    item_counts_: np.ndarray  # (n_items,) training interactions per item
+
+    # -- parameters (scikit-learn's rule) --------------------------------------------------------
+    def get_params(self) -> dict[str, Any]:
+        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
+        return {name: getattr(self, name) for name in names}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+    # -- contract --------------------------------------------------------------------------------
+    def fit(self, interactions: Interactions) -> Self:
+        """Learn from ``interactions``; returns self."""
+        if len(interactions) == 0:
+            raise ValueError(f"{type(self).__name__}.fit: no interactions to learn from")
+        self._validate_params()
+        self.user_ids_ = interactions.users.ids
+        self.item_ids_ = interactions.items.ids
+        self.user_items_ = interactions.to_csr(binary=True)
+        self.item_counts_ = np.bincount(interactions.item_idx, minlength=interactions.n_items).astype(np.float64)
+        self._fit(interactions)
+        return self
+
+    def recommend(
+        self, user_ids: np.ndarray | list[str], k: int = 10, *, exclude_seen: bool = True, batch_size: int = 0
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` items for each user: ``(item_ids (n, k) str, scores (n, k) float32)``.
+
+        Unknown users get the most popular items. A row with fewer than k candidates is padded
+        with ``PAD_ID`` and NaN scores.
+        """
+        if not hasattr(self, "item_ids_"):
+            raise NotFittedError(f"{type(self).__name__} is not fitted; call fit() or load() first")
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        users = np.atleast_1d(np.asarray(user_ids).astype(str))
+        uidx = IdIndex(self.user_ids_).lookup(users)
+        n_items = self.item_ids_.size
+        kk = min(k, n_items)
+        out_idx = np.full((users.size, k), -1, np.int64)
+        out_scores = np.full((users.size, k), np.nan, np.float32)
+
+        known = np.flatnonzero(uidx >= 0)
+        step = batch_size or max(1, 2_000_000 // max(n_items, 1))
+        for lo in range(0, known.size, step):
+            rows = known[lo : lo + step]
+            scores = np.array(self._score(uidx[rows]), dtype=np.float32, copy=True)
+            if exclude_seen:
+                seen = self.user_items_[uidx[rows]].tocoo()
+                scores[seen.row, seen.col] = -np.inf
+            idx, sc = top_k(scores, kk)
+            out_idx[rows, :kk], out_scores[rows, :kk] = idx, sc
+        unknown = np.flatnonzero(uidx < 0)
+        if unknown.size:
+            idx, sc = top_k(self._cold_start_scores()[None, :], kk)
+            out_idx[unknown, :kk], out_scores[unknown, :kk] = idx, sc
+
+        invalid = ~np.isfinite(out_scores)  # seen items that filled a short row
+        out_idx[invalid] = -1
+        out_scores[invalid] = np.nan
+        ids = np.where(out_idx >= 0, self.item_ids_[np.maximum(out_idx, 0)], PAD_ID)
+        return ids, out_scores
+
+    def _cold_start_scores(self) -> np.ndarray:
+        """Scores for a user the model has never seen: popularity."""
+        return self.item_counts_.astype(np.float32)
+
+    # -- persistence -----------------------------------------------------------------------------
+    def save(self, path: Path | str) -> Path:
+        """Write the model to the folder ``path`` (model.json + state.npz)."""
+        if not hasattr(self, "item_ids_"):
+            raise NotFittedError("save() needs a fitted model")
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        arrays: dict[str, np.ndarray] = {}
+        for name in (*self._base_attrs, *self._state_attrs):
+            value = getattr(self, name)
+            if sp.issparse(value):
+                csr = sp.csr_matrix(value)
+                arrays |= {
+                    f"{name}.data": csr.data,
+                    f"{name}.indices": csr.indices,
+                    f"{name}.indptr": csr.indptr,
+                    f"{name}.shape": np.asarray(csr.shape),
+                }
+            else:
+                arrays[name] = np.asarray(value)
+        np.savez(path / "state.npz", **arrays)  # type: ignore[arg-type]
+        manifest = {
+            "class": f"{type(self).__module__}.{type(self).__qualname__}",
+            "params": self.get_params(),
+            "feedrec_version": __version__,
+        }
+        (path / "model.json").write_text(json.dumps(manifest, indent=2, default=str))
+        return path
+
+    @classmethod
+    def load(cls, path: Path | str) -> Recommender:
+        """Read a model written by ``save``; the class comes from the manifest."""
+        path = Path(path)
+        manifest = json.loads((path / "model.json").read_text())
+        module, _, name = manifest["class"].rpartition(".")
+        klass = getattr(importlib.import_module(module), name)
+        if not (isinstance(klass, type) and issubclass(klass, Recommender)):
+            raise TypeError(f"{manifest['class']} is not a Recommender")
+        if cls is not Recommender and not issubclass(klass, cls):
+            raise TypeError(f"{path} holds a {name}, not a {cls.__name__}")
+        model = klass(**manifest["params"])
+        with np.load(path / "state.npz", allow_pickle=False) as state:
+            for attr in (*klass._base_attrs, *klass._state_attrs):
+                if f"{attr}.indptr" in state:
+                    shape = tuple(int(x) for x in state[f"{attr}.shape"])
+                    value = sp.csr_matrix(
+                        (state[f"{attr}.data"], state[f"{attr}.indices"], state[f"{attr}.indptr"]),
+                        shape=shape,
+                    )
+                else:
+                    value = state[attr]
+                setattr(model, attr, value)
+        return model
+
+    # -- for subclasses --------------------------------------------------------------------------
+    def _validate_params(self) -> None:  # noqa: B027 - optional hook
+        """Raise ValueError for an unusable hyperparameter."""
+
+    @abstractmethod
+    def _fit(self, interactions: Interactions) -> None: ...
+
+    @abstractmethod
+    def _score(self, user_idx: np.ndarray) -> np.ndarray:
+        """(len(user_idx), n_items) scores for known users; higher is better."""

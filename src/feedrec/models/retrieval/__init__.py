@@ -1,0 +1,1 @@
+"""Candidate retrieval models: narrow the catalogue to what a user may want."""

@@ -1,0 +1,1 @@
+"""The offline world: split, sample, train, evaluate."""

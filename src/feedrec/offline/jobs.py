@@ -1,0 +1,107 @@
+"""Entry functions of the offline stages, one per CLI command. Each reads top to bottom."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from feedrec.config import FeedrecConfig
+from feedrec.data.ingest import IngestReport, ingest_events
+from feedrec.data.simulator import SimulatedFeed, simulate
+from feedrec.data.sources import read_events
+from feedrec.data.store import LocalEventStore
+from feedrec.data.validation import validate_events
+from feedrec.logs import get_logger
+from feedrec.offline.protocol import EvalReport, run_protocol
+from feedrec.offline.split import Protocol, train_valid_test
+
+log = get_logger("jobs")
+Progress = Callable[[int, int], None]
+
+
+def load_file_events(path: Path, *, fmt: str, mapping: dict[str, str] | None, cfg: FeedrecConfig) -> pl.DataFrame:
+    """Positive interactions of a file, validated (refused rows are counted in the log, not used)."""
+    raw = read_events(path, fmt=fmt, mapping=mapping)
+    checked = validate_events(raw.table, cfg.ingest)
+    refused = checked.quarantined.num_rows + len(raw.rejects)
+    if refused:
+        log.warning("refused rows", extra={"fields": {"source": str(path), "rows": refused}})
+    df = pl.from_arrow(checked.events)
+    assert isinstance(df, pl.DataFrame)
+    return df.filter(pl.col("type").is_in([t.value for t in cfg.eval.positive_types]))
+
+
+def load_store_events(workspace: Path, cfg: FeedrecConfig) -> pl.DataFrame:
+    """Positive interactions from the workspace's event store."""
+    store = LocalEventStore(workspace)
+    table = store.scan(
+        columns=["user_id", "item_id", "timestamp", "type"], types=[t.value for t in cfg.eval.positive_types]
+    )
+    df = pl.from_arrow(table)
+    assert isinstance(df, pl.DataFrame)
+    return df
+
+
+def evaluate(
+    events: pl.DataFrame,
+    *,
+    dataset: str,
+    protocol: Protocol,
+    k: int,
+    models: list[str],
+    cfg: FeedrecConfig,
+    on_model: Callable[[str], None] | None = None,
+) -> EvalReport:
+    """``feedrec eval``: the benchmark protocol over the named models."""
+    if events.height == 0:
+        raise ValueError(f"{dataset}: no positive interactions of types {[t.value for t in cfg.eval.positive_types]}")
+    return run_protocol(events, dataset=dataset, protocol=protocol, k=k, model_names=models, cfg=cfg, on_model=on_model)
+
+
+@dataclass
+class DemoResult:
+    simulated: dict[str, str]
+    n_events: int
+    ingest: IngestReport
+    split_sizes: dict[str, int]
+    report: EvalReport
+
+
+def demo(cfg: FeedrecConfig, *, on_stage: Callable[[str], None], progress: Progress) -> DemoResult:
+    """``feedrec demo``: simulate -> ingest -> split -> fit the baselines -> evaluate."""
+    workspace = cfg.workspace / "demo"
+    on_stage("simulate")
+    feed: SimulatedFeed = simulate(cfg.simulator, progress=progress)
+    files = feed.write(workspace / "simulated")
+
+    on_stage("ingest")
+    store = LocalEventStore(workspace / "store")
+    ingested = ingest_events(files["events"], store, workspace / "store", cfg.ingest)
+    store.put_items(feed.items)
+    store.put_users(feed.users)
+
+    on_stage("split")
+    events = load_store_events(workspace / "store", cfg)
+    split = train_valid_test(events, cfg.split)  # raises LeakageError if a split saw the future
+    sizes = {"train": split.train.height, "valid": split.valid.height, "test": split.test.height}
+
+    on_stage("fit + evaluate")
+    report = evaluate(
+        events,
+        dataset=f"simulated ({cfg.simulator.n_users} users, {cfg.simulator.n_items} items, {cfg.simulator.days} days)",
+        protocol=cfg.split.protocol,
+        k=cfg.eval.k,
+        models=cfg.eval.models,
+        cfg=cfg,
+        on_model=lambda name: on_stage(f"fit + evaluate: {name}"),
+    )
+    return DemoResult(files, feed.events.num_rows, ingested, sizes, report)
+
+
+def run_simulation(cfg: FeedrecConfig, out: Path, *, progress: Progress) -> tuple[SimulatedFeed, dict[str, str]]:
+    """``feedrec simulate``: write a simulated feed log (events, items, users, ground truth) to ``out``."""
+    feed = simulate(cfg.simulator, progress=progress)
+    return feed, feed.write(out)

@@ -1,0 +1,143 @@
+"""The benchmark protocol (../shared/data/README.md), exactly:
+
+1. Deduplicate (user, item), keeping the earliest interaction.
+2. Split chronologically: ``user`` (per user, the last 10%, at least one) or ``global`` (last 10%).
+3. Test users have at least one training interaction; their targets are test items not in their
+   training history; items never seen in training are not candidates.
+4. Rank the full catalogue of training items, excluding each user's training history, and average
+   Recall@k (hits / min(|targets|, k)), NDCG@k, HR@k and MRR@k over test users.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+
+from feedrec.config import FeedrecConfig
+from feedrec.data.interactions import Interactions
+from feedrec.metrics import catalog_coverage, hit_rate_at_k, mrr_at_k, ndcg_at_k, recall_at_k
+from feedrec.models import build_model
+from feedrec.models.base import Recommender
+from feedrec.offline.split import Protocol, chronological_split
+
+
+@dataclass
+class ProtocolData:
+    """A split ready to evaluate: training interactions, test users and their targets."""
+
+    train: Interactions
+    test_users: np.ndarray  # (n,) user ids
+    targets: list[np.ndarray]  # per test user: target item indices into train.items
+    n_users: int  # after deduplication, the whole data set
+    n_items: int
+
+
+@dataclass
+class EvalReport:
+    dataset: str
+    protocol: str
+    k: int
+    n_users: int
+    n_items: int
+    n_test_users: int
+    models: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "dataset": self.dataset,
+            "protocol": self.protocol,
+            "k": self.k,
+            "n_users": self.n_users,
+            "n_items": self.n_items,
+            "n_test_users": self.n_test_users,
+            "models": self.models,
+        }
+
+
+def dedupe_earliest(df: pl.DataFrame) -> pl.DataFrame:
+    """One row per (user, item): the earliest (ties keep the input order)."""
+    return (
+        df.with_row_index("_order")
+        .sort(["timestamp", "_order"])
+        .unique(subset=["user_id", "item_id"], keep="first", maintain_order=True)
+        .sort("_order")
+    )
+
+
+def prepare(df: pl.DataFrame, *, protocol: Protocol, test_ratio: float = 0.1) -> ProtocolData:
+    """Steps 1-3 of the protocol on a frame of ``user_id``, ``item_id``, ``timestamp``."""
+    df = dedupe_earliest(df.select("user_id", "item_id", "timestamp"))
+    train_df, test_df = chronological_split(df, protocol=protocol, ratio=test_ratio)
+    train = Interactions.from_frame(train_df)
+    test_items = train.items.lookup(test_df["item_id"].cast(pl.Utf8).to_numpy())
+    test_users = train.users.lookup(test_df["user_id"].cast(pl.Utf8).to_numpy())
+    keep = (test_items >= 0) & (test_users >= 0)
+    tu, ti = test_users[keep], test_items[keep]
+    n_items = np.int64(train.n_items)
+    history = train.user_idx.astype(np.int64) * n_items + train.item_idx
+    fresh = ~np.isin(tu * n_items + ti, history)  # not already in the user's training history
+    tu, ti = tu[fresh], ti[fresh]
+    order = np.lexsort((ti, tu))
+    tu, ti = tu[order], ti[order]
+    users, starts = np.unique(tu, return_index=True)
+    targets = np.split(ti, starts[1:]) if users.size else []
+    return ProtocolData(
+        train=train,
+        test_users=train.users.ids[users],
+        targets=[np.unique(t) for t in targets],
+        n_users=df["user_id"].n_unique(),
+        n_items=df["item_id"].n_unique(),
+    )
+
+
+def evaluate_recommender(model: Recommender, data: ProtocolData, *, k: int) -> dict[str, float]:
+    """Step 4 for one fitted model."""
+    ids, _ = model.recommend(data.test_users, k=k, exclude_seen=True)
+    pred = data.train.items.lookup(ids.ravel()).reshape(ids.shape)
+    return {
+        f"recall@{k}": recall_at_k(data.targets, pred, k=k),
+        f"ndcg@{k}": ndcg_at_k(data.targets, pred, k=k),
+        f"hr@{k}": hit_rate_at_k(data.targets, pred, k=k),
+        f"mrr@{k}": mrr_at_k(data.targets, pred, k=k),
+        f"coverage@{k}": catalog_coverage(pred, n_items=data.train.n_items, k=k),
+    }
+
+
+def run_protocol(
+    df: pl.DataFrame,
+    *,
+    dataset: str,
+    protocol: Protocol,
+    k: int,
+    model_names: list[str],
+    cfg: FeedrecConfig,
+    on_model: Callable[[str], None] | None = None,
+) -> EvalReport:
+    """Prepare the split once, then fit and evaluate each named model on it."""
+    data = prepare(df, protocol=protocol, test_ratio=cfg.split.test_ratio)
+    if data.test_users.size == 0:
+        raise ValueError("no test users: every user's test items are new or already seen; more data is needed")
+    report = EvalReport(
+        dataset=dataset,
+        protocol=protocol,
+        k=k,
+        n_users=data.n_users,
+        n_items=data.n_items,
+        n_test_users=int(data.test_users.size),
+    )
+    for name in model_names:
+        if on_model:
+            on_model(name)
+        model = build_model(name, cfg)
+        start = time.perf_counter()
+        model.fit(data.train)
+        fit_seconds = time.perf_counter() - start
+        metrics = evaluate_recommender(model, data, k=k)
+        report.models[name] = {key: round(value, 6) for key, value in metrics.items()} | {
+            "fit_seconds": round(fit_seconds, 3)
+        }
+    return report

@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from feedrec.config import SimulatorConfig
+from feedrec.data.interactions import Interactions
+from feedrec.data.simulator import SimulatedFeed, simulate
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = Path(os.environ.get("FEEDREC_DATA_DIR", ROOT.parent / "shared" / "data"))
+ML100K = DATA_DIR / "ml-100k" / "u.data"
+
+needs_ml100k = pytest.mark.skipif(not ML100K.exists(), reason=f"MovieLens 100K not found at {ML100K}")
+
+
+@pytest.fixture(scope="session")
+def small_feed() -> SimulatedFeed:
+    """A small simulated feed (a few hundred users), shared by the tests that only read it."""
+    return simulate(SimulatorConfig(n_users=300, n_items=600, days=14, seed=7))
+
+
+def make_interactions(n_users: int = 40, n_items: int = 60, per_user: int = 8, seed: int = 0) -> Interactions:
+    """Random interactions with some structure: each user prefers one block of items."""
+    rng = np.random.default_rng(seed)
+    users, items, ts = [], [], []
+    block = max(1, n_items // 4)
+    for u in range(n_users):
+        start = (u % 4) * block
+        chosen = rng.choice(np.arange(start, start + block), size=min(per_user, block), replace=False)
+        users += [f"u{u}"] * chosen.size
+        items += [f"i{i}" for i in chosen]
+        ts += list(1_700_000_000 + u * 10 + np.arange(chosen.size) * 3600)
+    return Interactions.from_arrays(np.array(users), np.array(items), np.array(ts))
+
+
+@pytest.fixture
+def interactions() -> Interactions:
+    return make_interactions()

@@ -1,0 +1,110 @@
+"""The ``feedrec`` command end to end, as a user runs it (a real subprocess)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ML100K, needs_ml100k
+
+pytestmark = pytest.mark.integration
+
+
+def feedrec(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "feedrec.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=600
+    )
+
+
+def test_ingest_dirty_file_twice(tmp_path: Path):
+    src = tmp_path / "log.csv"
+    src.write_text("userId,movieId,ts\n1,10,1700000000\n2,20,yesterday\n3,30\n4,40,1700000003\n")
+    args = ["ingest", str(src), "--map", "user_id=userId,item_id=movieId,timestamp=ts", "-w", "ws", "--json"]
+    first = feedrec(*args, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    report = json.loads(first.stdout)
+    assert (report["read"], report["stored"], report["quarantined"]) == (4, 2, 2)
+    assert report["reasons"] == {"malformed_row": 1, "mistyped_field": 1}
+    second = json.loads(feedrec(*args, cwd=tmp_path).stdout)
+    assert (second["stored"], second["already_stored"]) == (0, 2)
+    table = feedrec(
+        "ingest", str(src), "--map", "user_id=userId,item_id=movieId,timestamp=ts", "-w", "ws", cwd=tmp_path
+    )
+    assert "quarantined: mistyped_field" in table.stdout
+    stats = json.loads(feedrec("stats", "-w", "ws", "--json", cwd=tmp_path).stdout)
+    assert stats["events"] == 2
+
+
+def test_bad_input_is_a_clear_error(tmp_path: Path):
+    missing = feedrec("ingest", "nope.csv", cwd=tmp_path)
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
+    (tmp_path / "x.csv").write_text("a,b\n1,2\n")
+    unmapped = feedrec("ingest", "x.csv", cwd=tmp_path)
+    assert unmapped.returncode == 2 and "--map" in unmapped.stderr
+    typo = feedrec("eval", "--events", "x.csv", "--set", "split.test_ration=0.2", cwd=tmp_path)
+    assert typo.returncode == 2 and "split.test_ration" in typo.stderr
+    model = feedrec("eval", "--events", "x.csv", "--models", "magic", cwd=tmp_path)
+    assert model.returncode == 2 and "magic" in model.stderr
+
+
+@needs_ml100k
+def test_eval_json_on_ml100k(tmp_path: Path):
+    result = feedrec(
+        "eval",
+        "--events",
+        str(ML100K),
+        "--format",
+        "movielens",
+        "--protocol",
+        "user",
+        "--k",
+        "10",
+        "--models",
+        "popularity",
+        "--json",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["protocol"] == "user" and report["n_users"] == 943 and report["n_items"] == 1682
+    pop = report["models"]["popularity"]
+    assert set(pop) == {"recall@10", "ndcg@10", "hr@10", "mrr@10", "coverage@10", "fit_seconds"}
+    assert abs(pop["ndcg@10"] / 0.0828 - 1) < 0.03 and abs(pop["recall@10"] / 0.0933 - 1) < 0.03
+
+
+def test_simulate_then_eval_from_the_store(tmp_path: Path):
+    sim = feedrec(
+        "simulate",
+        "--users",
+        "200",
+        "--items",
+        "300",
+        "--days",
+        "10",
+        "--seed",
+        "3",
+        "--out",
+        "sim",
+        "--json",
+        cwd=tmp_path,
+    )
+    assert sim.returncode == 0, sim.stderr
+    assert json.loads(sim.stdout)["events"] > 1000
+    assert feedrec("ingest", "sim/events.parquet", "-w", "ws", cwd=tmp_path).returncode == 0
+    assert feedrec("ingest", "sim/items.parquet", "--kind", "items", "-w", "ws", cwd=tmp_path).returncode == 0
+    result = feedrec("eval", "-w", "ws", "--models", "popularity,als", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert set(json.loads(result.stdout)["models"]) == {"popularity", "als"}
+
+
+def test_demo_prints_the_evaluation_table(tmp_path: Path):
+    result = feedrec("demo", "--users", "300", "--items", "500", "--days", "10", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    for name in ("popularity", "covisit", "als", "ndcg@10", "recall@10", "stored"):
+        assert name in result.stdout
+    rerun = feedrec("demo", "--users", "300", "--items", "500", "--days", "10", "--json", cwd=tmp_path)
+    assert json.loads(rerun.stdout)["ingest"]["stored"] == 0  # ingestion is idempotent
