@@ -80,7 +80,7 @@ def _metrics_table(report: dict[str, Any]) -> Table:
 
 
 def _ingest_table(report: dict[str, Any]) -> Table:
-    table = Table(title=f"ingest {report['kind']} · {report['source']} ({report['dialect']})")
+    table = Table(title=f"ingest {report['kind']}", caption=f"{report['source']} ({report['dialect']})", min_width=50)
     table.add_column("rows")
     table.add_column("count", justify="right")
     for key in ("read", "stored", "already_stored", "quarantined"):
