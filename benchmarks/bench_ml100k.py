@@ -11,7 +11,6 @@ import argparse
 import sys
 
 from _common import DATA_DIR, write_result
-
 from feedrec.config import FeedrecConfig
 from feedrec.models import MODEL_NAMES
 from feedrec.offline.jobs import evaluate, load_file_events

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 from _common import peak_rss_gib, write_result
-
 from feedrec.config import SimulatorConfig
 from feedrec.data.simulator import simulate
 

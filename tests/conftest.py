@@ -8,6 +8,7 @@ import pytest
 
 from feedrec.config import SimulatorConfig
 from feedrec.data.interactions import Interactions
+from feedrec.data.side import SideInfo
 from feedrec.data.simulator import SimulatedFeed, simulate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,6 +36,33 @@ def make_interactions(n_users: int = 40, n_items: int = 60, per_user: int = 8, s
         items += [f"i{i}" for i in chosen]
         ts += list(1_700_000_000 + u * 10 + np.arange(chosen.size) * 3600)
     return Interactions.from_arrays(np.array(users), np.array(items), np.array(ts))
+
+
+def make_side(n_users: int = 40, n_items: int = 60, extra_items: int = 0) -> SideInfo:
+    """Side information matching make_interactions: each block of items shares topics and a creator."""
+    import json
+    from datetime import UTC, datetime
+
+    import pyarrow as pa
+
+    from feedrec.schemas import ITEM_SCHEMA, USER_SCHEMA
+
+    block = max(1, n_items // 4)
+    items = [
+        {
+            "item_id": f"i{i}",
+            "created_at": datetime.fromtimestamp(1_700_000_000 - 86_400 * (i % 30), UTC),
+            "topics": [f"t{min(i // block, 3)}", f"t{4 + i % 2}"],
+            "creator_id": f"c{min(i // block, 3)}",
+            "text": None,
+        }
+        for i in range(n_items + extra_items)
+    ]
+    users = [
+        {"user_id": f"u{u}", "created_at": None, "attributes": json.dumps({"age_group": ["a", "b"][u % 2]})}
+        for u in range(n_users)
+    ]
+    return SideInfo(items=pa.Table.from_pylist(items, ITEM_SCHEMA), users=pa.Table.from_pylist(users, USER_SCHEMA))
 
 
 @pytest.fixture

@@ -234,9 +234,11 @@ def eval_(
             raise ValueError(f"--models: unknown {unknown or 'empty list'}; choose from {', '.join(MODEL_NAMES)}")
         if events is not None:
             frame = jobs.load_file_events(events, fmt=fmt, mapping=parse_mapping(mapping), cfg=cfg)
+            side = jobs.load_file_side(events, fmt=fmt)
             dataset = f"{events.parent.name}/{events.name}"
         else:
             frame = jobs.load_store_events(cfg.workspace, cfg)
+            side = jobs.load_store_side(cfg.workspace)
             dataset = str(cfg.workspace)
         with _progress() as bar:
             task = bar.add_task("models", total=len(names))
@@ -251,6 +253,7 @@ def eval_(
                 k=cfg.eval.k,
                 models=names,
                 cfg=cfg,
+                side=side,
                 on_model=on_model,
             )
     except (ConfigError, SourceError, ValueError, LeakageError) as exc:

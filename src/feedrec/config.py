@@ -86,6 +86,62 @@ class ALSParams(StrictModel):
     seed: int = 42
 
 
+class TwoTowerParams(StrictModel):
+    dim: int = Field(64, ge=1)
+    hidden: int = Field(128, ge=1)
+    history_size: int = Field(20, ge=1)  # the user's latest items fed to the user tower
+    temperature: float = Field(0.05, gt=0)
+    lr: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    batch_size: int = Field(512, ge=2)
+    epochs: int = Field(30, ge=1)
+    patience: int = Field(3, ge=1)  # epochs without a better validation NDCG@10 before stopping
+    id_dropout: float = Field(0.1, ge=0, lt=1)  # teaches the towers to work without ids (cold start)
+    n_random_negatives: int = Field(0, ge=0)  # uniform negatives mixed with the in-batch ones
+    logq_correction: bool = True
+    valid_ratio: float = Field(0.1, gt=0, lt=1)
+    ann: Literal["exact", "flat", "hnsw", "ivf_sq8", "ivf_pq"] = "exact"  # how recommend() searches items
+    seed: int = 42
+
+
+class TrendingParams(StrictModel):
+    window_days: float = Field(7.0, gt=0)
+    segment_attributes: str = "age_group,age"  # comma-separated; the first attribute users carry
+
+
+class FreshParams(StrictModel):
+    max_age_days: float = Field(14.0, gt=0)
+    engagement_weight: float = Field(0.5, ge=0)
+
+
+class ContentParams(StrictModel):
+    history_size: int = Field(50, ge=1)
+    history_half_life: float = Field(20.0, gt=0)
+    creator_weight: float = Field(0.5, ge=0)
+
+
+class CandidatesParams(StrictModel):
+    """The merged candidate set: how many items each source contributes, before deduplication."""
+
+    quotas: dict[str, int] = Field(
+        default_factory=lambda: {
+            "two_tower": 200,
+            "als": 150,
+            "covisit": 150,
+            "trending": 50,
+            "fresh": 50,
+            "content": 100,
+        }
+    )
+    # Reciprocal-rank fusion weight of each source (1 when absent). Chosen on ML-100K's validation
+    # carve: the broad, weaker sources add reach but should not outrank the personalized ones.
+    weights: dict[str, float] = Field(
+        default_factory=lambda: {"als": 0.7, "trending": 0.2, "fresh": 0.2, "content": 0.2}
+    )
+    ann: Literal["flat", "hnsw", "ivf_sq8", "ivf_pq"] = "hnsw"  # the two-tower source searches this index
+    fusion_k: float = Field(60.0, gt=0)
+
+
 class ModelsConfig(StrictModel):
     """Hyperparameters of every model, by model name."""
 
@@ -93,10 +149,16 @@ class ModelsConfig(StrictModel):
     popularity_recent: PopularityParams = Field(default_factory=lambda: PopularityParams(window_days=7))
     covisit: CovisitParams = Field(default_factory=CovisitParams)
     als: ALSParams = Field(default_factory=ALSParams)
+    two_tower: TwoTowerParams = Field(default_factory=TwoTowerParams)
+    trending: TrendingParams = Field(default_factory=TrendingParams)
+    fresh: FreshParams = Field(default_factory=FreshParams)
+    content: ContentParams = Field(default_factory=ContentParams)
+    candidates: CandidatesParams = Field(default_factory=CandidatesParams)
 
 
 class EvalConfig(StrictModel):
     k: int = Field(10, ge=1)
+    recall_cutoffs: list[int] = Field(default_factory=lambda: [100, 200, 500])  # candidate-set recall@N
     models: list[str] = Field(default_factory=lambda: ["popularity", "popularity_recent", "covisit", "als"])
     positive_types: list[EventType] = Field(default_factory=lambda: list(POSITIVE_EVENT_TYPES))
 
@@ -120,6 +182,9 @@ class FeedrecConfig(StrictModel):
         unknown = [m for m in self.eval.models if m not in MODEL_NAMES]
         if unknown:
             raise ValueError(f"eval.models: unknown model(s) {unknown}; known: {sorted(MODEL_NAMES)}")
+        bad = [s for s in self.models.candidates.quotas if s not in MODEL_NAMES or s == "candidates"]
+        if bad:
+            raise ValueError(f"models.candidates.quotas: unknown source(s) {bad}; known: {sorted(MODEL_NAMES)}")
         return self
 
 

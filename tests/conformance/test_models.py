@@ -11,36 +11,79 @@ import pytest
 
 from feedrec.models.base import PAD_ID, NotFittedError, Recommender
 from feedrec.models.retrieval.als import ALSRecommender
+from feedrec.models.retrieval.candidates import CandidateRecommender
+from feedrec.models.retrieval.content import ContentRecommender
 from feedrec.models.retrieval.covisit import CovisitRecommender
+from feedrec.models.retrieval.fresh import FreshRecommender
 from feedrec.models.retrieval.popularity import PopularityRecommender
-from tests.conftest import make_interactions
+from feedrec.models.retrieval.trending import TrendingRecommender
+from feedrec.models.retrieval.two_tower import TwoTowerRecommender
+from tests.conftest import make_interactions, make_side
+
+TINY_TOWER = {"dim": 8, "hidden": 16, "history_size": 4, "batch_size": 32, "epochs": 2, "num_threads": 1}
+
+
+def _candidates() -> CandidateRecommender:
+    def spec(klass: type, **params: object) -> dict[str, object]:
+        return {"class": f"{klass.__module__}.{klass.__qualname__}", "params": params}
+
+    return CandidateRecommender(
+        sources={
+            "two_tower": spec(TwoTowerRecommender, ann="hnsw", **TINY_TOWER),
+            "covisit": spec(CovisitRecommender),
+            "trending": spec(TrendingRecommender, window_days=1.0),
+        },
+        quotas={"two_tower": 100, "covisit": 100, "trending": 100},
+        weights={"trending": 0.5},
+    )
+
 
 MODELS: dict[str, Callable[[], Recommender]] = {
     "popularity": PopularityRecommender,
     "popularity_recent": lambda: PopularityRecommender(window_days=0.5),
     "covisit": CovisitRecommender,
     "als": lambda: ALSRecommender(factors=8, iterations=5, num_threads=1),
+    "two_tower": lambda: TwoTowerRecommender(**TINY_TOWER),
+    "two_tower_hnsw": lambda: TwoTowerRecommender(ann="hnsw", **TINY_TOWER),
+    "trending": lambda: TrendingRecommender(window_days=1.0),
+    "fresh": lambda: FreshRecommender(max_age_days=10),
+    "content": ContentRecommender,
+    "candidates": _candidates,
 }
 
 pytestmark = pytest.mark.parametrize("make", MODELS.values(), ids=MODELS.keys())
 
 
+class Data:
+    """Interactions with their side information; ``fit(model)`` passes both."""
+
+    def __init__(self) -> None:
+        self.inter = make_interactions(n_users=40, n_items=60, per_user=8)
+        self.side = make_side(n_users=40, n_items=60)
+
+    def __getattr__(self, name: str):  # the tests read users, items, ... off the interactions
+        return getattr(self.inter, name)
+
+    def fit(self, model: Recommender) -> Recommender:
+        return model.fit(self.inter, self.side)
+
+
 @pytest.fixture(scope="module")
-def data():
-    return make_interactions(n_users=40, n_items=60, per_user=8)
+def data() -> Data:
+    return Data()
 
 
 def test_fit_returns_self(make, data):
     model = make()
-    assert model.fit(data) is model
+    assert data.fit(model) is model
 
 
 def test_recommends_k_unique_unseen_known_items(make, data):
-    model = make().fit(data)
+    model = data.fit(make())
     users = data.users.ids[:10]
     ids, scores = model.recommend(users, k=10)
     assert ids.shape == scores.shape == (10, 10)
-    seen = data.to_csr(binary=True)
+    seen = data.inter.to_csr(binary=True)
     for row, user in zip(ids, users, strict=True):
         assert len(set(row)) == 10
         assert set(row) <= set(data.items.ids)
@@ -50,26 +93,26 @@ def test_recommends_k_unique_unseen_known_items(make, data):
 
 
 def test_exclude_seen_false_may_return_history(make, data):
-    ids, _ = make().fit(data).recommend(data.users.ids[:3], k=data.n_items, exclude_seen=False)
+    ids, _ = data.fit(make()).recommend(data.users.ids[:3], k=data.n_items, exclude_seen=False)
     assert (ids != PAD_ID).all()
 
 
 def test_short_catalogue_pads(make, data):
-    ids, scores = make().fit(data).recommend(data.users.ids[:2], k=data.n_items + 5)
+    ids, scores = data.fit(make()).recommend(data.users.ids[:2], k=data.n_items + 5)
     assert (ids[:, -5:] == PAD_ID).all() and np.isnan(scores[:, -5:]).all()
 
 
 def test_unknown_user_gets_the_cold_start_feed(make, data):
-    model = make().fit(data)
+    model = data.fit(make())
     ids, scores = model.recommend(["nobody", data.users.ids[0]], k=5)
     assert len(set(ids[0])) == 5 and np.isfinite(scores[0]).all()
     top_popular = data.items.ids[np.argsort(-np.bincount(data.item_idx, minlength=data.n_items), kind="stable")[:1]]
-    if not isinstance(model, PopularityRecommender) or model.window_days is None:
+    if type(model)._cold_start_scores is Recommender._cold_start_scores:  # the default: popularity
         assert ids[0, 0] == top_popular[0]
 
 
 def test_save_load_round_trip_is_identical(make, data, tmp_path: Path):
-    model = make().fit(data)
+    model = data.fit(make())
     users = np.concatenate([data.users.ids, ["nobody"]])
     before = model.recommend(users, k=7)
     loaded = Recommender.load(model.save(tmp_path / "m"))
@@ -80,8 +123,8 @@ def test_save_load_round_trip_is_identical(make, data, tmp_path: Path):
 
 
 def test_deterministic(make, data):
-    a = make().fit(data).recommend(data.users.ids, k=5)[0]
-    b = make().fit(data).recommend(data.users.ids, k=5)[0]
+    a = data.fit(make()).recommend(data.users.ids, k=5)[0]
+    b = data.fit(make()).recommend(data.users.ids, k=5)[0]
     assert np.array_equal(a, b)
 
 
@@ -99,3 +142,5 @@ def test_not_fitted_and_empty_errors(make, data, tmp_path: Path):
         make().save(tmp_path / "x")
     with pytest.raises(ValueError, match="no interactions"):
         make().fit(make_interactions(n_users=0))
+    with pytest.raises((NotFittedError, ValueError)):
+        make().recommend(["u0"], k=3)

@@ -72,7 +72,10 @@ def test_eval_json_on_ml100k(tmp_path: Path):
     report = json.loads(result.stdout)
     assert report["protocol"] == "user" and report["n_users"] == 943 and report["n_items"] == 1682
     pop = report["models"]["popularity"]
-    assert set(pop) == {"recall@10", "ndcg@10", "hr@10", "mrr@10", "coverage@10", "fit_seconds"}
+    assert set(pop) == {"recall@10", "ndcg@10", "hr@10", "mrr@10", "coverage@10", "fit_seconds"} | {
+        f"recall@{n}" for n in (100, 200, 500)
+    }
+    assert pop["recall@10"] <= pop["recall@100"] <= pop["recall@200"] <= pop["recall@500"]
     assert abs(pop["ndcg@10"] / 0.0828 - 1) < 0.03 and abs(pop["recall@10"] / 0.0933 - 1) < 0.03
 
 

@@ -58,11 +58,15 @@ class Interactions:
         item_ids: np.ndarray,
         timestamps: np.ndarray,
         weights: np.ndarray | None = None,
+        *,
+        catalogue: np.ndarray | None = None,
     ) -> Interactions:
+        """``catalogue``: extra item ids the models may recommend though nobody interacted with them yet."""
         user_ids = np.asarray(user_ids).astype(str)
         item_ids = np.asarray(item_ids).astype(str)
         users = IdIndex.from_values(user_ids)
-        items = IdIndex.from_values(item_ids)
+        extra = np.asarray([] if catalogue is None else catalogue).astype(str)
+        items = IdIndex.from_values(np.concatenate([item_ids, extra]))
         n = user_ids.size
         return cls(
             user_idx=users.lookup(user_ids).astype(np.int32),
@@ -74,7 +78,9 @@ class Interactions:
         )
 
     @classmethod
-    def from_frame(cls, frame: pl.DataFrame | pa.Table, weight: str | None = None) -> Interactions:
+    def from_frame(
+        cls, frame: pl.DataFrame | pa.Table, weight: str | None = None, *, catalogue: np.ndarray | None = None
+    ) -> Interactions:
         """From a frame with ``user_id``, ``item_id`` and ``timestamp`` (datetime or epoch seconds)."""
         df = frame if isinstance(frame, pl.DataFrame) else pl.from_arrow(frame)
         assert isinstance(df, pl.DataFrame)
@@ -85,6 +91,7 @@ class Interactions:
             df["item_id"].cast(pl.Utf8).to_numpy(),
             seconds.to_numpy(),
             None if weight is None else df[weight].to_numpy(),
+            catalogue=catalogue,
         )
 
     def __len__(self) -> int:

@@ -8,20 +8,56 @@ if TYPE_CHECKING:
     from feedrec.config import FeedrecConfig
     from feedrec.models.base import Recommender
 
-#: Every model ``feedrec eval --models`` knows.
-MODEL_NAMES: tuple[str, ...] = ("popularity", "popularity_recent", "covisit", "als")
+#: Every model ``feedrec eval --models`` knows; ``candidates`` merges the others.
+MODEL_NAMES: tuple[str, ...] = (
+    "popularity",
+    "popularity_recent",
+    "covisit",
+    "als",
+    "two_tower",
+    "trending",
+    "fresh",
+    "content",
+    "candidates",
+)
 
 
 def build_model(name: str, cfg: FeedrecConfig) -> Recommender:
     """A new, unfitted model named ``name`` with its hyperparameters from ``cfg.models``."""
     from feedrec.models.retrieval.als import ALSRecommender
+    from feedrec.models.retrieval.candidates import CandidateRecommender
+    from feedrec.models.retrieval.content import ContentRecommender
     from feedrec.models.retrieval.covisit import CovisitRecommender
+    from feedrec.models.retrieval.fresh import FreshRecommender
     from feedrec.models.retrieval.popularity import PopularityRecommender
+    from feedrec.models.retrieval.trending import TrendingRecommender
+    from feedrec.models.retrieval.two_tower import TwoTowerRecommender
 
-    if name in ("popularity", "popularity_recent"):
-        return PopularityRecommender(**getattr(cfg.models, name).model_dump())
-    if name == "covisit":
-        return CovisitRecommender(**cfg.models.covisit.model_dump())
-    if name == "als":
-        return ALSRecommender(**cfg.models.als.model_dump(), num_threads=cfg.threads)
-    raise ValueError(f"unknown model {name!r}; known: {', '.join(MODEL_NAMES)}")
+    m = cfg.models
+    makers = {
+        "popularity": lambda: PopularityRecommender(**m.popularity.model_dump()),
+        "popularity_recent": lambda: PopularityRecommender(**m.popularity_recent.model_dump()),
+        "covisit": lambda: CovisitRecommender(**m.covisit.model_dump()),
+        "als": lambda: ALSRecommender(**m.als.model_dump(), num_threads=cfg.threads),
+        "two_tower": lambda: TwoTowerRecommender(**m.two_tower.model_dump(), num_threads=cfg.threads),
+        "trending": lambda: TrendingRecommender(**m.trending.model_dump()),
+        "fresh": lambda: FreshRecommender(**m.fresh.model_dump()),
+        "content": lambda: ContentRecommender(**m.content.model_dump()),
+    }
+    if name == "candidates":
+        sources = {}
+        for source in m.candidates.quotas:
+            model = makers[source]()
+            if isinstance(model, TwoTowerRecommender):
+                model.ann = m.candidates.ann
+            klass = type(model)
+            sources[source] = {"class": f"{klass.__module__}.{klass.__qualname__}", "params": model.get_params()}
+        return CandidateRecommender(
+            sources=sources,
+            quotas=dict(m.candidates.quotas),
+            weights=dict(m.candidates.weights),
+            fusion_k=m.candidates.fusion_k,
+        )
+    if name not in makers:
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(MODEL_NAMES)}")
+    return makers[name]()

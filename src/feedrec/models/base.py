@@ -23,6 +23,7 @@ import scipy.sparse as sp
 
 from feedrec import __version__
 from feedrec.data.interactions import IdIndex, Interactions
+from feedrec.data.side import SideInfo
 
 #: Pad value of an item list shorter than k.
 PAD_ID = ""
@@ -46,7 +47,7 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 class Recommender(ABC):
     """Base of every retrieval model."""
 
-    #: Learned attributes (ndarray or scipy CSR) written by ``save`` beside the base state.
+    #: Learned attributes (ndarray, scipy CSR, or dict of ndarrays) written by ``save`` beside the base state.
     _state_attrs: ClassVar[tuple[str, ...]] = ()
     _base_attrs: ClassVar[tuple[str, ...]] = ("user_ids_", "item_ids_", "user_items_", "item_counts_")
 
@@ -65,8 +66,8 @@ class Recommender(ABC):
         return f"{type(self).__name__}({args})"
 
     # -- contract --------------------------------------------------------------------------------
-    def fit(self, interactions: Interactions) -> Self:
-        """Learn from ``interactions``; returns self."""
+    def fit(self, interactions: Interactions, side: SideInfo | None = None) -> Self:
+        """Learn from ``interactions`` (and item/user side information where the model uses it)."""
         if len(interactions) == 0:
             raise ValueError(f"{type(self).__name__}.fit: no interactions to learn from")
         self._validate_params()
@@ -74,7 +75,7 @@ class Recommender(ABC):
         self.item_ids_ = interactions.items.ids
         self.user_items_ = interactions.to_csr(binary=True)
         self.item_counts_ = np.bincount(interactions.item_idx, minlength=interactions.n_items).astype(np.float64)
-        self._fit(interactions)
+        self._fit(interactions, side)
         return self
 
     def recommend(
@@ -100,11 +101,7 @@ class Recommender(ABC):
         step = batch_size or max(1, 2_000_000 // max(n_items, 1))
         for lo in range(0, known.size, step):
             rows = known[lo : lo + step]
-            scores = np.array(self._score(uidx[rows]), dtype=np.float32, copy=True)
-            if exclude_seen:
-                seen = self.user_items_[uidx[rows]].tocoo()
-                scores[seen.row, seen.col] = -np.inf
-            idx, sc = top_k(scores, kk)
+            idx, sc = self._recommend_known(uidx[rows], kk, exclude_seen=exclude_seen)
             out_idx[rows, :kk], out_scores[rows, :kk] = idx, sc
         unknown = np.flatnonzero(uidx < 0)
         if unknown.size:
@@ -116,6 +113,14 @@ class Recommender(ABC):
         out_scores[invalid] = np.nan
         ids = np.where(out_idx >= 0, self.item_ids_[np.maximum(out_idx, 0)], PAD_ID)
         return ids, out_scores
+
+    def _recommend_known(self, user_idx: np.ndarray, k: int, *, exclude_seen: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k item indices and scores for known users; by default exhaustive over ``_score``."""
+        scores = np.array(self._score(user_idx), dtype=np.float32, copy=True)
+        if exclude_seen:
+            seen = self.user_items_[user_idx].tocoo()
+            scores[seen.row, seen.col] = -np.inf
+        return top_k(scores, k)
 
     def _cold_start_scores(self) -> np.ndarray:
         """Scores for a user the model has never seen: popularity."""
@@ -131,7 +136,9 @@ class Recommender(ABC):
         arrays: dict[str, np.ndarray] = {}
         for name in (*self._base_attrs, *self._state_attrs):
             value = getattr(self, name)
-            if sp.issparse(value):
+            if isinstance(value, dict):  # e.g. a network's weights: name -> array
+                arrays |= {f"{name}/{key}": np.asarray(v) for key, v in value.items()}
+            elif sp.issparse(value):
                 csr = sp.csr_matrix(value)
                 arrays |= {
                     f"{name}.data": csr.data,
@@ -148,6 +155,7 @@ class Recommender(ABC):
             "feedrec_version": __version__,
         }
         (path / "model.json").write_text(json.dumps(manifest, indent=2, default=str))
+        self._save_extra(path)
         return path
 
     @classmethod
@@ -164,7 +172,10 @@ class Recommender(ABC):
         model = klass(**manifest["params"])
         with np.load(path / "state.npz", allow_pickle=False) as state:
             for attr in (*klass._base_attrs, *klass._state_attrs):
-                if f"{attr}.indptr" in state:
+                nested = [key for key in state.files if key.startswith(f"{attr}/")]
+                if nested:
+                    value = {key.split("/", 1)[1]: state[key] for key in nested}
+                elif f"{attr}.indptr" in state:
                     shape = tuple(int(x) for x in state[f"{attr}.shape"])
                     value = sp.csr_matrix(
                         (state[f"{attr}.data"], state[f"{attr}.indices"], state[f"{attr}.indptr"]),
@@ -173,14 +184,21 @@ class Recommender(ABC):
                 else:
                     value = state[attr]
                 setattr(model, attr, value)
+        model._load_extra(path)
         return model
 
     # -- for subclasses --------------------------------------------------------------------------
+    def _save_extra(self, path: Path) -> None:  # noqa: B027 - optional hook
+        """Write state that is not an array (an ANN index, sub-models) into the folder ``path``."""
+
+    def _load_extra(self, path: Path) -> None:  # noqa: B027 - optional hook
+        """Read what ``_save_extra`` wrote."""
+
     def _validate_params(self) -> None:  # noqa: B027 - optional hook
         """Raise ValueError for an unusable hyperparameter."""
 
     @abstractmethod
-    def _fit(self, interactions: Interactions) -> None: ...
+    def _fit(self, interactions: Interactions, side: SideInfo | None) -> None: ...
 
     @abstractmethod
     def _score(self, user_idx: np.ndarray) -> np.ndarray:

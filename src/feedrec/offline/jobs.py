@@ -10,6 +10,8 @@ import polars as pl
 
 from feedrec.config import FeedrecConfig
 from feedrec.data.ingest import IngestReport, ingest_events
+from feedrec.data.movielens import side_tables
+from feedrec.data.side import SideInfo
 from feedrec.data.simulator import SimulatedFeed, simulate
 from feedrec.data.sources import read_events
 from feedrec.data.store import LocalEventStore
@@ -34,6 +36,19 @@ def load_file_events(path: Path, *, fmt: str, mapping: dict[str, str] | None, cf
     return df.filter(pl.col("type").is_in([t.value for t in cfg.eval.positive_types]))
 
 
+def load_file_side(path: Path, *, fmt: str) -> SideInfo:
+    """Item and user side information for an events file: for MovieLens, the files beside it."""
+    if fmt == "movielens" or path.name in ("u.data", "ratings.dat"):
+        items, users = side_tables(path)
+        return SideInfo(items=items, users=users)
+    return SideInfo()
+
+
+def load_store_side(workspace: Path) -> SideInfo:
+    store = LocalEventStore(workspace)
+    return SideInfo(items=store.items(), users=store.users())
+
+
 def load_store_events(workspace: Path, cfg: FeedrecConfig) -> pl.DataFrame:
     """Positive interactions from the workspace's event store."""
     store = LocalEventStore(workspace)
@@ -53,12 +68,15 @@ def evaluate(
     k: int,
     models: list[str],
     cfg: FeedrecConfig,
+    side: SideInfo | None = None,
     on_model: Callable[[str], None] | None = None,
 ) -> EvalReport:
     """``feedrec eval``: the benchmark protocol over the named models."""
     if events.height == 0:
         raise ValueError(f"{dataset}: no positive interactions of types {[t.value for t in cfg.eval.positive_types]}")
-    return run_protocol(events, dataset=dataset, protocol=protocol, k=k, model_names=models, cfg=cfg, on_model=on_model)
+    return run_protocol(
+        events, dataset=dataset, protocol=protocol, k=k, model_names=models, cfg=cfg, side=side, on_model=on_model
+    )
 
 
 @dataclass
@@ -96,6 +114,7 @@ def demo(cfg: FeedrecConfig, *, on_stage: Callable[[str], None], progress: Progr
         k=cfg.eval.k,
         models=cfg.eval.models,
         cfg=cfg,
+        side=load_store_side(workspace / "store"),
         on_model=lambda name: on_stage(f"fit + evaluate: {name}"),
     )
     return DemoResult(files, feed.events.num_rows, ingested, sizes, report)

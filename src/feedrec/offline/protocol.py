@@ -19,6 +19,7 @@ import polars as pl
 
 from feedrec.config import FeedrecConfig
 from feedrec.data.interactions import Interactions
+from feedrec.data.side import SideInfo
 from feedrec.metrics import catalog_coverage, hit_rate_at_k, mrr_at_k, ndcg_at_k, recall_at_k
 from feedrec.models import build_model
 from feedrec.models.base import Recommender
@@ -94,17 +95,23 @@ def prepare(df: pl.DataFrame, *, protocol: Protocol, test_ratio: float = 0.1) ->
     )
 
 
-def evaluate_recommender(model: Recommender, data: ProtocolData, *, k: int) -> dict[str, float]:
-    """Step 4 for one fitted model."""
-    ids, _ = model.recommend(data.test_users, k=k, exclude_seen=True)
+def evaluate_recommender(
+    model: Recommender, data: ProtocolData, *, k: int, recall_cutoffs: tuple[int, ...] = ()
+) -> dict[str, float]:
+    """Step 4 for one fitted model; ``recall_cutoffs`` adds recall@N for candidate-set sizes N."""
+    cutoffs = [c for c in recall_cutoffs if c != k]
+    ids, _ = model.recommend(data.test_users, k=max([k, *cutoffs]), exclude_seen=True)
     pred = data.train.items.lookup(ids.ravel()).reshape(ids.shape)
-    return {
+    metrics = {
         f"recall@{k}": recall_at_k(data.targets, pred, k=k),
         f"ndcg@{k}": ndcg_at_k(data.targets, pred, k=k),
         f"hr@{k}": hit_rate_at_k(data.targets, pred, k=k),
         f"mrr@{k}": mrr_at_k(data.targets, pred, k=k),
         f"coverage@{k}": catalog_coverage(pred, n_items=data.train.n_items, k=k),
     }
+    for c in cutoffs:
+        metrics[f"recall@{c}"] = recall_at_k(data.targets, pred, k=c)
+    return metrics
 
 
 def run_protocol(
@@ -115,6 +122,7 @@ def run_protocol(
     k: int,
     model_names: list[str],
     cfg: FeedrecConfig,
+    side: SideInfo | None = None,
     on_model: Callable[[str], None] | None = None,
 ) -> EvalReport:
     """Prepare the split once, then fit and evaluate each named model on it."""
@@ -134,9 +142,9 @@ def run_protocol(
             on_model(name)
         model = build_model(name, cfg)
         start = time.perf_counter()
-        model.fit(data.train)
+        model.fit(data.train, side)
         fit_seconds = time.perf_counter() - start
-        metrics = evaluate_recommender(model, data, k=k)
+        metrics = evaluate_recommender(model, data, k=k, recall_cutoffs=tuple(cfg.eval.recall_cutoffs))
         report.models[name] = {key: round(value, 6) for key, value in metrics.items()} | {
             "fit_seconds": round(fit_seconds, 3)
         }

@@ -7,6 +7,7 @@ from implicit.cpu.als import AlternatingLeastSquares
 from threadpoolctl import threadpool_limits
 
 from feedrec.data.interactions import Interactions
+from feedrec.data.side import SideInfo
 from feedrec.models.base import Recommender
 
 
@@ -39,7 +40,7 @@ class ALSRecommender(Recommender):
         if self.regularization < 0 or self.alpha <= 0:
             raise ValueError("regularization must be >= 0 and alpha > 0")
 
-    def _fit(self, interactions: Interactions) -> None:
+    def _fit(self, interactions: Interactions, side: SideInfo | None = None) -> None:
         # implicit runs its own threads; a multi-threaded BLAS underneath would oversubscribe the cores.
         with threadpool_limits(1, "blas"):
             model = AlternatingLeastSquares(

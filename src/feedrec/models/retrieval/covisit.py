@@ -12,6 +12,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from feedrec.data.interactions import Interactions
+from feedrec.data.side import SideInfo
 from feedrec.models.base import Recommender
 
 HOUR = 3_600
@@ -46,7 +47,7 @@ class CovisitRecommender(Recommender):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
-    def _fit(self, interactions: Interactions) -> None:
+    def _fit(self, interactions: Interactions, side: SideInfo | None = None) -> None:
         order = np.lexsort((interactions.timestamps, interactions.user_idx))
         u = interactions.user_idx[order]
         i = interactions.item_idx[order]

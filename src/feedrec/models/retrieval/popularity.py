@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from feedrec.data.interactions import Interactions
+from feedrec.data.side import SideInfo
 from feedrec.models.base import Recommender
 
 DAY = 86_400
@@ -27,7 +28,7 @@ class PopularityRecommender(Recommender):
         if self.window_days is not None and self.window_days <= 0:
             raise ValueError(f"window_days must be > 0 or None, got {self.window_days}")
 
-    def _fit(self, interactions: Interactions) -> None:
+    def _fit(self, interactions: Interactions, side: SideInfo | None = None) -> None:
         alltime = np.bincount(interactions.item_idx, minlength=interactions.n_items).astype(np.float64)
         if self.window_days is None:
             self.scores_ = alltime

@@ -1,0 +1,129 @@
+"""The candidate set: several retrieval sources merged under per-source quotas.
+
+Each source is a fitted Recommender (two-tower over an ANN index, ALS, co-visitation, trending per
+segment, fresh, content-based). For each user the merger takes each source's top ``quotas[name]``
+unseen items, drops hidden ones, deduplicates, and orders the union by reciprocal-rank fusion
+(sum over sources of ``weight / (fusion_k + rank)``), keeping for each candidate the source that ranked
+it highest.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from feedrec.data.interactions import IdIndex, Interactions
+from feedrec.data.side import SideInfo
+from feedrec.models.base import PAD_ID, NotFittedError, Recommender
+
+
+class CandidateRecommender(Recommender):
+    """``sources``: name -> {"class": "module.Class", "params": {...}}; ``quotas``: name -> items."""
+
+    _state_attrs = ("hidden_",)
+    hidden_: np.ndarray  # (m,) int64 keys user_idx * n_items + item_idx of hidden pairs
+    sources_: dict[str, Recommender]
+
+    def __init__(
+        self,
+        sources: dict[str, dict[str, Any]],
+        quotas: dict[str, int],
+        weights: dict[str, float] | None = None,
+        fusion_k: float = 60.0,
+    ) -> None:
+        self.sources = sources
+        self.quotas = quotas
+        self.weights = weights
+        self.fusion_k = fusion_k
+
+    def _validate_params(self) -> None:
+        missing = set(self.quotas) - set(self.sources)
+        if missing or not self.quotas:
+            raise ValueError(f"quotas name unknown sources {sorted(missing)}; sources: {sorted(self.sources)}")
+        if any(q < 1 for q in self.quotas.values()):
+            raise ValueError("every quota must be >= 1")
+        if any(w < 0 for w in (self.weights or {}).values()):
+            raise ValueError("fusion weights must be >= 0")
+
+    @staticmethod
+    def _make(spec: dict[str, Any]) -> Recommender:
+        module, _, name = str(spec["class"]).rpartition(".")
+        model: Recommender = getattr(importlib.import_module(module), name)(**spec.get("params", {}))
+        return model
+
+    def _fit(self, interactions: Interactions, side: SideInfo | None = None) -> None:
+        self.sources_ = {name: self._make(self.sources[name]).fit(interactions, side) for name in self.quotas}
+        hidden = np.empty(0, np.int64)
+        if side is not None and side.hidden is not None and side.hidden.num_rows:
+            hu = interactions.users.lookup([str(x) for x in side.hidden.column("user_id").to_pylist()])
+            hi = interactions.items.lookup([str(x) for x in side.hidden.column("item_id").to_pylist()])
+            ok = (hu >= 0) & (hi >= 0)
+            hidden = np.unique(hu[ok] * interactions.n_items + hi[ok])
+        self.hidden_ = hidden
+
+    def _score(self, user_idx: np.ndarray) -> np.ndarray:
+        raise NotImplementedError("the candidate set is a merge of ranked lists, not a dense score")
+
+    def recommend_with_sources(
+        self, user_ids: np.ndarray | list[str], k: int = 10, *, exclude_seen: bool = True
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(item_ids (n, k), fused scores (n, k), source of each candidate (n, k))."""
+        if not hasattr(self, "sources_"):
+            raise NotFittedError("CandidateRecommender is not fitted; call fit() or load() first")
+        users = np.atleast_1d(np.asarray(user_ids).astype(str))
+        frames = []
+        for name, model in self.sources_.items():
+            ids, _ = model.recommend(users, k=self.quotas[name], exclude_seen=exclude_seen)
+            grid = np.indices(ids.shape)
+            rows, ranks = grid[0], grid[1]
+            valid = ids != PAD_ID
+            frames.append(
+                pl.DataFrame(
+                    {
+                        "row": rows[valid],
+                        "item": ids[valid],
+                        "rank": ranks[valid],
+                        "source": np.full(int(valid.sum()), name),
+                        "weight": np.full(int(valid.sum()), (self.weights or {}).get(name, 1.0)),
+                    }
+                )
+            )
+        merged = pl.concat(frames).with_columns((pl.col("weight") / (self.fusion_k + 1 + pl.col("rank"))).alias("rrf"))
+        if self.hidden_.size:
+            uidx = IdIndex(self.user_ids_).lookup(users)[merged["row"].to_numpy()]
+            iidx = IdIndex(self.item_ids_).lookup(merged["item"].to_numpy())
+            is_hidden = np.isin(uidx * self.item_ids_.size + iidx, self.hidden_) & (uidx >= 0) & (iidx >= 0)
+            merged = merged.filter(~pl.Series(is_hidden))
+        fused = (
+            merged.sort("rank")
+            .group_by("row", "item", maintain_order=True)
+            .agg(pl.col("rrf").sum(), pl.col("source").first())
+            .sort(["row", "rrf", "item"], descending=[False, True, False])
+            .with_columns(pl.int_range(pl.len()).over("row").alias("pos"))
+            .filter(pl.col("pos") < k)
+        )
+        out_ids = np.full((users.size, k), PAD_ID, dtype=object)
+        out_scores = np.full((users.size, k), np.nan, np.float32)
+        out_src = np.full((users.size, k), "", dtype=object)
+        r, p = fused["row"].to_numpy(), fused["pos"].to_numpy()
+        out_ids[r, p] = fused["item"].to_numpy()
+        out_scores[r, p] = fused["rrf"].to_numpy()
+        out_src[r, p] = fused["source"].to_numpy()
+        return out_ids.astype(str), out_scores, out_src.astype(str)
+
+    def recommend(
+        self, user_ids: np.ndarray | list[str], k: int = 10, *, exclude_seen: bool = True, batch_size: int = 0
+    ) -> tuple[np.ndarray, np.ndarray]:
+        ids, scores, _ = self.recommend_with_sources(user_ids, k, exclude_seen=exclude_seen)
+        return ids, scores
+
+    def _save_extra(self, path: Path) -> None:
+        for name, model in self.sources_.items():
+            model.save(path / "sources" / name)
+
+    def _load_extra(self, path: Path) -> None:
+        self.sources_ = {name: Recommender.load(path / "sources" / name) for name in self.quotas}
