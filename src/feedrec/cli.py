@@ -266,6 +266,119 @@ def eval_(
 
 
 @app.command()
+def tune(
+    model: Annotated[
+        str, typer.Option("--model", help="Model to tune: als, two_tower, covisit or candidates (fusion weights).")
+    ] = "als",
+    events: Annotated[
+        Path | None, typer.Option("--events", "-e", help="Events file; without it, the workspace's store.")
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help=f"One of {', '.join(FORMATS)}.")] = "auto",
+    trials: Annotated[int, typer.Option("--trials", help="Most trials to run.")] = 30,
+    timeout: Annotated[float, typer.Option("--timeout", help="Time budget in seconds.")] = 600.0,
+    workspace: WorkspaceOpt = None,
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Search a model's hyperparameters with Optuna on the validation split (never the test split)."""
+    from feedrec.offline import jobs
+    from feedrec.offline.tuning import tune as run_tune
+
+    try:
+        cfg = _config(config, overrides, workspace)
+        if events is not None:
+            frame = jobs.load_file_events(events, fmt=fmt, mapping=None, cfg=cfg)
+            side = jobs.load_file_side(events, fmt=fmt)
+        else:
+            frame = jobs.load_store_events(cfg.workspace, cfg)
+            side = jobs.load_store_side(cfg.workspace)
+        with _progress() as bar:
+            task = bar.add_task(f"tuning {model}", total=trials)
+            best = [0.0]
+
+            def on_trial(number: int, value: float) -> None:
+                best[0] = max(best[0], value)
+                bar.update(task, advance=1, description=f"tuning {model} (best NDCG {best[0]:.4f})")
+
+            result = run_tune(
+                model,
+                frame,
+                side,
+                cfg,
+                out_dir=cfg.workspace / "tuning",
+                n_trials=trials,
+                timeout_s=timeout,
+                k=cfg.eval.k,
+                on_trial=on_trial,
+            )
+    except (ConfigError, SourceError, ValueError) as exc:
+        _fail(str(exc))
+    if as_json:
+        print(json.dumps(result.to_dict()))
+        return
+    out.print(
+        f"{model}: validation {result.metric} {result.best_value:.4f} (defaults {result.default_value:.4f}) "
+        f"after {result.n_trials} trials in {result.seconds:.0f}s"
+    )
+    out.print(f"best parameters: {result.best_params or '(the defaults)'}")
+    out.print(f"study: {result.study_path}; config snippet: {result.params_path}")
+
+
+@app.command("cold-start")
+def cold_start(
+    models: Annotated[
+        str, typer.Option("--models", help="Comma-separated models to compare on the cold-start slices.")
+    ] = "popularity,two_tower,content,candidates",
+    k: Annotated[int, typer.Option("--k", help="Cut-off for the user slices.")] = 10,
+    new_item_cutoff: Annotated[int, typer.Option("--new-item-k", help="Cut-off for new-item recall.")] = 100,
+    workspace: WorkspaceOpt = None,
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Compare models on cold start: sparse users, brand-new users, and items published after the cut."""
+    from feedrec.offline import jobs
+    from feedrec.offline.cold_start import evaluate_cold_start
+
+    try:
+        cfg = _config(config, overrides, workspace)
+        names = [m.strip() for m in models.split(",") if m.strip()]
+        unknown = [m for m in names if m not in MODEL_NAMES]
+        if unknown or not names:
+            raise ValueError(f"--models: unknown {unknown or 'empty list'}; choose from {', '.join(MODEL_NAMES)}")
+        frame = jobs.load_store_events(cfg.workspace, cfg)
+        side = jobs.load_store_side(cfg.workspace)
+        if side.items is None or side.items.num_rows == 0:
+            raise ValueError(f"{cfg.workspace} holds no items: ingest them with `feedrec ingest FILE --kind items`")
+        with _progress() as bar:
+            task = bar.add_task("models", total=len(names))
+            report = evaluate_cold_start(
+                frame,
+                side,
+                models=names,
+                cfg=cfg,
+                k=k,
+                new_item_cutoff=new_item_cutoff,
+                on_model=lambda name: bar.update(task, description=f"fit + evaluate {name}", advance=1),
+            )
+    except (ConfigError, ValueError, LeakageError) as exc:
+        _fail(str(exc))
+    data = report.to_dict()
+    if as_json:
+        print(json.dumps(data))
+        return
+    table = Table(title="cold start · " + ", ".join(f"{s}: {n} users" for s, n in report.slices.items()))
+    columns = sorted({c for m in report.models.values() for c in m})
+    table.add_column("model", style="bold")
+    for col in columns:
+        table.add_column(col, justify="right")
+    for name, metrics in report.models.items():
+        table.add_row(name, *[f"{metrics[c]:.4f}" if c in metrics else "-" for c in columns])
+    out.print(table)
+
+
+@app.command()
 def demo(
     users: Annotated[int | None, typer.Option("--users", help="Simulated users.")] = None,
     items: Annotated[int | None, typer.Option("--items", help="Simulated items.")] = None,

@@ -18,7 +18,9 @@ import polars as pl
 
 from feedrec.data.interactions import IdIndex, Interactions
 from feedrec.data.side import SideInfo
-from feedrec.models.base import PAD_ID, NotFittedError, Recommender
+from feedrec.models.base import PAD_ID, NotFittedError, Recommender, top_k
+from feedrec.models.retrieval.fresh import FreshRecommender
+from feedrec.models.retrieval.trending import TrendingRecommender
 
 
 class CandidateRecommender(Recommender):
@@ -120,6 +122,49 @@ class CandidateRecommender(Recommender):
     ) -> tuple[np.ndarray, np.ndarray]:
         ids, scores, _ = self.recommend_with_sources(user_ids, k, exclude_seen=exclude_seen)
         return ids, scores
+
+    def recommend_new_users(
+        self,
+        attributes: list[dict[str, object]],
+        k: int = 10,
+        *,
+        weights: dict[str, float] | None = None,
+        exploration: float = 0.1,
+        seed: int = 0,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """A feed for users with no history, fusing (by weighted reciprocal rank) their segment's
+        trend, all-time popularity and fresh items; ``exploration`` of the slots go to random picks
+        among the 200 freshest items, so new items get exposure."""
+        if not hasattr(self, "sources_"):
+            raise NotFittedError("CandidateRecommender is not fitted; call fit() or load() first")
+        if not 0 <= exploration < 1:
+            raise ValueError(f"exploration must be in [0, 1), got {exploration}")
+        weights = {"popularity": 1.0, "trending": 0.5, "fresh": 0.2} if weights is None else weights
+        n_items = self.item_ids_.size
+        components: dict[str, np.ndarray] = {
+            "popularity": np.broadcast_to(self.item_counts_, (len(attributes), n_items))
+        }
+        trending = self.sources_.get("trending")
+        if isinstance(trending, TrendingRecommender):
+            components["trending"] = trending.scores_for_attributes(attributes)
+        fresh = self.sources_.get("fresh")
+        if isinstance(fresh, FreshRecommender):
+            components["fresh"] = np.broadcast_to(fresh.scores_, (len(attributes), n_items))
+        fused = np.zeros((len(attributes), n_items))
+        for name, scores in components.items():
+            ranks = np.argsort(np.argsort(-scores, axis=1, kind="stable"), axis=1)
+            fused += weights.get(name, 0.0) / (self.fusion_k + 1 + ranks)
+        idx, out = top_k(fused, min(k, n_items))
+        n_explore = int(np.ceil(exploration * idx.shape[1])) if exploration > 0 and "fresh" in components else 0
+        if n_explore:
+            rng = np.random.default_rng(seed)
+            pool = np.argsort(-components["fresh"][0], kind="stable")[:200]
+            for r in range(idx.shape[0]):
+                options = np.setdiff1d(pool, idx[r, : idx.shape[1] - n_explore])
+                picks = rng.choice(options, size=min(n_explore, options.size), replace=False)
+                idx[r, idx.shape[1] - picks.size :] = picks
+                out[r, idx.shape[1] - picks.size :] = 0.0
+        return self.item_ids_[idx], out.astype(np.float32)
 
     def _save_extra(self, path: Path) -> None:
         for name, model in self.sources_.items():

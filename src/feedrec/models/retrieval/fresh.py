@@ -29,9 +29,10 @@ class FreshRecommender(Recommender):
 
     def _fit(self, interactions: Interactions, side: SideInfo | None = None) -> None:
         created = SideEncoder.fit(side).encode_items(side.items if side else None, interactions.items).created_at
-        age_days = (float(interactions.timestamps.max()) - created) / DAY
-        fresh = np.nan_to_num((1.0 - age_days / self.max_age_days), nan=-1.0)
-        fresh = np.where((fresh > 0) & (fresh <= 1.0 + 1e-9), fresh, 0.0)
+        # An item published after the last interaction (catalogue ahead of the logs) is brand new: age 0.
+        age_days = np.maximum(float(interactions.timestamps.max()) - created, 0.0) / DAY
+        fresh = np.nan_to_num(1.0 - age_days / self.max_age_days, nan=0.0)
+        fresh = np.clip(fresh, 0.0, 1.0)
         engagement = self.item_counts_ / max(self.item_counts_.max(), 1.0)
         score = np.where(fresh > 0, 1.0 + fresh + self.engagement_weight * engagement, 0.0)
         self.scores_ = (score + engagement * 1e-3).astype(np.float32)

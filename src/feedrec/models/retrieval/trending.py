@@ -64,5 +64,17 @@ class TrendingRecommender(Recommender):
     def _score(self, user_idx: np.ndarray) -> np.ndarray:
         return self.segment_scores_[self.user_segment_[user_idx]]
 
+    def scores_for_attributes(self, attributes: list[dict[str, object]]) -> np.ndarray:
+        """(n, n_items) scores for users known only by their attributes (a new user's segment)."""
+        wanted = [a.strip() for a in self.segment_attributes.split(",") if a.strip()]
+        codes = np.zeros(len(attributes), np.int64)
+        for r, attrs in enumerate(attributes):
+            name = next((a for a in wanted if a in attrs), None)
+            if name is not None:
+                pos = np.searchsorted(self.segments_, _attr_value(attrs[name]))
+                if pos < self.segments_.size and self.segments_[pos] == _attr_value(attrs[name]):
+                    codes[r] = pos + 1
+        return self.segment_scores_[codes]
+
     def _cold_start_scores(self) -> np.ndarray:
         return self.segment_scores_[0]

@@ -1,0 +1,170 @@
+"""Hyperparameter search with Optuna, on the validation split only, within a time budget.
+
+Models are scored by validation NDCG@k; the candidate set by validation recall@``candidate_cutoff``
+(the number of candidates the ranker sees), searching its per-source fusion weights with the
+sources fitted once. (Recall at the size of the whole union would not depend on the weights.)
+
+The test part of the split is set aside first and never seen; the rest is split again the same
+way into train and validation, and each trial fits on train and scores NDCG@k on validation.
+The study lives in an SQLite file (resumable, inspectable with optuna-dashboard); the best
+parameters are also written as a config snippet.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import polars as pl
+import yaml
+
+from feedrec.config import FeedrecConfig
+from feedrec.data.side import SideInfo
+from feedrec.models import build_model
+from feedrec.models.retrieval.candidates import CandidateRecommender
+from feedrec.offline.protocol import dedupe_earliest, evaluate_recommender, prepare
+from feedrec.offline.split import chronological_split
+
+SearchSpace = Callable[[optuna.Trial], dict[str, Any]]
+
+SPACES: dict[str, SearchSpace] = {
+    "als": lambda t: {
+        "factors": t.suggest_int("factors", 16, 256, log=True),
+        "regularization": t.suggest_float("regularization", 1e-4, 1.0, log=True),
+        "alpha": t.suggest_float("alpha", 0.1, 50.0, log=True),
+        "iterations": t.suggest_int("iterations", 5, 30),
+    },
+    "two_tower": lambda t: {
+        "dim": t.suggest_categorical("dim", [32, 64, 128]),
+        "lr": t.suggest_float("lr", 1e-3, 1e-2, log=True),
+        "temperature": t.suggest_float("temperature", 0.02, 0.2, log=True),
+        "history_size": t.suggest_int("history_size", 5, 50, log=True),
+        "id_dropout": t.suggest_float("id_dropout", 0.0, 0.3),
+        "n_random_negatives": t.suggest_categorical("n_random_negatives", [0, 256]),
+    },
+    "candidates": lambda t: {},  # filled in by tune(): one fusion weight per configured source
+    "covisit": lambda t: {
+        "window_hours": t.suggest_float("window_hours", 0.5, 168.0, log=True),
+        "gap_half_life_hours": t.suggest_float("gap_half_life_hours", 0.1, 48.0, log=True),
+        "history_size": t.suggest_int("history_size", 5, 100, log=True),
+        "history_half_life": t.suggest_float("history_half_life", 1.0, 50.0, log=True),
+    },
+}
+
+
+def _as_config(model: str, flat: dict[str, Any]) -> dict[str, Any]:
+    """Optuna's flat parameter names back into the config's shape (weight_<source> -> weights)."""
+    if model != "candidates":
+        return flat
+    weights = {key.removeprefix("weight_"): round(v, 4) for key, v in flat.items() if key.startswith("weight_")}
+    return {"weights": weights, "fusion_k": round(flat["fusion_k"], 3)}
+
+
+@dataclass
+class TuneResult:
+    model: str
+    metric: str
+    best_params: dict[str, Any]
+    best_value: float
+    default_value: float
+    n_trials: int
+    seconds: float
+    study_path: str
+    params_path: str
+
+    def to_dict(self) -> dict[str, object]:
+        return dict(vars(self))
+
+
+def tune(
+    model: str,
+    events: pl.DataFrame,
+    side: SideInfo | None,
+    cfg: FeedrecConfig,
+    *,
+    out_dir: Path,
+    n_trials: int = 30,
+    timeout_s: float = 600.0,
+    k: int = 10,
+    candidate_cutoff: int = 200,
+    seed: int = 42,
+    on_trial: Callable[[int, float], None] | None = None,
+) -> TuneResult:
+    """Search ``model``'s hyperparameters; returns the best ones (validation NDCG@k)."""
+    if model not in SPACES:
+        raise ValueError(f"no search space for {model!r}; tunable: {', '.join(SPACES)}")
+    if model == "candidates":
+        sources = list(cfg.models.candidates.quotas)
+        SPACES["candidates"] = lambda t: {
+            "weights": {s: t.suggest_float(f"weight_{s}", 0.0, 1.0) for s in sources},
+            "fusion_k": t.suggest_float("fusion_k", 1.0, 100.0, log=True),
+        }
+    df = dedupe_earliest(events.select("user_id", "item_id", "timestamp"))
+    rest, _test = chronological_split(df, protocol=cfg.split.protocol, ratio=cfg.split.test_ratio)
+    data = prepare(rest, protocol=cfg.split.protocol, test_ratio=cfg.split.valid_ratio)  # train / validation
+
+    if model == "candidates":
+        # The sources are fitted once; trials only re-weight their fusion, so each costs seconds.
+        merged = build_model("candidates", cfg).fit(data.train, side)
+        assert isinstance(merged, CandidateRecommender)
+        metric = f"recall@{candidate_cutoff}"
+
+        def score(params: dict[str, Any]) -> float:
+            merged.weights = {**(cfg.models.candidates.weights or {}), **params.get("weights", {})}
+            merged.fusion_k = params.get("fusion_k", cfg.models.candidates.fusion_k)
+            return evaluate_recommender(merged, data, k=k, recall_cutoffs=(candidate_cutoff,))[metric]
+
+    else:
+        metric = f"ndcg@{k}"
+
+        def score(params: dict[str, Any]) -> float:
+            trial_cfg = cfg.model_copy(deep=True)
+            setattr(trial_cfg.models, model, getattr(cfg.models, model).model_copy(update=params))
+            fitted = build_model(model, trial_cfg).fit(data.train, side)
+            return evaluate_recommender(fitted, data, k=k)[metric]
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    study_path = out_dir / f"{model}.db"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        study_name=model,
+        storage=f"sqlite:///{study_path}",
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=seed),
+        load_if_exists=True,
+    )
+    default_value = score({})
+    start = time.perf_counter()
+
+    def objective(trial: optuna.Trial) -> float:
+        value = score(SPACES[model](trial))
+        if on_trial:
+            on_trial(trial.number, value)
+        return value
+
+    study.optimize(objective, n_trials=n_trials, timeout=timeout_s)
+    seconds = time.perf_counter() - start
+    best = _as_config(model, dict(study.best_params)) if study.best_value >= default_value else {}
+    params_path = out_dir / f"{model}.best.yaml"
+    params_path.write_text(
+        f"# feedrec tune {model}: validation {metric} {max(study.best_value, default_value):.4f} "
+        f"(defaults {default_value:.4f}); use with --config or merge into your config\n"
+        + yaml.safe_dump({"models": {model: best}}, sort_keys=True)
+    )
+    (out_dir / f"{model}.best.json").write_text(json.dumps(best, indent=2))
+    return TuneResult(
+        model=model,
+        metric=metric,
+        best_params=best,
+        best_value=max(study.best_value, default_value),
+        default_value=default_value,
+        n_trials=len(study.trials),
+        seconds=round(seconds, 1),
+        study_path=str(study_path),
+        params_path=str(params_path),
+    )
