@@ -34,6 +34,8 @@ lint: $(STAMP_DEV)
 bench: $(STAMP_RUN)
 	$(BIN)/python benchmarks/bench_ml100k.py
 	$(BIN)/python benchmarks/bench_simulator.py
+	$(BIN)/python benchmarks/bench_cold_start.py
+	$(BIN)/python benchmarks/bench_ann.py
 
 clean:
 	rm -rf $(VENV) workspace .pytest_cache .mypy_cache .ruff_cache

@@ -13,7 +13,7 @@ import sys
 from _common import DATA_DIR, write_result
 from feedrec.config import FeedrecConfig
 from feedrec.models import MODEL_NAMES
-from feedrec.offline.jobs import evaluate, load_file_events
+from feedrec.offline.jobs import evaluate, load_file_events, load_file_side
 
 
 def main() -> int:
@@ -27,18 +27,20 @@ def main() -> int:
         return 1
     cfg = FeedrecConfig()
     events = load_file_events(path, fmt="movielens", mapping=None, cfg=cfg)
+    side = load_file_side(path, fmt="movielens")  # genres, release dates, demographics
     names = args.models.split(",")
     for protocol in ("user", "global"):
-        report = evaluate(events, dataset="ml-100k", protocol=protocol, k=args.k, models=names, cfg=cfg)
+        report = evaluate(events, dataset="ml-100k", protocol=protocol, k=args.k, models=names, cfg=cfg, side=side)
         out = write_result(f"ml100k_{protocol}", report.to_dict())
         k = args.k
         print(f"\nml-100k, protocol={protocol}, {report.n_test_users} test users  ({out.relative_to(out.parents[2])})")
-        print(f"| model | Recall@{k} | NDCG@{k} | HR@{k} | MRR@{k} | coverage@{k} | fit s |")
-        print("|---|---:|---:|---:|---:|---:|---:|")
+        print(f"| model | Recall@{k} | NDCG@{k} | HR@{k} | MRR@{k} | coverage@{k} | R@100 | R@200 | R@500 | fit s |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for name, m in report.models.items():
             print(
                 f"| {name} | {m[f'recall@{k}']:.4f} | {m[f'ndcg@{k}']:.4f} | {m[f'hr@{k}']:.4f} | "
-                f"{m[f'mrr@{k}']:.4f} | {m[f'coverage@{k}']:.4f} | {m['fit_seconds']:.2f} |"
+                f"{m[f'mrr@{k}']:.4f} | {m[f'coverage@{k}']:.4f} | {m['recall@100']:.4f} | "
+                f"{m['recall@200']:.4f} | {m['recall@500']:.4f} | {m['fit_seconds']:.2f} |"
             )
     return 0
 

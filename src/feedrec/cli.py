@@ -34,6 +34,11 @@ SetOpt = Annotated[
 ]
 WorkspaceOpt = Annotated[Path | None, typer.Option("--workspace", "-w", help="Workspace folder (config: workspace).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
+EventsOpt = Annotated[
+    Path | None, typer.Option("--events", "-e", help="Events file; without it, the workspace's store.")
+]
+FormatOpt = Annotated[str, typer.Option("--format", "-f", help=f"One of {', '.join(FORMATS)}.")]
+MapOpt = Annotated[str | None, typer.Option("--map", help="Column mapping, e.g. user_id=userId,item_id=movieId.")]
 
 
 def _config(config: Path | None, overrides: list[str] | None, workspace: Path | None = None) -> FeedrecConfig:
@@ -41,6 +46,14 @@ def _config(config: Path | None, overrides: list[str] | None, workspace: Path | 
     if workspace is not None:
         cfg.workspace = workspace
     return cfg
+
+
+def _model_names(text: str | None, default: list[str]) -> list[str]:
+    names = [m.strip() for m in text.split(",") if m.strip()] if text else list(default)
+    unknown = [m for m in names if m not in MODEL_NAMES]
+    if unknown or not names:
+        raise ValueError(f"--models: unknown {unknown or 'empty list'}; choose from {', '.join(MODEL_NAMES)}")
+    return names
 
 
 def _fail(message: str) -> None:
@@ -145,10 +158,8 @@ def simulate(
 @app.command()
 def ingest(
     file: Annotated[Path, typer.Argument(help="CSV, TSV, Parquet, JSONL or MovieLens ratings file.")],
-    fmt: Annotated[str, typer.Option("--format", "-f", help=f"One of {', '.join(FORMATS)}.")] = "auto",
-    mapping: Annotated[
-        str | None, typer.Option("--map", help="Column mapping, e.g. user_id=userId,item_id=movieId.")
-    ] = None,
+    fmt: FormatOpt = "auto",
+    mapping: MapOpt = None,
     kind: Annotated[str, typer.Option("--kind", help="events, items or users.")] = "events",
     workspace: WorkspaceOpt = None,
     config: ConfigOpt = None,
@@ -204,11 +215,9 @@ def stats(workspace: WorkspaceOpt = None, config: ConfigOpt = None, as_json: Jso
 
 @app.command("eval")
 def eval_(
-    events: Annotated[
-        Path | None, typer.Option("--events", "-e", help="Events file; without it, the workspace's store.")
-    ] = None,
-    fmt: Annotated[str, typer.Option("--format", "-f", help=f"One of {', '.join(FORMATS)}.")] = "auto",
-    mapping: Annotated[str | None, typer.Option("--map", help="Column mapping, e.g. user_id=userId.")] = None,
+    events: EventsOpt = None,
+    fmt: FormatOpt = "auto",
+    mapping: MapOpt = None,
     protocol: Annotated[str | None, typer.Option("--protocol", help="user or global (config: split.protocol).")] = None,
     k: Annotated[int | None, typer.Option("--k", help="Cut-off of the top-k metrics (config: eval.k).")] = None,
     models: Annotated[
@@ -228,18 +237,8 @@ def eval_(
             cfg.split.protocol = protocol  # type: ignore[assignment]
         if k is not None:
             cfg.eval.k = k
-        names = [m.strip() for m in models.split(",") if m.strip()] if models else list(cfg.eval.models)
-        unknown = [m for m in names if m not in MODEL_NAMES]
-        if unknown or not names:
-            raise ValueError(f"--models: unknown {unknown or 'empty list'}; choose from {', '.join(MODEL_NAMES)}")
-        if events is not None:
-            frame = jobs.load_file_events(events, fmt=fmt, mapping=parse_mapping(mapping), cfg=cfg)
-            side = jobs.load_file_side(events, fmt=fmt)
-            dataset = f"{events.parent.name}/{events.name}"
-        else:
-            frame = jobs.load_store_events(cfg.workspace, cfg)
-            side = jobs.load_store_side(cfg.workspace)
-            dataset = str(cfg.workspace)
+        names = _model_names(models, cfg.eval.models)
+        frame, side, dataset = jobs.load_events_and_side(cfg, events=events, fmt=fmt, mapping=parse_mapping(mapping))
         with _progress() as bar:
             task = bar.add_task("models", total=len(names))
 
@@ -270,10 +269,8 @@ def tune(
     model: Annotated[
         str, typer.Option("--model", help="Model to tune: als, two_tower, covisit or candidates (fusion weights).")
     ] = "als",
-    events: Annotated[
-        Path | None, typer.Option("--events", "-e", help="Events file; without it, the workspace's store.")
-    ] = None,
-    fmt: Annotated[str, typer.Option("--format", "-f", help=f"One of {', '.join(FORMATS)}.")] = "auto",
+    events: EventsOpt = None,
+    fmt: FormatOpt = "auto",
     trials: Annotated[int, typer.Option("--trials", help="Most trials to run.")] = 30,
     timeout: Annotated[float, typer.Option("--timeout", help="Time budget in seconds.")] = 600.0,
     workspace: WorkspaceOpt = None,
@@ -287,12 +284,7 @@ def tune(
 
     try:
         cfg = _config(config, overrides, workspace)
-        if events is not None:
-            frame = jobs.load_file_events(events, fmt=fmt, mapping=None, cfg=cfg)
-            side = jobs.load_file_side(events, fmt=fmt)
-        else:
-            frame = jobs.load_store_events(cfg.workspace, cfg)
-            side = jobs.load_store_side(cfg.workspace)
+        frame, side, _ = jobs.load_events_and_side(cfg, events=events, fmt=fmt)
         with _progress() as bar:
             task = bar.add_task(f"tuning {model}", total=trials)
             best = [0.0]
@@ -343,12 +335,8 @@ def cold_start(
 
     try:
         cfg = _config(config, overrides, workspace)
-        names = [m.strip() for m in models.split(",") if m.strip()]
-        unknown = [m for m in names if m not in MODEL_NAMES]
-        if unknown or not names:
-            raise ValueError(f"--models: unknown {unknown or 'empty list'}; choose from {', '.join(MODEL_NAMES)}")
-        frame = jobs.load_store_events(cfg.workspace, cfg)
-        side = jobs.load_store_side(cfg.workspace)
+        names = _model_names(models, [])
+        frame, side, _ = jobs.load_events_and_side(cfg, events=None)
         if side.items is None or side.items.num_rows == 0:
             raise ValueError(f"{cfg.workspace} holds no items: ingest them with `feedrec ingest FILE --kind items`")
         with _progress() as bar:

@@ -113,3 +113,18 @@ class Interactions:
         if binary:
             m.data[:] = 1.0
         return m
+
+    def recent_history(self, size: int, half_life: float) -> sp.csr_matrix:
+        """(n_users, n_items) weights of each user's ``size`` latest interactions: 1 for the latest,
+        halving every ``half_life`` interactions back (ties in time keep the input order)."""
+        order = np.lexsort((np.arange(len(self)), self.timestamps, self.user_idx))
+        u, i = self.user_idx[order], self.item_idx[order]
+        new_user = np.r_[True, u[1:] != u[:-1]]
+        group_end = np.r_[np.flatnonzero(new_user)[1:], u.size]  # one past each user's last row
+        from_end = group_end[np.cumsum(new_user) - 1] - 1 - np.arange(u.size)
+        keep = from_end < size
+        return sp.csr_matrix(
+            (0.5 ** (from_end[keep] / half_life), (u[keep], i[keep])),
+            shape=(self.n_users, self.n_items),
+            dtype=np.float32,
+        )

@@ -34,10 +34,21 @@ class NotFittedError(RuntimeError):
 
 
 def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Row-wise top-k of (n, m) scores: (indices, scores), best first; ties go to the lower index."""
+    """Row-wise top-k of (n, m) scores: (indices, scores), best first; ties go to the lower index,
+    at any k (so the first 10 of a top-500 list are the top 10)."""
     n, m = scores.shape
     kk = min(k, m)
-    part = np.argpartition(-scores, kk - 1, axis=1)[:, :kk] if kk < m else np.tile(np.arange(m), (n, 1))
+    if kk < m:
+        part = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
+        kth = np.take_along_axis(scores, part, axis=1).min(axis=1)
+        # argpartition picks arbitrarily among items tied with the k-th score; redo those rows.
+        tied = np.flatnonzero((scores >= kth[:, None]).sum(axis=1) > kk)
+        for r in tied:
+            above = np.flatnonzero(scores[r] > kth[r])
+            at = np.flatnonzero(scores[r] == kth[r])[: kk - above.size]
+            part[r] = np.concatenate([above, at])
+    else:
+        part = np.tile(np.arange(m), (n, 1))
     part.sort(axis=1)  # lower index first, so the stable sort below breaks ties by index
     part_scores = np.take_along_axis(scores, part, axis=1)
     order = np.argsort(-part_scores, axis=1, kind="stable")

@@ -49,6 +49,16 @@ def load_store_side(workspace: Path) -> SideInfo:
     return SideInfo(items=store.items(), users=store.users())
 
 
+def load_events_and_side(
+    cfg: FeedrecConfig, *, events: Path | None, fmt: str = "auto", mapping: dict[str, str] | None = None
+) -> tuple[pl.DataFrame, SideInfo, str]:
+    """(positive interactions, side information, data set name) from a file, or the workspace's store."""
+    if events is not None:
+        frame = load_file_events(events, fmt=fmt, mapping=mapping, cfg=cfg)
+        return frame, load_file_side(events, fmt=fmt), f"{events.parent.name}/{events.name}"
+    return load_store_events(cfg.workspace, cfg), load_store_side(cfg.workspace), str(cfg.workspace)
+
+
 def load_store_events(workspace: Path, cfg: FeedrecConfig) -> pl.DataFrame:
     """Positive interactions from the workspace's event store."""
     store = LocalEventStore(workspace)

@@ -43,17 +43,7 @@ class ContentRecommender(Recommender):
         feats = enc.encode_items(side.items if side else None, interactions.items)
         self.item_topics_ = _normalize_rows(feats.topics)
         self.item_creator_ = feats.creator
-        u, i, t = interactions.user_idx, interactions.item_idx, interactions.timestamps
-        order = np.lexsort((t, u))
-        u, i = u[order], i[order]
-        new_user = np.r_[True, u[1:] != u[:-1]]
-        group_end = np.r_[np.flatnonzero(new_user)[1:], u.size]
-        from_end = group_end[np.cumsum(new_user) - 1] - 1 - np.arange(u.size)
-        keep = from_end < self.history_size
-        weights = sp.csr_matrix(
-            (0.5 ** (from_end[keep] / self.history_half_life), (u[keep], i[keep])),
-            shape=(interactions.n_users, interactions.n_items),
-        )
+        weights = interactions.recent_history(self.history_size, self.history_half_life)
         self.profile_ = _normalize_rows(sp.csr_matrix(weights @ feats.topics))
         creators = sp.csr_matrix(
             (np.ones(interactions.n_items), (np.arange(interactions.n_items), feats.creator)),

@@ -76,16 +76,7 @@ class CovisitRecommender(Recommender):
             co = sp.csr_matrix(sp.diags(inv) @ co @ sp.diags(inv))
         self.covisit_ = co.astype(np.float32)
 
-        # Each user's most recent items, position 0 = latest.
-        new_user = np.r_[True, u[1:] != u[:-1]]
-        group_end = np.r_[np.flatnonzero(new_user)[1:], u.size]  # one past each user's last row
-        from_end = group_end[np.cumsum(new_user) - 1] - 1 - np.arange(u.size)
-        keep = from_end < self.history_size
-        self.history_ = sp.csr_matrix(
-            (0.5 ** (from_end[keep] / self.history_half_life), (u[keep], i[keep])),
-            shape=(interactions.n_users, n_items),
-            dtype=np.float32,
-        )
+        self.history_ = interactions.recent_history(self.history_size, self.history_half_life)
 
     def _score(self, user_idx: np.ndarray) -> np.ndarray:
         scores = (self.history_[user_idx] @ self.covisit_).toarray()
