@@ -120,6 +120,13 @@ class ContentParams(StrictModel):
     creator_weight: float = Field(0.5, ge=0)
 
 
+class EASEParams(StrictModel):
+    l2: float | None = Field(None, gt=0)  # None: chosen on a validation carve from l2_grid
+    l2_grid: list[float] = Field(default_factory=lambda: [10.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0])
+    valid_ratio: float = Field(0.1, gt=0, lt=1)
+    max_items: int = Field(30_000, ge=1)  # EASE's Gram matrix is dense: n_items^2 floats
+
+
 class CandidatesParams(StrictModel):
     """The merged candidate set: how many items each source contributes, before deduplication."""
 
@@ -142,6 +149,25 @@ class CandidatesParams(StrictModel):
     fusion_k: float = Field(60.0, gt=0)
 
 
+class GBDTParams(StrictModel):
+    objective: Literal["lambdarank", "binary"] = "lambdarank"
+    n_estimators: int = Field(500, ge=1)
+    learning_rate: float = Field(0.05, gt=0)
+    num_leaves: int = Field(31, ge=2)
+    min_data_in_leaf: int = Field(50, ge=1)
+    feature_fraction: float = Field(0.9, gt=0, le=1)
+    early_stopping_rounds: int = Field(30, ge=1)
+
+
+class FeedParams(StrictModel):
+    """The whole pipeline: ``models.candidates`` retrieves, this ranker orders."""
+
+    n_candidates: int = Field(200, ge=1)  # candidates the ranker scores per user
+    valid_ratio: float = Field(0.1, gt=0, lt=1)  # the carve the ranker learns from
+    seed: int = 42
+    ranker: GBDTParams = Field(default_factory=GBDTParams)
+
+
 class ModelsConfig(StrictModel):
     """Hyperparameters of every model, by model name."""
 
@@ -153,7 +179,9 @@ class ModelsConfig(StrictModel):
     trending: TrendingParams = Field(default_factory=TrendingParams)
     fresh: FreshParams = Field(default_factory=FreshParams)
     content: ContentParams = Field(default_factory=ContentParams)
+    ease: EASEParams = Field(default_factory=EASEParams)
     candidates: CandidatesParams = Field(default_factory=CandidatesParams)
+    feedrec: FeedParams = Field(default_factory=FeedParams)
 
 
 class EvalConfig(StrictModel):
@@ -182,7 +210,7 @@ class FeedrecConfig(StrictModel):
         unknown = [m for m in self.eval.models if m not in MODEL_NAMES]
         if unknown:
             raise ValueError(f"eval.models: unknown model(s) {unknown}; known: {sorted(MODEL_NAMES)}")
-        bad = [s for s in self.models.candidates.quotas if s not in MODEL_NAMES or s == "candidates"]
+        bad = [s for s in self.models.candidates.quotas if s not in MODEL_NAMES or s in ("candidates", "feedrec")]
         if bad:
             raise ValueError(f"models.candidates.quotas: unknown source(s) {bad}; known: {sorted(MODEL_NAMES)}")
         return self

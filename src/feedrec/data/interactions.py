@@ -128,3 +128,27 @@ class Interactions:
             shape=(self.n_users, self.n_items),
             dtype=np.float32,
         )
+
+    def latest_mask(self, ratio: float) -> np.ndarray:
+        """(n,) bool: each user's latest ``ratio`` of interactions (at least one, for users with two
+        or more; ties in time keep the input order). The validation carve of the user protocol."""
+        order = np.lexsort((np.arange(len(self)), self.timestamps, self.user_idx))
+        u = self.user_idx[order]
+        new_user = np.r_[True, u[1:] != u[:-1]]
+        start = np.flatnonzero(new_user)[np.cumsum(new_user) - 1]
+        pos = np.arange(u.size) - start
+        n_user = np.bincount(u, minlength=self.n_users)[u]
+        n_latest = np.where(n_user >= 2, np.maximum(1, np.round(n_user * ratio)), 0)
+        mask = np.zeros(len(self), bool)
+        mask[order] = pos >= n_user - n_latest
+        return mask
+
+    def subset(self, mask: np.ndarray) -> Interactions:
+        """The rows in ``mask``, re-encoded; the item catalogue stays whole (items may lose all rows)."""
+        return Interactions.from_arrays(
+            self.users.ids[self.user_idx[mask]],
+            self.items.ids[self.item_idx[mask]],
+            self.timestamps[mask],
+            self.weights[mask],
+            catalogue=self.items.ids,
+        )

@@ -125,6 +125,31 @@ class Recommender(ABC):
         ids = np.where(out_idx >= 0, self.item_ids_[np.maximum(out_idx, 0)], PAD_ID)
         return ids, out_scores
 
+    def score_items(self, user_ids: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
+        """Scores of the pairs (user_ids[i], item_ids[i]); NaN where the user or the item is unknown.
+
+        For the ranking stage, which wants every source's opinion of every candidate."""
+        if not hasattr(self, "item_ids_"):
+            raise NotFittedError(f"{type(self).__name__} is not fitted; call fit() or load() first")
+        uidx = IdIndex(self.user_ids_).lookup(np.asarray(user_ids).astype(str))
+        iidx = IdIndex(self.item_ids_).lookup(np.asarray(item_ids).astype(str))
+        out = np.full(uidx.size, np.nan)
+        ok = np.flatnonzero((uidx >= 0) & (iidx >= 0))
+        if ok.size:
+            out[ok] = self._score_pairs(uidx[ok], iidx[ok])
+        return out
+
+    def _score_pairs(self, user_idx: np.ndarray, item_idx: np.ndarray) -> np.ndarray:
+        """Pair scores; by default gathered from ``_score`` one block of distinct users at a time."""
+        users, inverse = np.unique(user_idx, return_inverse=True)
+        out = np.empty(user_idx.size)
+        step = max(1, 2_000_000 // max(self.item_ids_.size, 1))
+        for lo in range(0, users.size, step):
+            rows = np.flatnonzero((inverse >= lo) & (inverse < lo + step))
+            block = np.asarray(self._score(users[lo : lo + step]))
+            out[rows] = block[inverse[rows] - lo, item_idx[rows]]
+        return out
+
     def _recommend_known(self, user_idx: np.ndarray, k: int, *, exclude_seen: bool) -> tuple[np.ndarray, np.ndarray]:
         """Top-k item indices and scores for known users; by default exhaustive over ``_score``."""
         scores = np.array(self._score(user_idx), dtype=np.float32, copy=True)

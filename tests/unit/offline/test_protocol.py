@@ -66,3 +66,24 @@ def test_no_test_users_is_a_clear_error():
     cfg = FeedrecConfig()
     with pytest.raises(ValueError, match="no test users"):
         run_protocol(_frame([("a", "x", 1)]), dataset="t", protocol="user", k=10, model_names=["popularity"], cfg=cfg)
+
+
+@needs_ml100k
+def test_ml100k_full_pipeline_beats_ease_and_als_by_ten_percent():
+    """Issue 4's bar, in one run: feedrec NDCG@10 >= 1.10 x max(EASE tuned on validation, ALS)."""
+    from feedrec.config import load_config
+    from feedrec.offline.jobs import load_file_side
+
+    cfg = load_config(None, ["models.two_tower.epochs=4"])  # keep the test quick; the benchmark runs defaults
+    events = load_file_events(ML100K, fmt="movielens", mapping=None, cfg=cfg)
+    report = run_protocol(
+        events,
+        dataset="ml-100k",
+        protocol="user",
+        k=10,
+        model_names=["ease", "als", "feedrec"],
+        cfg=cfg,
+        side=load_file_side(ML100K, fmt="movielens"),
+    )
+    best_baseline = max(report.models["ease"]["ndcg@10"], report.models["als"]["ndcg@10"])
+    assert report.models["feedrec"]["ndcg@10"] >= 1.10 * best_baseline

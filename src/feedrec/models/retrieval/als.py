@@ -57,3 +57,6 @@ class ALSRecommender(Recommender):
 
     def _score(self, user_idx: np.ndarray) -> np.ndarray:
         return self.user_factors_[user_idx] @ self.item_factors_.T
+
+    def _score_pairs(self, user_idx: np.ndarray, item_idx: np.ndarray) -> np.ndarray:
+        return np.einsum("ij,ij->i", self.user_factors_[user_idx], self.item_factors_[item_idx])

@@ -70,16 +70,17 @@ class CandidateRecommender(Recommender):
     def _score(self, user_idx: np.ndarray) -> np.ndarray:
         raise NotImplementedError("the candidate set is a merge of ranked lists, not a dense score")
 
-    def recommend_with_sources(
-        self, user_ids: np.ndarray | list[str], k: int = 10, *, exclude_seen: bool = True
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(item_ids (n, k), fused scores (n, k), source of each candidate (n, k))."""
+    def candidate_table(self, user_ids: np.ndarray | list[str], k: int, *, exclude_seen: bool = True) -> pl.DataFrame:
+        """Up to ``k`` fused candidates per user, one row each: ``row`` (the user's position in
+        ``user_ids``), ``item``, ``rrf`` (fused score), ``pos`` (fused rank), ``source`` (the source
+        that ranked it highest), and per source ``rank_<name>`` / ``score_<name>`` (null when that
+        source did not propose it). The ranking stage reads its features from here."""
         if not hasattr(self, "sources_"):
             raise NotFittedError("CandidateRecommender is not fitted; call fit() or load() first")
         users = np.atleast_1d(np.asarray(user_ids).astype(str))
         frames = []
         for name, model in self.sources_.items():
-            ids, _ = model.recommend(users, k=self.quotas[name], exclude_seen=exclude_seen)
+            ids, scores = model.recommend(users, k=self.quotas[name], exclude_seen=exclude_seen)
             grid = np.indices(ids.shape)
             rows, ranks = grid[0], grid[1]
             valid = ids != PAD_ID
@@ -89,6 +90,7 @@ class CandidateRecommender(Recommender):
                         "row": rows[valid],
                         "item": ids[valid],
                         "rank": ranks[valid],
+                        "score": scores[valid].astype(np.float64),
                         "source": np.full(int(valid.sum()), name),
                         "weight": np.full(int(valid.sum()), (self.weights or {}).get(name, 1.0)),
                     }
@@ -108,6 +110,21 @@ class CandidateRecommender(Recommender):
             .with_columns(pl.int_range(pl.len()).over("row").alias("pos"))
             .filter(pl.col("pos") < k)
         )
+        per_source = merged.pivot(
+            on="source", index=["row", "item"], values=["rank", "score"], aggregate_function="first"
+        )
+        for name in self.sources_:  # a source that proposed nothing still gets its columns
+            for kind in ("rank", "score"):
+                if f"{kind}_{name}" not in per_source.columns:
+                    per_source = per_source.with_columns(pl.lit(None, pl.Float64).alias(f"{kind}_{name}"))
+        return fused.join(per_source, on=["row", "item"], how="left").sort(["row", "pos"])
+
+    def recommend_with_sources(
+        self, user_ids: np.ndarray | list[str], k: int = 10, *, exclude_seen: bool = True
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(item_ids (n, k), fused scores (n, k), source of each candidate (n, k))."""
+        users = np.atleast_1d(np.asarray(user_ids).astype(str))
+        fused = self.candidate_table(users, k, exclude_seen=exclude_seen)
         out_ids = np.full((users.size, k), PAD_ID, dtype=object)
         out_scores = np.full((users.size, k), np.nan, np.float32)
         out_src = np.full((users.size, k), "", dtype=object)

@@ -215,16 +215,7 @@ class TwoTowerRecommender(Recommender):
         )
         order = np.lexsort((np.arange(u.size), t, u))
         hist = _histories(u, self.item_code_[i], order, self.history_size)
-        # Validation carve: each user's latest valid_ratio of interactions (at least one, if 2+).
-        rank = np.empty(u.size, np.int64)
-        rank[order] = np.arange(u.size)
-        first = np.r_[True, u[order][1:] != u[order][:-1]]
-        user_start = np.flatnonzero(first)[np.cumsum(first) - 1]
-        pos_in_user = np.empty(u.size, np.int64)
-        pos_in_user[order] = np.arange(u.size) - user_start
-        n_user = np.bincount(u, minlength=interactions.n_users)[u]
-        n_valid = np.where(n_user >= 2, np.maximum(1, np.round(n_user * self.valid_ratio)), 0)
-        is_valid = pos_in_user >= n_user - n_valid
+        is_valid = interactions.latest_mask(self.valid_ratio)  # validation carve for early stopping
         train = np.flatnonzero(~is_valid)
 
         topics_all = torch.from_numpy(self.item_topics_.toarray())
@@ -381,6 +372,9 @@ class TwoTowerRecommender(Recommender):
     # -- serving ---------------------------------------------------------------------------------
     def _score(self, user_idx: np.ndarray) -> np.ndarray:
         return self.user_emb_[user_idx] @ self.item_emb_.T
+
+    def _score_pairs(self, user_idx: np.ndarray, item_idx: np.ndarray) -> np.ndarray:
+        return np.einsum("ij,ij->i", self.user_emb_[user_idx], self.item_emb_[item_idx])
 
     def _recommend_known(self, user_idx: np.ndarray, k: int, *, exclude_seen: bool) -> tuple[np.ndarray, np.ndarray]:
         if self._index is None:

@@ -1,0 +1,143 @@
+"""``feedrec``: the whole pipeline as one model. Retrieve (the candidate set) -> rank (LightGBM).
+
+Fitting is two-stage, as production feeds train:
+1. carve each user's latest ``valid_ratio`` of interactions off the training data;
+2. fit the candidate sources on the rest and retrieve ``n_candidates`` for each carved user;
+3. learn a LambdaMART ranker on those candidates (label: the user engaged with it in the carve),
+   with features from every source (rank, score), the fused score, and user/item activity; a fifth
+   of the carved users are held out for the ranker's early stopping;
+4. refit the candidate sources on all the training data, for serving.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from feedrec.data.interactions import IdIndex, Interactions
+from feedrec.data.side import SideInfo
+from feedrec.models.base import PAD_ID, NotFittedError, Recommender
+from feedrec.models.ranking.base import RankingSet
+from feedrec.models.ranking.gbdt import GBDTRanker
+from feedrec.models.retrieval.candidates import CandidateRecommender
+
+
+class FeedRecommender(Recommender):
+    candidates_: CandidateRecommender
+    ranker_: GBDTRanker
+
+    def __init__(
+        self,
+        candidates: dict[str, Any],
+        ranker: dict[str, Any] | None = None,
+        n_candidates: int = 200,
+        valid_ratio: float = 0.1,
+        seed: int = 42,
+    ) -> None:
+        self.candidates = candidates
+        self.ranker = ranker
+        self.n_candidates = n_candidates
+        self.valid_ratio = valid_ratio
+        self.seed = seed
+
+    def _validate_params(self) -> None:
+        if self.n_candidates < 1 or not 0 < self.valid_ratio < 1:
+            raise ValueError("n_candidates must be >= 1 and valid_ratio in (0, 1)")
+
+    # -- features ---------------------------------------------------------------------------------
+    def _feature_names(self) -> list[str]:
+        names = ["rrf", "pos", "n_sources", "item_log_count", "user_log_count"]
+        for source in self.candidates["quotas"]:
+            names += [f"rank_{source}", f"full_{source}"]
+        return names
+
+    def _features(self, table: pl.DataFrame, model: CandidateRecommender, users: np.ndarray) -> np.ndarray:
+        sources = list(self.candidates["quotas"])
+        item_counts = model.item_counts_[np.maximum(IdIndex(model.item_ids_).lookup(table["item"].to_numpy()), 0)]
+        uidx = IdIndex(model.user_ids_).lookup(users)
+        history = np.where(uidx >= 0, np.diff(model.user_items_.indptr)[np.maximum(uidx, 0)], 0)
+        row_users = users[table["row"].to_numpy()]
+        item_ids = table["item"].to_numpy()
+        # Every source's score of every candidate, not only of those it proposed itself.
+        full = {f"full_{s}": model.sources_[s].score_items(row_users, item_ids) for s in sources}
+        table = table.with_columns(
+            pl.sum_horizontal([pl.col(f"rank_{s}").is_not_null().cast(pl.Int32) for s in sources]).alias("n_sources"),
+            pl.Series("item_log_count", np.log1p(item_counts)),
+            pl.Series("user_log_count", np.log1p(history[table["row"].to_numpy()]).astype(np.float64)),
+            *[pl.Series(name, values) for name, values in full.items()],
+        )
+        return table.select(self._feature_names()).cast(pl.Float32).to_numpy()
+
+    # -- training ---------------------------------------------------------------------------------
+    def _fit(self, interactions: Interactions, side: SideInfo | None = None) -> None:
+        carve = interactions.latest_mask(self.valid_ratio)
+        early = interactions.subset(~carve)
+        stage1 = CandidateRecommender(**self.candidates).fit(early, side)
+        truth = pl.DataFrame(
+            {
+                "user": interactions.users.ids[interactions.user_idx[carve]],
+                "item": interactions.items.ids[interactions.item_idx[carve]],
+            }
+        ).unique()
+        users = np.sort(truth["user"].unique().to_numpy().astype(str))
+        users = users[early.users.lookup(users) >= 0]
+        table = stage1.candidate_table(users, self.n_candidates)
+        table = table.with_columns(pl.Series("user", users[table["row"].to_numpy()]))
+        labels = table.join(truth.with_columns(pl.lit(1.0).alias("label")), on=["user", "item"], how="left")
+        labels = labels.sort(["row", "pos"])
+        y = labels["label"].fill_null(0.0).to_numpy().astype(np.float32)
+        x = self._features(labels.drop("user", "label"), stage1, users)
+        rows = labels["row"].to_numpy()
+        # LambdaMART learns only from users with at least one engaged candidate.
+        has_positive = np.bincount(rows, weights=y, minlength=users.size) > 0
+        keep = has_positive[rows]
+        rng = np.random.default_rng(self.seed)
+        holdout_users = rng.random(users.size) < 0.2
+        names = self._feature_names()
+        train_rows, valid_rows = keep & ~holdout_users[rows], keep & holdout_users[rows]
+        train = RankingSet(x[train_rows], y[train_rows], rows[train_rows].astype(np.int64), names)
+        valid = RankingSet(x[valid_rows], y[valid_rows], rows[valid_rows].astype(np.int64), names)
+        self.ranker_ = GBDTRanker(**(self.ranker or {}), seed=self.seed).fit(train, valid)
+        self.candidates_ = CandidateRecommender(**self.candidates).fit(interactions, side)
+
+    def _score(self, user_idx: np.ndarray) -> np.ndarray:
+        raise NotImplementedError("the feed ranks a candidate set, not the dense catalogue")
+
+    # -- serving ----------------------------------------------------------------------------------
+    def recommend(
+        self, user_ids: np.ndarray | list[str], k: int = 10, *, exclude_seen: bool = True, batch_size: int = 0
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if not hasattr(self, "ranker_"):
+            raise NotFittedError("FeedRecommender is not fitted; call fit() or load() first")
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        users = np.atleast_1d(np.asarray(user_ids).astype(str))
+        out_ids = np.full((users.size, k), PAD_ID, dtype=object)
+        out_scores = np.full((users.size, k), np.nan, np.float32)
+        table = self.candidates_.candidate_table(users, max(self.n_candidates, k), exclude_seen=exclude_seen)
+        if table.height:
+            scores = self.ranker_.predict(self._features(table, self.candidates_, users))
+            ranked = (
+                table.select("row", "item")
+                .with_columns(pl.Series("score", scores))
+                .sort(["row", "score", "item"], descending=[False, True, False])
+                .with_columns(pl.int_range(pl.len()).over("row").alias("pos"))
+                .filter(pl.col("pos") < k)
+            )
+            r, p = ranked["row"].to_numpy(), ranked["pos"].to_numpy()
+            out_ids[r, p] = ranked["item"].to_numpy()
+            out_scores[r, p] = ranked["score"].to_numpy()
+        return out_ids.astype(str), out_scores
+
+    def _save_extra(self, path: Path) -> None:
+        self.candidates_.save(path / "candidates")
+        self.ranker_.save(path / "ranker")
+
+    def _load_extra(self, path: Path) -> None:
+        loaded = Recommender.load(path / "candidates")
+        assert isinstance(loaded, CandidateRecommender)
+        self.candidates_ = loaded
+        self.ranker_ = GBDTRanker.load(path / "ranker")
