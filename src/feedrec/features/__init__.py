@@ -1,0 +1,1 @@
+"""Features, declared once (definitions), built offline point-in-time (offline), served online (online)."""

@@ -1,0 +1,101 @@
+"""The online feature store: the same definitions, answered at request time, updated as events arrive.
+
+``OnlineFeatureStore`` is the interface (a Redis backend can implement it); ``LocalOnlineStore`` keeps,
+per key, the sorted timestamps of its events within the longest window, in process, and persists
+them to one Parquet file. ``update`` takes new events incrementally; ``get_online_features`` builds
+feature rows for (user, item, time, surface, position) requests with the very code the offline
+builder uses (``assemble``), so both sides give the same values for the same moment.
+"""
+
+from __future__ import annotations
+
+import bisect
+from abc import ABC, abstractmethod
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from feedrec.features.assemble import assemble
+from feedrec.features.definitions import FEATURE_NAMES, WINDOWS
+from feedrec.features.keys import event_streams, item_lookup
+
+MAX_WINDOW_US = max(WINDOWS.values()) * 1_000_000
+
+
+class OnlineFeatureStore(ABC):
+    @abstractmethod
+    def update(self, events: pl.DataFrame) -> int:
+        """Fold new events in; returns how many (key, time) entries were added."""
+
+    @abstractmethod
+    def get_online_features(self, entity_rows: pl.DataFrame, features: list[str] | None = None) -> pl.DataFrame:
+        """Feature rows for requests (user_id, item_id, timestamp, surface, position)."""
+
+
+class LocalOnlineStore(OnlineFeatureStore):
+    def __init__(self, items: pl.DataFrame | None = None, path: Path | None = None) -> None:
+        self.items = item_lookup(items)
+        self.path = path
+        self._streams: dict[str, list[int]] = defaultdict(list)
+        self._latest = -(2**62)
+        if path is not None and path.exists():
+            self._load(path)
+
+    def update(self, events: pl.DataFrame) -> int:
+        streams = event_streams(events, self.items)
+        added = 0
+        for key, ts in zip(streams["key"].to_list(), streams["ts"].to_list(), strict=True):
+            bisect.insort(self._streams[key], int(ts))
+            added += 1
+        if streams.height:
+            self._latest = max(self._latest, int(streams["ts"].max()))  # type: ignore[arg-type]
+            self._prune()
+        return added
+
+    def _prune(self) -> None:
+        """Drop entries no window can reach any more (older than the latest event minus the longest window)."""
+        horizon = self._latest - MAX_WINDOW_US - 1
+        for key in list(self._streams):
+            times = self._streams[key]
+            cut = bisect.bisect_left(times, horizon)
+            if cut:
+                del times[:cut]
+            if not times:
+                del self._streams[key]
+
+    def _count(self, keys: np.ndarray, ts: np.ndarray, window_us: int) -> np.ndarray:
+        out = np.zeros(keys.size, np.int64)
+        for i, (key, t) in enumerate(zip(keys.tolist(), ts.tolist(), strict=True)):
+            times = self._streams.get(key)
+            if times:
+                out[i] = bisect.bisect_left(times, t) - bisect.bisect_left(times, t - window_us)
+        return out
+
+    def get_online_features(self, entity_rows: pl.DataFrame, features: list[str] | None = None) -> pl.DataFrame:
+        unknown = [f for f in features or [] if f not in FEATURE_NAMES]
+        if unknown:
+            raise ValueError(f"unknown feature(s) {unknown}; declared: {FEATURE_NAMES}")
+        rows = assemble(entity_rows, self.items, self._count)
+        return rows if features is None else rows.select("user_id", "item_id", "timestamp", *features)
+
+    def save(self, path: Path | None = None) -> Path:
+        path = path or self.path
+        if path is None:
+            raise ValueError("no path to save the online store to")
+        keys = [k for k, times in self._streams.items() for _ in times]
+        ts = [t for times in self._streams.values() for t in times]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pl.DataFrame({"key": keys, "ts": ts}, schema={"key": pl.Utf8, "ts": pl.Int64}).write_parquet(path)
+        return path
+
+    def _load(self, path: Path) -> None:
+        frame = pl.read_parquet(path).sort("key", "ts")
+        for key, times in frame.group_by("key", maintain_order=True).agg("ts").iter_rows():
+            self._streams[key] = list(times)
+        if frame.height:
+            self._latest = int(frame["ts"].max())  # type: ignore[arg-type]
+
+    def __len__(self) -> int:
+        return sum(len(t) for t in self._streams.values())

@@ -1,0 +1,144 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from feedrec.config import SimulatorConfig
+from feedrec.data.simulator import simulate
+from feedrec.features.definitions import COUNTERS, FEATURE_NAMES, WINDOWS, schema_hash
+from feedrec.features.offline import build_features
+from feedrec.features.online import LocalOnlineStore
+
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+ITEMS = pl.DataFrame(
+    {
+        "item_id": ["a", "b", "c"],
+        "creator_id": ["x", "x", None],
+        "topics": [["t1"], ["t1", "t2"], ["t2"]],
+        "created_at": [T0 - timedelta(days=3), T0, None],
+    },
+    schema={
+        "item_id": pl.Utf8,
+        "creator_id": pl.Utf8,
+        "topics": pl.List(pl.Utf8),
+        "created_at": pl.Datetime("us", "UTC"),
+    },
+)
+
+
+def _events(rows: list[tuple[str, str, str, int]]) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "user_id": [r[0] for r in rows],
+            "item_id": [r[1] for r in rows],
+            "type": [r[2] for r in rows],
+            "timestamp": [T0 + timedelta(minutes=r[3]) for r in rows],
+            "surface": ["home"] * len(rows),
+            "position": [0] * len(rows),
+        },
+        schema_overrides={"timestamp": pl.Datetime("us", "UTC"), "position": pl.Int32},
+    )
+
+
+event_rows = st.lists(
+    st.tuples(
+        st.sampled_from(["u1", "u2"]),
+        st.sampled_from(["a", "b", "c"]),
+        st.sampled_from(["impression", "click", "like", "hide"]),
+        st.integers(0, 3 * 24 * 60),  # minutes over three days: every window is exercised
+    ),
+    min_size=1,
+    max_size=60,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=event_rows, future=event_rows)
+def test_no_training_row_sees_an_event_at_or_after_its_own_time(rows, future):
+    events = _events(rows)
+    queries = events.filter(pl.col("type") == "impression")
+    if queries.height == 0:
+        return
+    features = build_features(queries, events, ITEMS)
+    # 1. Each counter equals a naive count of strictly earlier events within its window.
+    for q, row in zip(queries.iter_rows(named=True), features.iter_rows(named=True), strict=True):
+        t = q["timestamp"]
+        for c in COUNTERS:
+            if c.entity == "creator":
+                continue
+            key = q["user_id"] if c.entity == "user" else q["item_id"]
+            col = "user_id" if c.entity == "user" else "item_id"
+            naive = sum(
+                1
+                for e in events.iter_rows(named=True)
+                if e[col] == key
+                and e["type"] == c.event_type
+                and t - timedelta(seconds=WINDOWS[c.window]) <= e["timestamp"] < t
+            )
+            assert row[c.name] == naive, (c.name, t)
+    # 2. Events at or after the latest query's time change nothing that came before.
+    last = queries["timestamp"].max()
+    later = _events(future).with_columns(pl.col("timestamp") - pl.col("timestamp").min() + last)  # type: ignore[operator]
+    again = build_features(queries, pl.concat([events, later]), ITEMS)
+    assert features.select(FEATURE_NAMES).equals(again.select(FEATURE_NAMES))
+
+
+def test_affinities_and_missing_values():
+    events = _events(
+        [("u1", "a", "click", 0), ("u1", "b", "like", 1), ("u1", "c", "click", 2), ("u1", "b", "impression", 10)]
+    )
+    row = build_features(events.tail(1), events, ITEMS).row(0, named=True)
+    # three engaged events before: a (t1, x), b (t1+t2, x), c (t2, no creator)
+    assert row["user_topic_affinity_30d"] == pytest.approx(2 / 3)  # t1 and t2 each got 2 of 3
+    assert row["user_creator_affinity_30d"] == pytest.approx(2 / 3)
+    assert row["item_age_days"] == pytest.approx(10 / 60 / 24)
+    no_creator = build_features(_events([("u1", "c", "impression", 5)]), events, ITEMS).row(0, named=True)
+    assert np.isnan(no_creator["user_creator_affinity_30d"]) and np.isnan(no_creator["creator_clicks_7d"])
+    assert row["user_ctr_30d"] == pytest.approx((2 + 20 * 0.1) / (0 + 20))
+
+
+@pytest.fixture(scope="module")
+def feed():
+    return simulate(SimulatorConfig(n_users=200, n_items=400, days=10, seed=5))
+
+
+def test_offline_and_online_agree_at_the_same_moment(feed, tmp_path: Path):
+    events = pl.from_arrow(feed.events)
+    items = pl.from_arrow(feed.items)
+    impressions = events.filter(pl.col("type") == "impression")
+    cut = impressions["timestamp"].sort()[int(impressions.height * 0.7)]
+    queries = impressions.filter(pl.col("timestamp") >= cut).head(200)
+    # The online store has seen every event before the cut, in two incremental batches.
+    before = events.filter(pl.col("timestamp") < cut)
+    store = LocalOnlineStore(items, path=tmp_path / "online.parquet")
+    store.update(before.head(before.height // 2))
+    store.update(before.tail(before.height - before.height // 2))
+    at_cut = queries.with_columns(pl.lit(cut).alias("timestamp"))
+    online = store.get_online_features(at_cut)
+    offline = build_features(at_cut, events, items)
+    assert online.select(FEATURE_NAMES).equals(offline.select(FEATURE_NAMES))
+    # It survives a restart.
+    store.save()
+    reloaded = LocalOnlineStore(items, path=tmp_path / "online.parquet")
+    assert len(reloaded) == len(store)
+    assert reloaded.get_online_features(at_cut).select(FEATURE_NAMES).equals(online.select(FEATURE_NAMES))
+
+
+def test_online_store_prunes_beyond_the_longest_window_and_checks_names(feed):
+    events = pl.from_arrow(feed.events)
+    store = LocalOnlineStore(pl.from_arrow(feed.items))
+    store.update(events)
+    horizon = events["timestamp"].max() - timedelta(seconds=max(WINDOWS.values()))  # type: ignore[operator]
+    assert all(min(t) >= horizon.timestamp() * 1e6 - 1 for t in store._streams.values())
+    with pytest.raises(ValueError, match="unknown feature"):
+        store.get_online_features(events.head(1), ["user_ctr_forever"])
+
+
+def test_schema_hash_is_stable():
+    assert schema_hash() == schema_hash() and len(schema_hash()) == 16
