@@ -35,6 +35,7 @@ bench: $(STAMP_RUN)
 	$(BIN)/python benchmarks/bench_ml100k.py
 	$(BIN)/python benchmarks/bench_simulator.py
 	$(BIN)/python benchmarks/bench_cold_start.py
+	$(BIN)/python benchmarks/bench_ranker.py
 	$(BIN)/python benchmarks/bench_ann.py
 
 clean:

@@ -386,7 +386,7 @@ def demo(
                 setattr(cfg.simulator, key, value)
     except (ConfigError, ValueError) as exc:
         _fail(str(exc))
-    stages = ["simulate", "ingest", "split", *[f"fit + evaluate: {m}" for m in cfg.eval.models]]
+    stages = ["simulate", "ingest", "split", *[f"fit + evaluate: {m}" for m in cfg.eval.models], "rank impressions"]
     with _progress() as bar:
         overall = bar.add_task("demo", total=len(stages))
         sessions = bar.add_task("simulate: sessions", total=None)
@@ -421,6 +421,15 @@ def demo(
         + " positive interactions; no training row sees its user's future (checked)"
     )
     out.print(_metrics_table(result.report.to_dict()))
+    rankers = Table(
+        title=f"impression ranker · point-in-time features · {result.rankers.rows['test']:,} test impressions, "
+        f"click rate {result.rankers.click_rate:.3f}"
+    )
+    for col in ("model", "AUC", "log loss", "ECE"):
+        rankers.add_column(col, justify="left" if col == "model" else "right")
+    for name, m in result.rankers.models.items():
+        rankers.add_row(name, f"{m['auc']:.4f}", f"{m['log_loss']:.4f}", f"{m['ece']:.4f}")
+    out.print(rankers)
 
 
 def run() -> None:  # pragma: no cover - console entry

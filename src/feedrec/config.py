@@ -187,7 +187,9 @@ class ModelsConfig(StrictModel):
 class EvalConfig(StrictModel):
     k: int = Field(10, ge=1)
     recall_cutoffs: list[int] = Field(default_factory=lambda: [100, 200, 500])  # candidate-set recall@N
-    models: list[str] = Field(default_factory=lambda: ["popularity", "popularity_recent", "covisit", "als"])
+    models: list[str] = Field(
+        default_factory=lambda: ["popularity", "covisit", "als", "ease", "two_tower", "candidates", "feedrec"]
+    )
     positive_types: list[EventType] = Field(default_factory=lambda: list(POSITIVE_EVENT_TYPES))
 
 

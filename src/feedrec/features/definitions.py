@@ -14,6 +14,8 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Literal
 
+import numpy as np
+
 HOUR, DAY = 3_600, 86_400
 WINDOWS: dict[str, int] = {"1h": HOUR, "1d": DAY, "7d": 7 * DAY, "30d": 30 * DAY}
 ENGAGED_TYPES: tuple[str, ...] = ("click", "like", "share")
@@ -84,14 +86,15 @@ CONTEXT: list[Context] = [
     Context("item_age_days"),
 ]
 
-FEATURE_NAMES: list[str] = [f.name for f in (*COUNTERS, *RATIOS, *AFFINITIES, *CONTEXT)]
+ALL_FEATURES: list[Counter | Ratio | Affinity | Context] = [*COUNTERS, *RATIOS, *AFFINITIES, *CONTEXT]
+FEATURE_NAMES: list[str] = [f.name for f in ALL_FEATURES]
 
 
 def schema_hash() -> str:
     """A fingerprint of the definitions: a model bundle records it, and refuses other feature sets."""
-    payload = json.dumps([asdict(f) | {"kind": type(f).__name__} for f in (*COUNTERS, *RATIOS, *AFFINITIES, *CONTEXT)])
+    payload = json.dumps([asdict(f) | {"kind": type(f).__name__} for f in ALL_FEATURES])
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def ratio_value(num: float, den: float, ratio: Ratio) -> float:
+def ratio_value(num: np.ndarray, den: np.ndarray, ratio: Ratio) -> np.ndarray:
     return (num + ratio.prior * ratio.prior_rate) / (den + ratio.prior)

@@ -18,6 +18,7 @@ from feedrec.data.store import LocalEventStore
 from feedrec.data.validation import validate_events
 from feedrec.logs import get_logger
 from feedrec.offline.protocol import EvalReport, run_protocol
+from feedrec.offline.ranking_eval import RankerReport, evaluate_rankers
 from feedrec.offline.split import Protocol, train_valid_test
 
 log = get_logger("jobs")
@@ -96,10 +97,12 @@ class DemoResult:
     ingest: IngestReport
     split_sizes: dict[str, int]
     report: EvalReport
+    rankers: RankerReport
 
 
 def demo(cfg: FeedrecConfig, *, on_stage: Callable[[str], None], progress: Progress) -> DemoResult:
-    """``feedrec demo``: simulate -> ingest -> split -> fit the baselines -> evaluate."""
+    """``feedrec demo``: simulate -> ingest -> split -> fit and evaluate retrieval and the whole
+    pipeline -> train the impression ranker (with calibration) on point-in-time features."""
     workspace = cfg.workspace / "demo"
     on_stage("simulate")
     feed: SimulatedFeed = simulate(cfg.simulator, progress=progress)
@@ -127,7 +130,11 @@ def demo(cfg: FeedrecConfig, *, on_stage: Callable[[str], None], progress: Progr
         side=load_store_side(workspace / "store"),
         on_model=lambda name: on_stage(f"fit + evaluate: {name}"),
     )
-    return DemoResult(files, feed.events.num_rows, ingested, sizes, report)
+
+    on_stage("rank impressions")
+    store_events = pl.DataFrame(pl.from_arrow(store.scan()))
+    rankers = evaluate_rankers(store_events, pl.DataFrame(pl.from_arrow(store.items())), threads=cfg.threads)
+    return DemoResult(files, feed.events.num_rows, ingested, sizes, report, rankers)
 
 
 def run_simulation(cfg: FeedrecConfig, out: Path, *, progress: Progress) -> tuple[SimulatedFeed, dict[str, str]]:
