@@ -159,13 +159,29 @@ class GBDTParams(StrictModel):
     early_stopping_rounds: int = Field(30, ge=1)
 
 
+class RulesParams(StrictModel):
+    pin: dict[str, int] = Field(default_factory=dict)  # item_id -> 0-based slot
+    block: list[str] = Field(default_factory=list)
+    boost: dict[str, float] = Field(default_factory=dict)  # item_id -> score multiplier
+
+
+class RerankParams(StrictModel):
+    diversity: float = Field(0.1, ge=0, le=1)  # MMR trade-off: 0 = pure relevance
+    max_per_creator: int | None = Field(2, ge=1)
+    max_per_topic: int | None = Field(None, ge=1)
+    freshness_boost: float = Field(0.0, ge=0)
+    freshness_half_life_days: float = Field(3.0, gt=0)
+    rules: RulesParams = Field(default_factory=RulesParams)
+
+
 class FeedParams(StrictModel):
-    """The whole pipeline: ``models.candidates`` retrieves, this ranker orders."""
+    """The whole pipeline: ``models.candidates`` retrieves, this ranker orders, ``rerank`` shapes."""
 
     n_candidates: int = Field(200, ge=1)  # candidates the ranker scores per user
     valid_ratio: float = Field(0.1, gt=0, lt=1)  # the carve the ranker learns from
     seed: int = 42
     ranker: GBDTParams = Field(default_factory=GBDTParams)
+    rerank: RerankParams | None = Field(default_factory=RerankParams)  # null: the ranker's order as is
 
 
 class ModelsConfig(StrictModel):

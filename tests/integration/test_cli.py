@@ -74,7 +74,8 @@ def test_eval_json_on_ml100k(tmp_path: Path):
     pop = report["models"]["popularity"]
     assert set(pop) == {"recall@10", "ndcg@10", "hr@10", "mrr@10", "coverage@10", "fit_seconds"} | {
         f"recall@{n}" for n in (100, 200, 500)
-    }
+    } | {"novelty@10", "diversity@10"}  # genres from u.item
+    assert 0 < pop["diversity@10"] < 1 and pop["novelty@10"] > 0
     assert pop["recall@10"] <= pop["recall@100"] <= pop["recall@200"] <= pop["recall@500"]
     assert abs(pop["ndcg@10"] / 0.0828 - 1) < 0.03 and abs(pop["recall@10"] / 0.0933 - 1) < 0.03
 

@@ -67,7 +67,10 @@ def build_model(name: str, cfg: FeedrecConfig) -> Recommender:
         if name == "candidates":
             return CandidateRecommender(**params)
         ranker = m.feedrec.ranker.model_dump() | {"num_threads": cfg.threads}
-        return FeedRecommender(candidates=params, ranker=ranker, **m.feedrec.model_dump(exclude={"ranker"}))
+        rerank = m.feedrec.rerank.model_dump() if m.feedrec.rerank is not None else None
+        return FeedRecommender(
+            candidates=params, ranker=ranker, rerank=rerank, **m.feedrec.model_dump(exclude={"ranker", "rerank"})
+        )
     if name not in makers:
         raise ValueError(f"unknown model {name!r}; known: {', '.join(MODEL_NAMES)}")
     return makers[name]()

@@ -1,4 +1,4 @@
-"""``feedrec``: the whole pipeline as one model. Retrieve (the candidate set) -> rank (LightGBM).
+"""``feedrec``: the whole pipeline as one model. Retrieve (candidates) -> rank (LightGBM) -> re-rank.
 
 Fitting is two-stage, as production feeds train:
 1. carve each user's latest ``valid_ratio`` of interactions off the training data;
@@ -16,29 +16,38 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+import scipy.sparse as sp
 
 from feedrec.data.interactions import IdIndex, Interactions
-from feedrec.data.side import SideInfo
+from feedrec.data.side import SideEncoder, SideInfo
 from feedrec.models.base import PAD_ID, NotFittedError, Recommender
 from feedrec.models.ranking.base import RankingSet
 from feedrec.models.ranking.gbdt import GBDTRanker
+from feedrec.models.rerank import BusinessRules, ItemCatalog, ReRanker
 from feedrec.models.retrieval.candidates import CandidateRecommender
 
 
 class FeedRecommender(Recommender):
+    _state_attrs = ("item_topics_", "item_creator_", "item_created_", "now_")
     candidates_: CandidateRecommender
     ranker_: GBDTRanker
+    item_topics_: sp.csr_matrix  # for re-ranking: topics, creators and publish times of the catalogue
+    item_creator_: np.ndarray
+    item_created_: np.ndarray
+    now_: np.ndarray  # () the time of the last training interaction (freshness is measured from it)
 
     def __init__(
         self,
         candidates: dict[str, Any],
         ranker: dict[str, Any] | None = None,
+        rerank: dict[str, Any] | None = None,
         n_candidates: int = 200,
         valid_ratio: float = 0.1,
         seed: int = 42,
     ) -> None:
         self.candidates = candidates
         self.ranker = ranker
+        self.rerank = rerank
         self.n_candidates = n_candidates
         self.valid_ratio = valid_ratio
         self.seed = seed
@@ -102,6 +111,9 @@ class FeedRecommender(Recommender):
         valid = RankingSet(x[valid_rows], y[valid_rows], rows[valid_rows].astype(np.int64), names)
         self.ranker_ = GBDTRanker(**(self.ranker or {}), seed=self.seed).fit(train, valid)
         self.candidates_ = CandidateRecommender(**self.candidates).fit(interactions, side)
+        feats = SideEncoder.fit(side).encode_items(side.items if side else None, interactions.items)
+        self.item_topics_, self.item_creator_, self.item_created_ = feats.topics, feats.creator, feats.created_at
+        self.now_ = np.asarray(float(interactions.timestamps.max()))
 
     def _score(self, user_idx: np.ndarray) -> np.ndarray:
         raise NotImplementedError("the feed ranks a candidate set, not the dense catalogue")
@@ -118,19 +130,33 @@ class FeedRecommender(Recommender):
         out_ids = np.full((users.size, k), PAD_ID, dtype=object)
         out_scores = np.full((users.size, k), np.nan, np.float32)
         table = self.candidates_.candidate_table(users, max(self.n_candidates, k), exclude_seen=exclude_seen)
-        if table.height:
-            scores = self.ranker_.predict(self._features(table, self.candidates_, users))
-            ranked = (
-                table.select("row", "item")
-                .with_columns(pl.Series("score", scores))
-                .sort(["row", "score", "item"], descending=[False, True, False])
-                .with_columns(pl.int_range(pl.len()).over("row").alias("pos"))
-                .filter(pl.col("pos") < k)
+        if table.height == 0:
+            return out_ids.astype(str), out_scores
+        scored = table.select("row", "item").with_columns(
+            pl.Series("score", self.ranker_.predict(self._features(table, self.candidates_, users)))
+        )
+        ranked = scored.sort(["row", "score", "item"], descending=[False, True, False])
+        if self.rerank is None:
+            top = ranked.with_columns(pl.int_range(pl.len()).over("row").alias("pos")).filter(pl.col("pos") < k)
+            r, p = top["row"].to_numpy(), top["pos"].to_numpy()
+            out_ids[r, p] = top["item"].to_numpy()
+            out_scores[r, p] = top["score"].to_numpy()
+            return out_ids.astype(str), out_scores
+        reranker = ReRanker(**{key: v for key, v in self.rerank.items() if key != "rules"}, rules=self._rules())
+        catalog = ItemCatalog(self.item_ids_, self.item_topics_, self.item_creator_, self.item_created_)
+        for row, group in ranked.group_by("row", maintain_order=True):
+            feed, final = reranker.rerank(
+                group["item"].to_numpy(), group["score"].to_numpy(), catalog, k=k, now=float(self.now_)
             )
-            r, p = ranked["row"].to_numpy(), ranked["pos"].to_numpy()
-            out_ids[r, p] = ranked["item"].to_numpy()
-            out_scores[r, p] = ranked["score"].to_numpy()
+            out_ids[int(row[0]), : feed.size] = feed
+            out_scores[int(row[0]), : feed.size] = final
         return out_ids.astype(str), out_scores
+
+    def _rules(self) -> BusinessRules:
+        rules = (self.rerank or {}).get("rules") or {}
+        return BusinessRules(
+            pin=dict(rules.get("pin", {})), block=set(rules.get("block", [])), boost=dict(rules.get("boost", {}))
+        )
 
     def _save_extra(self, path: Path) -> None:
         self.candidates_.save(path / "candidates")

@@ -19,8 +19,16 @@ import polars as pl
 
 from feedrec.config import FeedrecConfig
 from feedrec.data.interactions import Interactions
-from feedrec.data.side import SideInfo
-from feedrec.metrics import catalog_coverage, hit_rate_at_k, mrr_at_k, ndcg_at_k, recall_at_k
+from feedrec.data.side import SideEncoder, SideInfo
+from feedrec.metrics import (
+    catalog_coverage,
+    hit_rate_at_k,
+    intra_list_diversity,
+    mrr_at_k,
+    ndcg_at_k,
+    novelty,
+    recall_at_k,
+)
 from feedrec.models import build_model
 from feedrec.models.base import Recommender
 from feedrec.offline.split import Protocol, chronological_split
@@ -96,9 +104,16 @@ def prepare(df: pl.DataFrame, *, protocol: Protocol, test_ratio: float = 0.1) ->
 
 
 def evaluate_recommender(
-    model: Recommender, data: ProtocolData, *, k: int, recall_cutoffs: tuple[int, ...] = ()
+    model: Recommender,
+    data: ProtocolData,
+    *,
+    k: int,
+    recall_cutoffs: tuple[int, ...] = (),
+    item_topics: np.ndarray | None = None,
 ) -> dict[str, float]:
-    """Step 4 for one fitted model; ``recall_cutoffs`` adds recall@N for candidate-set sizes N."""
+    """Step 4 for one fitted model; ``recall_cutoffs`` adds recall@N for candidate-set sizes N, and
+    ``item_topics`` ((n_items, n_topics), aligned to the training items) adds intra-list diversity.
+    Novelty is always reported: mean self-information of the recommended items, in bits."""
     cutoffs = [c for c in recall_cutoffs if c != k]
     ids, _ = model.recommend(data.test_users, k=max([k, *cutoffs]), exclude_seen=True)
     pred = data.train.items.lookup(ids.ravel()).reshape(ids.shape)
@@ -111,6 +126,11 @@ def evaluate_recommender(
     }
     for c in cutoffs:
         metrics[f"recall@{c}"] = recall_at_k(data.targets, pred, k=c)
+    users_per_item = np.bincount(data.train.item_idx, minlength=data.train.n_items)
+    p_item = np.maximum(users_per_item, 1) / max(data.train.n_users, 1)  # never-seen items count as seen once
+    metrics[f"novelty@{k}"] = novelty(pred, item_popularity=np.minimum(p_item, 1.0), k=k)
+    if item_topics is not None and item_topics.any():
+        metrics[f"diversity@{k}"] = intra_list_diversity(pred, item_features=item_topics, k=k)
     return metrics
 
 
@@ -137,6 +157,9 @@ def run_protocol(
         n_items=data.n_items,
         n_test_users=int(data.test_users.size),
     )
+    topics = None
+    if side is not None and side.items is not None:
+        topics = SideEncoder.fit(side).encode_items(side.items, data.train.items).topics.toarray()
     for name in model_names:
         if on_model:
             on_model(name)
@@ -144,7 +167,9 @@ def run_protocol(
         start = time.perf_counter()
         model.fit(data.train, side)
         fit_seconds = time.perf_counter() - start
-        metrics = evaluate_recommender(model, data, k=k, recall_cutoffs=tuple(cfg.eval.recall_cutoffs))
+        metrics = evaluate_recommender(
+            model, data, k=k, recall_cutoffs=tuple(cfg.eval.recall_cutoffs), item_topics=topics
+        )
         report.models[name] = {key: round(value, 6) for key, value in metrics.items()} | {
             "fit_seconds": round(fit_seconds, 3)
         }
