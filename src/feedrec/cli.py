@@ -317,6 +317,145 @@ def tune(
     out.print(f"study: {result.study_path}; config snippet: {result.params_path}")
 
 
+@app.command("train")
+def train_cmd(
+    model: Annotated[str, typer.Option("--model", help="The model to train and register.")] = "feedrec",
+    workspace: WorkspaceOpt = None,
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train on the workspace's events, register a versioned bundle, and promote it if it passes the gate."""
+    from feedrec.offline.train import train
+
+    try:
+        cfg = _config(config, overrides, workspace)
+        _model_names(model, [])
+        with _progress() as bar:
+            task = bar.add_task("train", total=None)
+            result = train(
+                cfg, model_name=model, on_stage=lambda stage: bar.update(task, description=f"train: {stage}")
+            )
+    except (ConfigError, ValueError, LeakageError) as exc:
+        _fail(str(exc))
+    m = result.manifest
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "version": m.version,
+                    "promoted": result.promoted,
+                    "reason": result.reason,
+                    "bundle": result.bundle,
+                    "metrics": m.metrics,
+                }
+            )
+        )
+        return
+    table = Table(title=f"bundle {m.version} · {m.model} · {result.bundle}")
+    table.add_column("split", style="bold")
+    columns = sorted({c for split in m.metrics.values() for c in split})
+    for col in columns:
+        table.add_column(col, justify="right")
+    for split, metrics in m.metrics.items():
+        table.add_row(split, *[f"{metrics[c]:.4f}" if c in metrics else "-" for c in columns])
+    out.print(table)
+    verdict = "[green]promoted to production[/]" if result.promoted else "[yellow]not promoted[/]"
+    out.print(f"{verdict}: {result.reason}")
+    out.print(f"report: {result.bundle}/report.html")
+
+
+models_app = typer.Typer(help="The model registry: list, show, promote, roll back bundles.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+
+def _registry(workspace: Path | None, config: Path | None) -> Any:
+    from feedrec.registry import LocalRegistry
+
+    return LocalRegistry(_config(config, None, workspace).workspace / "registry")
+
+
+@models_app.command("list")
+def models_list(workspace: WorkspaceOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Every bundle, newest last; the production one is marked."""
+    bundles = _registry(workspace, config).list()
+    if as_json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "version": b.version,
+                        "model": b.model,
+                        "created_at": b.created_at,
+                        "production": b.promoted,
+                        "valid": b.metrics.get("valid", {}),
+                        "test": b.metrics.get("test", {}),
+                    }
+                    for b in bundles
+                ]
+            )
+        )
+        return
+    table = Table(title="model registry")
+    for col in ("version", "model", "created", "valid ndcg@10", "test ndcg@10", "production"):
+        table.add_column(col)
+    for b in bundles:
+        table.add_row(
+            b.version,
+            b.model,
+            b.created_at[:19],
+            f"{b.metrics.get('valid', {}).get('ndcg@10', float('nan')):.4f}",
+            f"{b.metrics.get('test', {}).get('ndcg@10', float('nan')):.4f}",
+            "★" if b.promoted else "",
+        )
+    out.print(table)
+
+
+@models_app.command("show")
+def models_show(
+    version: Annotated[str, typer.Argument(help="Bundle version, e.g. v0003.")],
+    workspace: WorkspaceOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """A bundle's manifest, as JSON."""
+    from dataclasses import asdict
+
+    from feedrec.registry import RegistryError
+
+    try:
+        print(json.dumps(asdict(_registry(workspace, config).get(version)), indent=2, default=str))
+    except RegistryError as exc:
+        _fail(str(exc))
+
+
+@models_app.command("promote")
+def models_promote(
+    version: Annotated[str, typer.Argument(help="Bundle version to serve.")],
+    workspace: WorkspaceOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Put a bundle in production by hand (bypasses the gate; recorded in the history)."""
+    from feedrec.registry import RegistryError
+
+    try:
+        m = _registry(workspace, config).promote(version, reason="manual promotion")
+    except RegistryError as exc:
+        _fail(str(exc))
+    out.print(f"{m.version} is now in production")
+
+
+@models_app.command("rollback")
+def models_rollback(workspace: WorkspaceOpt = None, config: ConfigOpt = None) -> None:
+    """Return production to the bundle served before the current one."""
+    from feedrec.registry import RegistryError
+
+    try:
+        m = _registry(workspace, config).rollback()
+    except RegistryError as exc:
+        _fail(str(exc))
+    out.print(f"rolled back: {m.version} is in production again")
+
+
 @app.command("cold-start")
 def cold_start(
     models: Annotated[

@@ -112,3 +112,47 @@ def test_demo_prints_the_evaluation_table(tmp_path: Path):
         assert name in result.stdout
     rerun = feedrec("demo", "--users", "300", "--items", "500", "--days", "10", "--json", cwd=tmp_path)
     assert json.loads(rerun.stdout)["ingest"]["stored"] == 0  # ingestion is idempotent
+
+
+def test_train_registers_gates_and_rolls_back(tmp_path: Path):
+    assert (
+        feedrec("simulate", "--users", "300", "--items", "600", "--days", "14", "--out", "sim", cwd=tmp_path).returncode
+        == 0
+    )
+    for kind in ("events", "items", "users"):
+        assert feedrec("ingest", f"sim/{kind}.parquet", "--kind", kind, "-w", "ws", cwd=tmp_path).returncode == 0
+    # threads=1: identical runs must give identical scores for the gate assertion below.
+    fast = [
+        "--set",
+        "threads=1",
+        "--set",
+        "models.two_tower.epochs=2",
+        "--set",
+        "models.two_tower.dim=16",
+        "-w",
+        "ws",
+        "--json",
+    ]
+    first = feedrec("train", *fast, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    result = json.loads(first.stdout)
+    assert result["version"] == "v0001" and result["promoted"]
+    assert {"valid", "test", "ranker"} <= set(result["metrics"])
+    bundle = tmp_path / "ws" / "registry" / "bundles" / "v0001"
+    assert (bundle / "report.html").read_text().count("data:image/png") >= 3
+    manifest = json.loads(feedrec("models", "show", "v0001", "-w", "ws", cwd=tmp_path).stdout)
+    assert (
+        manifest["feature_schema"]
+        and manifest["data_window"]["interactions"] > 0
+        and "feedrec" in manifest["code_version"]
+    )
+    # The same data and settings cannot beat production on validation: the gate refuses.
+    second = json.loads(feedrec("train", *fast, cwd=tmp_path).stdout)
+    assert second["version"] == "v0002" and not second["promoted"]
+    assert feedrec("models", "promote", "v0002", "-w", "ws", cwd=tmp_path).returncode == 0
+    rolled = feedrec("models", "rollback", "-w", "ws", cwd=tmp_path)
+    assert rolled.returncode == 0 and "v0001" in rolled.stdout
+    listed = json.loads(feedrec("models", "list", "-w", "ws", "--json", cwd=tmp_path).stdout)
+    assert [b["production"] for b in listed] == [True, False]
+    missing = feedrec("models", "show", "v0042", "-w", "ws", cwd=tmp_path)
+    assert missing.returncode == 2 and "no bundle" in missing.stderr

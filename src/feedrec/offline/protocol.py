@@ -81,14 +81,20 @@ def prepare(df: pl.DataFrame, *, protocol: Protocol, test_ratio: float = 0.1) ->
     """Steps 1-3 of the protocol on a frame of ``user_id``, ``item_id``, ``timestamp``."""
     df = dedupe_earliest(df.select("user_id", "item_id", "timestamp"))
     train_df, test_df = chronological_split(df, protocol=protocol, ratio=test_ratio)
+    return targets_after(train_df, test_df, n_users=df["user_id"].n_unique(), n_items=df["item_id"].n_unique())
+
+
+def targets_after(train_df: pl.DataFrame, test_df: pl.DataFrame, *, n_users: int = 0, n_items: int = 0) -> ProtocolData:
+    """Step 3 for an existing split: test users are those with training history; their targets are
+    test items that are training items and not already in their history."""
     train = Interactions.from_frame(train_df)
     test_items = train.items.lookup(test_df["item_id"].cast(pl.Utf8).to_numpy())
     test_users = train.users.lookup(test_df["user_id"].cast(pl.Utf8).to_numpy())
     keep = (test_items >= 0) & (test_users >= 0)
     tu, ti = test_users[keep], test_items[keep]
-    n_items = np.int64(train.n_items)
-    history = train.user_idx.astype(np.int64) * n_items + train.item_idx
-    fresh = ~np.isin(tu * n_items + ti, history)  # not already in the user's training history
+    n_train_items = np.int64(train.n_items)
+    history = train.user_idx.astype(np.int64) * n_train_items + train.item_idx
+    fresh = ~np.isin(tu * n_train_items + ti, history)  # not already in the user's training history
     tu, ti = tu[fresh], ti[fresh]
     order = np.lexsort((ti, tu))
     tu, ti = tu[order], ti[order]
@@ -98,9 +104,16 @@ def prepare(df: pl.DataFrame, *, protocol: Protocol, test_ratio: float = 0.1) ->
         train=train,
         test_users=train.users.ids[users],
         targets=[np.unique(t) for t in targets],
-        n_users=df["user_id"].n_unique(),
-        n_items=df["item_id"].n_unique(),
+        n_users=n_users or train.n_users,
+        n_items=n_items or train.n_items,
     )
+
+
+def item_topics(side: SideInfo | None, data: ProtocolData) -> np.ndarray | None:
+    """(n_train_items, n_topics) topic indicators for diversity, when items carry topics."""
+    if side is None or side.items is None:
+        return None
+    return SideEncoder.fit(side).encode_items(side.items, data.train.items).topics.toarray()
 
 
 def evaluate_recommender(
@@ -157,9 +170,7 @@ def run_protocol(
         n_items=data.n_items,
         n_test_users=int(data.test_users.size),
     )
-    topics = None
-    if side is not None and side.items is not None:
-        topics = SideEncoder.fit(side).encode_items(side.items, data.train.items).topics.toarray()
+    topics = item_topics(side, data)
     for name in model_names:
         if on_model:
             on_model(name)

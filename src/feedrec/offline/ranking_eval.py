@@ -35,6 +35,8 @@ class RankerReport:
     click_rate: float = 0.0
     models: dict[str, dict[str, float]] = field(default_factory=dict)
     top_features: list[tuple[str, float]] = field(default_factory=list)
+    reliability: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # for the report's plots
+    score_histograms: dict[str, dict[str, list[float]]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -43,6 +45,16 @@ class RankerReport:
             "models": self.models,
             "top_features": self.top_features,
         }
+
+
+def reliability_curve(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> dict[str, list[float]]:
+    """Mean prediction and observed rate per equal-width bin (non-empty bins only)."""
+    bins = np.minimum((p * n_bins).astype(int), n_bins - 1)
+    count = np.bincount(bins, minlength=n_bins)
+    keep = count > 0
+    mean_p = np.bincount(bins, weights=p, minlength=n_bins)[keep] / count[keep]
+    rate = np.bincount(bins, weights=y, minlength=n_bins)[keep] / count[keep]
+    return {"mean_predicted": mean_p.tolist(), "observed_rate": rate.tolist()}
 
 
 def impression_dataset(events: pl.DataFrame, items: pl.DataFrame | None) -> pl.DataFrame:
@@ -112,7 +124,14 @@ def evaluate_rankers(
             "ece": round(expected_calibration_error(y_test, p), 4),
         }
 
+    predictions = {"logistic_regression": p_lr, "lightgbm": p_test, "lightgbm_calibrated": calibrated}
+    edges = np.linspace(0, 1, 41)
     return RankerReport(
+        reliability={name: reliability_curve(y_test, p) for name, p in predictions.items()},
+        score_histograms={
+            name: {"density": np.histogram(p, bins=edges, density=True)[0].tolist(), "edges": edges.tolist()}
+            for name, p in predictions.items()
+        },
         rows={"train": train.height, "valid": valid.height, "test": test.height},
         click_rate=round(float(y_test.mean()), 4),
         models={

@@ -1,0 +1,200 @@
+"""Versioned model bundles: written offline, loaded online, promoted behind a gate.
+
+A bundle is a folder: the saved model (``model/``), ``manifest.json`` (version, model name, data
+window, feature schema hash, parameters, metrics, code version) and optionally ``report.html``.
+``LocalRegistry`` keeps bundles under ``<workspace>/registry/bundles/`` and the production pointer
+in ``production.json``, with every change appended to ``history.jsonl``; replaying that history as
+a stack (promotions push, rollbacks pop) tells a rollback where to return.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import os
+import shutil
+import subprocess
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from feedrec import __version__
+from feedrec.models.base import Recommender
+
+
+class RegistryError(ValueError):
+    """A registry operation that cannot be done; the message says why."""
+
+
+@dataclass
+class Manifest:
+    version: str
+    model: str
+    created_at: str
+    data_window: dict[str, Any]  # first/last event time, interactions, users, items
+    feature_schema: str
+    params: dict[str, Any]
+    metrics: dict[str, dict[str, float]]  # "valid", "test", "ranker" -> metric -> value
+    code_version: str
+    promoted: bool = False
+    gate: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GatePolicy:
+    """The new bundle must beat production on validation ``metric`` by ``min_gain`` (relative)
+    without losing more than ``auc_tolerance`` ranker AUC or adding more than ``ece_tolerance``
+    calibration error."""
+
+    metric: str = "ndcg@10"
+    min_gain: float = 0.0
+    auc_tolerance: float = 0.002
+    ece_tolerance: float = 0.005
+
+
+def code_version() -> str:
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha = ""
+    return f"feedrec {__version__}" + (f" ({sha})" if sha else "")
+
+
+def gate_decision(new: Manifest, current: Manifest | None, policy: GatePolicy) -> dict[str, Any]:
+    """Whether ``new`` may replace ``current`` in production, and why."""
+    if current is None:
+        return {"promote": True, "reason": "no production bundle yet"}
+    new_v = new.metrics.get("valid", {}).get(policy.metric)
+    cur_v = current.metrics.get("valid", {}).get(policy.metric)
+    if new_v is None or cur_v is None:
+        return {"promote": False, "reason": f"validation {policy.metric} missing from a manifest"}
+    ok = new_v > cur_v * (1 + policy.min_gain)
+    reasons = [f"validation {policy.metric} {new_v:.4f} {'>' if ok else 'does not beat'} production's {cur_v:.4f}"]
+    new_r, cur_r = new.metrics.get("ranker", {}), current.metrics.get("ranker", {})
+    if "auc" in new_r and "auc" in cur_r and new_r["auc"] < cur_r["auc"] - policy.auc_tolerance:
+        ok = False
+        reasons.append(f"ranker AUC {new_r['auc']:.4f} < production's {cur_r['auc']:.4f}")
+    if "ece" in new_r and "ece" in cur_r and new_r["ece"] > cur_r["ece"] + policy.ece_tolerance:
+        ok = False
+        reasons.append(f"ranker ECE {new_r['ece']:.4f} > production's {cur_r['ece']:.4f}")
+    return {"promote": ok, "reason": "; ".join(reasons)}
+
+
+class ModelRegistry(ABC):
+    @abstractmethod
+    def register(self, model: Recommender, manifest: Manifest, report_html: str | None = None) -> Manifest: ...
+
+    @abstractmethod
+    def list(self) -> list[Manifest]: ...
+
+    @abstractmethod
+    def get(self, version: str) -> Manifest: ...
+
+    @abstractmethod
+    def production(self) -> Manifest | None: ...
+
+    @abstractmethod
+    def promote(self, version: str, *, reason: str = "manual") -> Manifest: ...
+
+    @abstractmethod
+    def rollback(self) -> Manifest: ...
+
+    @abstractmethod
+    def load_model(self, version: str | None = None) -> Recommender: ...
+
+
+class LocalRegistry(ModelRegistry):
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+        self.bundles = self.root / "bundles"
+        self.bundles.mkdir(parents=True, exist_ok=True)
+
+    def _versions(self) -> builtins.list[str]:
+        return sorted(p.name for p in self.bundles.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+    def next_version(self) -> str:
+        return f"v{len(self._versions()) + 1:04d}"
+
+    @staticmethod
+    def _write_json(path: Path, payload: dict[str, Any]) -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(payload, indent=2, default=str))
+        os.replace(tmp, path)
+
+    def register(self, model: Recommender, manifest: Manifest, report_html: str | None = None) -> Manifest:
+        folder = self.bundles / manifest.version
+        if folder.exists():
+            raise RegistryError(f"bundle {manifest.version} exists already")
+        staging = self.bundles / f".{manifest.version}.staging"
+        shutil.rmtree(staging, ignore_errors=True)
+        model.save(staging / "model")
+        if report_html is not None:
+            (staging / "report.html").write_text(report_html)
+        self._write_json(staging / "manifest.json", asdict(manifest))
+        os.replace(staging, folder)  # a bundle appears whole or not at all
+        return manifest
+
+    def list(self) -> list[Manifest]:
+        current = self.production()
+        out = []
+        for version in self._versions():
+            m = self.get(version)
+            m.promoted = current is not None and m.version == current.version
+            out.append(m)
+        return out
+
+    def get(self, version: str) -> Manifest:
+        path = self.bundles / version / "manifest.json"
+        if not path.exists():
+            raise RegistryError(f"no bundle {version!r}; bundles: {', '.join(self._versions()) or 'none'}")
+        return Manifest(**json.loads(path.read_text()))
+
+    def production(self) -> Manifest | None:
+        path = self.root / "production.json"
+        if not path.exists():
+            return None
+        return self.get(json.loads(path.read_text())["version"])
+
+    def _set_production(self, version: str, action: str, reason: str) -> None:
+        self._write_json(self.root / "production.json", {"version": version})
+        entry = {"time": datetime.now(UTC).isoformat(), "action": action, "version": version, "reason": reason}
+        with (self.root / "history.jsonl").open("a") as fh:
+            fh.write(json.dumps(entry) + "\n")
+
+    def promote(self, version: str, *, reason: str = "manual") -> Manifest:
+        manifest = self.get(version)
+        self._set_production(version, "promote", reason)
+        return manifest
+
+    def _served_stack(self) -> builtins.list[str]:
+        """Versions in production order, replaying promotions (push) and rollbacks (pop)."""
+        history = self.root / "history.jsonl"
+        stack: builtins.list[str] = []
+        for line in history.read_text().splitlines() if history.exists() else []:
+            entry = json.loads(line)
+            if entry["action"] == "promote":
+                stack.append(entry["version"])
+            elif stack:
+                stack.pop()
+        return stack
+
+    def rollback(self) -> Manifest:
+        stack = self._served_stack()
+        if len(stack) < 2:
+            raise RegistryError("nothing to roll back to: no bundle was in production before the current one")
+        self._set_production(stack[-2], "rollback", f"rolled back from {stack[-1]}")
+        return self.get(stack[-2])
+
+    def load_model(self, version: str | None = None) -> Recommender:
+        manifest = self.get(version) if version else self.production()
+        if manifest is None:
+            raise RegistryError("no production bundle: train one with `feedrec train`")
+        return Recommender.load(self.bundles / manifest.version / "model")
