@@ -21,6 +21,9 @@ def test_labels_are_clicks_on_the_shown_item_in_the_same_request(feed):
     assert data.height == events.filter(pl.col("type") == "impression").height
     clicks = events.filter(pl.col("type") == "click").height
     assert data["label"].sum() == clicks  # one click per clicked impression in the simulator
+    assert data["like"].sum() == events.filter(pl.col("type") == "like").height
+    assert data["hide"].sum() == events.filter(pl.col("type") == "hide").height
+    assert ((data["dwell"] > 0) == (data["label"] == 1)).all()  # dwell follows every click, only clicks
 
 
 def test_lightgbm_beats_logistic_regression_and_calibrates(feed):
@@ -30,6 +33,8 @@ def test_lightgbm_beats_logistic_regression_and_calibrates(feed):
     m = report.models
     assert m["lightgbm"]["auc"] > m["logistic_regression"]["auc"]
     assert m["lightgbm_calibrated"]["ece"] < 0.02
+    assert m["multitask_click_head"]["auc"] > m["logistic_regression"]["auc"] - 0.02
+    assert m["multitask_click_head"]["like_auc"] > 0.6 and m["multitask_click_head"]["hide_auc"] > 0.6
     assert report.rows["train"] > report.rows["test"] > 1000
 
 
