@@ -34,13 +34,17 @@ def main() -> int:
         out = write_result(f"ml100k_{protocol}", report.to_dict())
         k = args.k
         print(f"\nml-100k, protocol={protocol}, {report.n_test_users} test users  ({out.relative_to(out.parents[2])})")
-        print(f"| model | Recall@{k} | NDCG@{k} | HR@{k} | MRR@{k} | coverage@{k} | R@100 | R@200 | R@500 | fit s |")
-        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        print(
+            f"| model | Recall@{k} | NDCG@{k} | HR@{k} | MRR@{k} | coverage@{k} | R@100 | R@200 | R@500 | "
+            f"diversity@{k} | novelty@{k} | fit s |"
+        )
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for name, m in report.models.items():
             print(
                 f"| {name} | {m[f'recall@{k}']:.4f} | {m[f'ndcg@{k}']:.4f} | {m[f'hr@{k}']:.4f} | "
                 f"{m[f'mrr@{k}']:.4f} | {m[f'coverage@{k}']:.4f} | {m['recall@100']:.4f} | "
-                f"{m['recall@200']:.4f} | {m['recall@500']:.4f} | {m['fit_seconds']:.2f} |"
+                f"{m['recall@200']:.4f} | {m['recall@500']:.4f} | {m[f'diversity@{k}']:.4f} | "
+                f"{m[f'novelty@{k}']:.2f} | {m['fit_seconds']:.2f} |"
             )
     return 0
 
