@@ -319,7 +319,9 @@ def tune(
 
 @app.command("train")
 def train_cmd(
-    model: Annotated[str, typer.Option("--model", help="The model to train and register.")] = "feedrec",
+    model: Annotated[
+        str | None, typer.Option("--model", help="The model to train and register (config: train.model).")
+    ] = None,
     workspace: WorkspaceOpt = None,
     config: ConfigOpt = None,
     overrides: SetOpt = None,
@@ -330,12 +332,10 @@ def train_cmd(
 
     try:
         cfg = _config(config, overrides, workspace)
-        _model_names(model, [])
+        name = _model_names(model, [cfg.train.model])[0]
         with _progress() as bar:
             task = bar.add_task("train", total=None)
-            result = train(
-                cfg, model_name=model, on_stage=lambda stage: bar.update(task, description=f"train: {stage}")
-            )
+            result = train(cfg, model_name=name, on_stage=lambda stage: bar.update(task, description=f"train: {stage}"))
     except (ConfigError, ValueError, LeakageError) as exc:
         _fail(str(exc))
     m = result.manifest

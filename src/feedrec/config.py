@@ -178,6 +178,7 @@ class FeedParams(StrictModel):
     """The whole pipeline: ``models.candidates`` retrieves, this ranker orders, ``rerank`` shapes."""
 
     n_candidates: int = Field(200, ge=1)  # candidates the ranker scores per user
+    n_sampled_negatives: int = Field(20, ge=0)  # random items per user added to the ranking set as negatives
     valid_ratio: float = Field(0.1, gt=0, lt=1)  # the carve the ranker learns from
     seed: int = 42
     ranker: GBDTParams = Field(default_factory=GBDTParams)
@@ -209,6 +210,15 @@ class EvalConfig(StrictModel):
     positive_types: list[EventType] = Field(default_factory=lambda: list(POSITIVE_EVENT_TYPES))
 
 
+class TrainConfig(StrictModel):
+    """``feedrec train``: what it fits, and how long it may tune first (validation only)."""
+
+    model: str = "feedrec"
+    tune: list[str] = Field(default_factory=lambda: ["candidates"])  # tuned before fitting; [] skips tuning
+    tune_trials: int = Field(20, ge=1)
+    tune_timeout_s: float = Field(300.0, gt=0)
+
+
 class FeedrecConfig(StrictModel):
     """The whole configuration: one file, every knob."""
 
@@ -220,6 +230,7 @@ class FeedrecConfig(StrictModel):
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
 
     @model_validator(mode="after")
     def _known_models(self) -> FeedrecConfig:
@@ -228,6 +239,8 @@ class FeedrecConfig(StrictModel):
         unknown = [m for m in self.eval.models if m not in MODEL_NAMES]
         if unknown:
             raise ValueError(f"eval.models: unknown model(s) {unknown}; known: {sorted(MODEL_NAMES)}")
+        if self.train.model not in MODEL_NAMES:
+            raise ValueError(f"train.model: unknown model {self.train.model!r}; known: {sorted(MODEL_NAMES)}")
         bad = [s for s in self.models.candidates.quotas if s not in MODEL_NAMES or s in ("candidates", "feedrec")]
         if bad:
             raise ValueError(f"models.candidates.quotas: unknown source(s) {bad}; known: {sorted(MODEL_NAMES)}")

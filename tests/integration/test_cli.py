@@ -129,6 +129,8 @@ def test_train_registers_gates_and_rolls_back(tmp_path: Path):
         "models.two_tower.epochs=2",
         "--set",
         "models.two_tower.dim=16",
+        "--set",
+        "train.tune_trials=3",
         "-w",
         "ws",
         "--json",
@@ -139,13 +141,17 @@ def test_train_registers_gates_and_rolls_back(tmp_path: Path):
     assert result["version"] == "v0001" and result["promoted"]
     assert {"valid", "test", "ranker"} <= set(result["metrics"])
     bundle = tmp_path / "ws" / "registry" / "bundles" / "v0001"
-    assert (bundle / "report.html").read_text().count("data:image/png") >= 3
+    assert (bundle / "report.html").read_text().count(
+        "data:image/png"
+    ) >= 4  # metrics, beyond accuracy, calibration, scores
     manifest = json.loads(feedrec("models", "show", "v0001", "-w", "ws", cwd=tmp_path).stdout)
     assert (
         manifest["feature_schema"]
         and manifest["data_window"]["interactions"] > 0
         and "feedrec" in manifest["code_version"]
     )
+    tuning = manifest["params"]["tuning"]["candidates"]
+    assert tuning["trials"] == 3 and tuning["validation"] >= tuning["defaults"]  # tuned on validation first
     # The same data and settings cannot beat production on validation: the gate refuses.
     second = json.loads(feedrec("train", *fast, cwd=tmp_path).stdout)
     assert second["version"] == "v0002" and not second["promoted"]

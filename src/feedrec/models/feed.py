@@ -3,7 +3,8 @@
 Fitting is two-stage, as production feeds train:
 1. carve each user's latest ``valid_ratio`` of interactions off the training data;
 2. fit the candidate sources on the rest and retrieve ``n_candidates`` for each carved user;
-3. learn a LambdaMART ranker on those candidates (label: the user engaged with it in the carve),
+3. learn a LambdaMART ranker on those candidates (label: the user engaged with it in the carve) plus
+   ``n_sampled_negatives`` random items per user (the ranking set's sampled negatives),
    with features from every source (rank, score), the fused score, and user/item activity; a fifth
    of the carved users are held out for the ranker's early stopping;
 4. refit the candidate sources on all the training data, for serving.
@@ -42,6 +43,7 @@ class FeedRecommender(Recommender):
         ranker: dict[str, Any] | None = None,
         rerank: dict[str, Any] | None = None,
         n_candidates: int = 200,
+        n_sampled_negatives: int = 20,
         valid_ratio: float = 0.1,
         seed: int = 42,
     ) -> None:
@@ -49,12 +51,13 @@ class FeedRecommender(Recommender):
         self.ranker = ranker
         self.rerank = rerank
         self.n_candidates = n_candidates
+        self.n_sampled_negatives = n_sampled_negatives
         self.valid_ratio = valid_ratio
         self.seed = seed
 
     def _validate_params(self) -> None:
-        if self.n_candidates < 1 or not 0 < self.valid_ratio < 1:
-            raise ValueError("n_candidates must be >= 1 and valid_ratio in (0, 1)")
+        if self.n_candidates < 1 or self.n_sampled_negatives < 0 or not 0 < self.valid_ratio < 1:
+            raise ValueError("n_candidates must be >= 1, n_sampled_negatives >= 0 and valid_ratio in (0, 1)")
 
     # -- features ---------------------------------------------------------------------------------
     def _feature_names(self) -> list[str]:
@@ -96,7 +99,9 @@ class FeedRecommender(Recommender):
         table = stage1.candidate_table(users, self.n_candidates)
         table = table.with_columns(pl.Series("user", users[table["row"].to_numpy()]))
         labels = table.join(truth.with_columns(pl.lit(1.0).alias("label")), on=["user", "item"], how="left")
-        labels = labels.sort(["row", "pos"])
+        if self.n_sampled_negatives:
+            labels = pl.concat([labels, self._sampled_negatives(labels, stage1, users, truth)], how="diagonal_relaxed")
+        labels = labels.sort(["row", "pos", "item"])
         y = labels["label"].fill_null(0.0).to_numpy().astype(np.float32)
         x = self._features(labels.drop("user", "label"), stage1, users)
         rows = labels["row"].to_numpy()
@@ -114,6 +119,34 @@ class FeedRecommender(Recommender):
         feats = SideEncoder.fit(side).encode_items(side.items if side else None, interactions.items)
         self.item_topics_, self.item_creator_, self.item_created_ = feats.topics, feats.creator, feats.created_at
         self.now_ = np.asarray(float(interactions.timestamps.max()))
+
+    def _sampled_negatives(
+        self, labels: pl.DataFrame, model: CandidateRecommender, users: np.ndarray, truth: pl.DataFrame
+    ) -> pl.DataFrame:
+        """``n_sampled_negatives`` random catalogue items per user, outside the user's candidates,
+        history and carve: the ranking set's negatives besides the retrieved-but-not-engaged ones."""
+        rng = np.random.default_rng(self.seed + 1)
+        n = self.n_sampled_negatives
+        drawn = pl.DataFrame(
+            {
+                "row": np.repeat(np.arange(users.size), n),
+                "item": model.item_ids_[rng.integers(0, model.item_ids_.size, users.size * n)],
+            }
+        ).with_columns(pl.Series("user", np.repeat(users, n)))
+        uidx = IdIndex(model.user_ids_).lookup(drawn["user"].to_numpy())
+        iidx = IdIndex(model.item_ids_).lookup(drawn["item"].to_numpy())
+        seen = np.asarray(model.user_items_[np.maximum(uidx, 0), iidx]).ravel() > 0
+        drawn = (
+            drawn.filter(~pl.Series(seen))
+            .unique(["row", "item"], maintain_order=True)
+            .join(labels.select("row", "item"), on=["row", "item"], how="anti")
+            .join(truth, on=["user", "item"], how="anti")
+        )
+        return drawn.with_columns(
+            pl.lit(0.0).alias("rrf"),
+            pl.lit(self.n_candidates, pl.Int64).alias("pos"),  # beyond every retrieved candidate
+            pl.lit(0.0).alias("label"),
+        )
 
     def _score(self, user_idx: np.ndarray) -> np.ndarray:
         raise NotImplementedError("the feed ranks a candidate set, not the dense catalogue")

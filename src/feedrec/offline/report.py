@@ -44,6 +44,29 @@ def _metrics_plot(manifest: Manifest) -> str:
     return _png(fig)
 
 
+def _beyond_accuracy_plot(manifest: Manifest) -> str:
+    """Coverage and diversity (shares) and novelty (bits: the popularity bias, lower = more popular)."""
+    splits = [s for s in ("valid", "test") if manifest.metrics.get(s)]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(8, 3.0))
+    shares = [n for n in manifest.metrics.get("test", {}) if n.startswith(("coverage@", "diversity@"))]
+    width = 0.8 / max(len(splits), 1)
+    for j, split in enumerate(splits):
+        left.bar(
+            [i + j * width for i in range(len(shares))],
+            [manifest.metrics[split].get(n, 0.0) for n in shares],
+            width=width,
+            label=split,
+        )
+        novelty = [v for n, v in manifest.metrics[split].items() if n.startswith("novelty@")]
+        right.bar([j], novelty or [0.0], width=0.6, label=split)
+    left.set_xticks([i + width * (len(splits) - 1) / 2 for i in range(len(shares))], shares)
+    left.set_title("catalogue coverage and intra-list diversity")
+    left.legend()
+    right.set_xticks(range(len(splits)), splits)
+    right.set_title("novelty (bits; popularity bias)")
+    return _png(fig)
+
+
 def _calibration_plot(ranker: RankerReport) -> str:
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect")
@@ -86,6 +109,8 @@ def render_report(manifest: Manifest, ranker: RankerReport | None) -> str:
         "<h2>Retrieval and ranking (benchmark protocol)</h2>",
         _table({split: m for split, m in manifest.metrics.items() if split in ("valid", "test") and m}),
         f'<img src="{_metrics_plot(manifest)}">',
+        "<h2>Beyond accuracy</h2>",
+        f'<img src="{_beyond_accuracy_plot(manifest)}">',
     ]
     if ranker is not None:
         sections += [

@@ -1,6 +1,7 @@
 """``feedrec train``: the training pipeline, top to bottom.
 
-load events -> split (train / valid / test) -> fit on train, score on valid (the gate's evidence)
+load events -> split (train / valid / test) -> tune (Optuna, budgeted, on train vs valid only) ->
+fit on train, score on valid (the gate's evidence)
 -> refit on train + valid, score on test -> train the impression ranker on point-in-time features
 (when the log has impressions) -> write a versioned bundle with its manifest and HTML report ->
 promotion gate (production changes only if the new bundle beats it on validation NDCG@10 without
@@ -12,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import polars as pl
 
@@ -26,6 +28,7 @@ from feedrec.offline.protocol import dedupe_earliest, evaluate_recommender, item
 from feedrec.offline.ranking_eval import RankerReport, evaluate_rankers
 from feedrec.offline.report import render_report
 from feedrec.offline.split import chronological_split
+from feedrec.offline.tuning import tune
 from feedrec.registry import GatePolicy, LocalRegistry, Manifest, code_version, gate_decision
 
 
@@ -70,6 +73,34 @@ def train(
     rest, test = chronological_split(df, protocol=cfg.split.protocol, ratio=cfg.split.test_ratio)
     train_part, valid = chronological_split(rest, protocol=cfg.split.protocol, ratio=cfg.split.valid_ratio)
 
+    registry = LocalRegistry(cfg.workspace / "registry")
+    version = registry.next_version()
+    tuned: dict[str, dict[str, Any]] = {}
+    for name in cfg.train.tune:
+        on_stage(f"tune {name} (validation only, {cfg.train.tune_trials} trials or {cfg.train.tune_timeout_s:.0f} s)")
+        # tune() sets the same test part aside itself and searches on train vs validation.
+        result = tune(
+            name,
+            events,
+            side,
+            cfg,
+            out_dir=cfg.workspace / "tuning",
+            n_trials=cfg.train.tune_trials,
+            timeout_s=cfg.train.tune_timeout_s,
+            k=cfg.eval.k,
+            seed=42,
+            study_name=f"{name}-{version}",  # a fresh study per training run
+        )
+        if result.best_params:
+            section = getattr(cfg.models, name)
+            setattr(cfg.models, name, section.model_copy(update=result.best_params))
+        tuned[name] = {
+            "best_params": result.best_params,
+            "validation": result.best_value,
+            "defaults": result.default_value,
+            "trials": result.n_trials,
+        }
+
     on_stage(f"fit {model_name} on train, score on validation")
     _, valid_metrics = _fit_and_score(model_name, train_part, valid, side, cfg)
     on_stage(f"refit {model_name} on train + validation, score on test")
@@ -82,10 +113,9 @@ def train(
         ranker = evaluate_rankers(all_events, items, threads=cfg.threads)
 
     on_stage("register the bundle")
-    registry = LocalRegistry(cfg.workspace / "registry")
     ts = df["timestamp"]
     manifest = Manifest(
-        version=registry.next_version(),
+        version=version,
         model=model_name,
         created_at=datetime.now(UTC).isoformat(),
         data_window={
@@ -96,7 +126,7 @@ def train(
             "items": df["item_id"].n_unique(),
         },
         feature_schema=schema_hash(),
-        params=cfg.model_dump(mode="json"),
+        params=cfg.model_dump(mode="json") | {"tuning": tuned},
         metrics={"valid": valid_metrics, "test": test_metrics}
         | ({"ranker": ranker.models["lightgbm_calibrated"]} if ranker else {}),
         code_version=code_version(),

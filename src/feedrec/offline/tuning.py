@@ -93,6 +93,7 @@ def tune(
     k: int = 10,
     candidate_cutoff: int = 200,
     seed: int = 42,
+    study_name: str | None = None,
     on_trial: Callable[[int, float], None] | None = None,
 ) -> TuneResult:
     """Search ``model``'s hyperparameters; returns the best ones (validation NDCG@k)."""
@@ -132,7 +133,7 @@ def tune(
     study_path = out_dir / f"{model}.db"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
-        study_name=model,
+        study_name=study_name or model,  # the same name resumes an earlier study in the same file
         storage=f"sqlite:///{study_path}",
         direction="maximize",
         sampler=optuna.samplers.TPESampler(seed=seed),
