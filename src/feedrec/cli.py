@@ -456,6 +456,24 @@ def models_rollback(workspace: WorkspaceOpt = None, config: ConfigOpt = None) ->
     out.print(f"rolled back: {m.version} is in production again")
 
 
+@app.command()
+def serve(
+    workspace: WorkspaceOpt = None,
+    host: Annotated[str | None, typer.Option("--host", help="Bind address (default 127.0.0.1, loopback).")] = None,
+    port: Annotated[int | None, typer.Option("--port", help="Port (default 8000).")] = None,
+) -> None:
+    """Serve feeds from the production bundle (FastAPI + uvicorn); docs at /docs."""
+    import uvicorn
+
+    from feedrec.online.api import create_app
+    from feedrec.online.settings import ServeSettings
+
+    overrides = {key: v for key, v in {"workspace": workspace, "host": host, "port": port}.items() if v is not None}
+    settings = ServeSettings(**overrides)  # type: ignore[arg-type]
+    err.print(f"serving {settings.workspace} on http://{settings.host}:{settings.port} (docs: /docs)")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
+
+
 @app.command("cold-start")
 def cold_start(
     models: Annotated[

@@ -30,6 +30,7 @@ from feedrec.schemas import EVENT_SCHEMA, ITEM_SCHEMA, USER_SCHEMA
 class AppendResult:
     stored: int  # new events written
     already_stored: int  # events whose event_id the store held already
+    stored_ids: tuple[str, ...] = ()  # the event_ids written by this append
 
 
 class EventStore(ABC):
@@ -147,7 +148,11 @@ class LocalEventStore(EventStore):
                 seq = len(self._parts())
                 part = self.events_dir / f"part-{seq:06d}-{uuid.uuid4().hex[:8]}.parquet"
                 write_parquet_atomic(new.cast(EVENT_SCHEMA), part)
-        return AppendResult(stored=new.num_rows, already_stored=events.num_rows - new.num_rows)
+        return AppendResult(
+            stored=new.num_rows,
+            already_stored=events.num_rows - new.num_rows,
+            stored_ids=tuple(new.column("event_id").to_pylist()),
+        )
 
     def scan(
         self,

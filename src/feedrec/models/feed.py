@@ -155,6 +155,13 @@ class FeedRecommender(Recommender):
     def recommend(
         self, user_ids: np.ndarray | list[str], k: int = 10, *, exclude_seen: bool = True, batch_size: int = 0
     ) -> tuple[np.ndarray, np.ndarray]:
+        ids, scores, _ = self.recommend_with_sources(user_ids, k, exclude_seen=exclude_seen)
+        return ids, scores
+
+    def recommend_with_sources(
+        self, user_ids: np.ndarray | list[str], k: int = 10, *, exclude_seen: bool = True
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(item_ids (n, k), scores (n, k), the candidate source of each item (n, k); "rule" for a pin)."""
         if not hasattr(self, "ranker_"):
             raise NotFittedError("FeedRecommender is not fitted; call fit() or load() first")
         if k < 1:
@@ -162,10 +169,11 @@ class FeedRecommender(Recommender):
         users = np.atleast_1d(np.asarray(user_ids).astype(str))
         out_ids = np.full((users.size, k), PAD_ID, dtype=object)
         out_scores = np.full((users.size, k), np.nan, np.float32)
+        out_src = np.full((users.size, k), "", dtype=object)
         table = self.candidates_.candidate_table(users, max(self.n_candidates, k), exclude_seen=exclude_seen)
         if table.height == 0:
-            return out_ids.astype(str), out_scores
-        scored = table.select("row", "item").with_columns(
+            return out_ids.astype(str), out_scores, out_src.astype(str)
+        scored = table.select("row", "item", "source").with_columns(
             pl.Series("score", self.ranker_.predict(self._features(table, self.candidates_, users)))
         )
         ranked = scored.sort(["row", "score", "item"], descending=[False, True, False])
@@ -174,16 +182,20 @@ class FeedRecommender(Recommender):
             r, p = top["row"].to_numpy(), top["pos"].to_numpy()
             out_ids[r, p] = top["item"].to_numpy()
             out_scores[r, p] = top["score"].to_numpy()
-            return out_ids.astype(str), out_scores
+            out_src[r, p] = top["source"].to_numpy()
+            return out_ids.astype(str), out_scores, out_src.astype(str)
         reranker = ReRanker(**{key: v for key, v in self.rerank.items() if key != "rules"}, rules=self._rules())
         catalog = ItemCatalog(self.item_ids_, self.item_topics_, self.item_creator_, self.item_created_)
         for row, group in ranked.group_by("row", maintain_order=True):
             feed, final = reranker.rerank(
                 group["item"].to_numpy(), group["score"].to_numpy(), catalog, k=k, now=float(self.now_)
             )
-            out_ids[int(row[0]), : feed.size] = feed
-            out_scores[int(row[0]), : feed.size] = final
-        return out_ids.astype(str), out_scores
+            source_of = dict(zip(group["item"].to_list(), group["source"].to_list(), strict=True))
+            user_row = int(str(row[0]))
+            out_ids[user_row, : feed.size] = feed
+            out_scores[user_row, : feed.size] = final
+            out_src[user_row, : feed.size] = [source_of.get(i, "rule") for i in feed.tolist()]
+        return out_ids.astype(str), out_scores, out_src.astype(str)
 
     def _rules(self) -> BusinessRules:
         rules = (self.rerank or {}).get("rules") or {}

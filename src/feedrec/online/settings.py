@@ -1,0 +1,21 @@
+"""Server settings, from the environment (FEEDREC_*) via pydantic-settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServeSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FEEDREC_", extra="forbid")
+
+    workspace: Path = Path("workspace")
+    host: str = "127.0.0.1"  # loopback by default: exposing the API is a deliberate choice
+    port: int = Field(8000, ge=1, le=65535)
+    admin_token: str | None = None  # admin endpoints answer 403 until one is set
+    default_k: int = Field(20, ge=1)
+    max_k: int = Field(200, ge=1)
+    max_events_per_batch: int = Field(1000, ge=1)
+    max_body_bytes: int = Field(1_000_000, ge=1024)

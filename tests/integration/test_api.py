@@ -1,0 +1,195 @@
+"""The feed API, started for real (uvicorn in a subprocess) and exercised over HTTP."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import polars as pl
+import pytest
+
+from feedrec.config import SimulatorConfig
+from feedrec.data.interactions import Interactions
+from feedrec.data.simulator import simulate
+from feedrec.data.store import LocalEventStore
+from feedrec.features.definitions import schema_hash
+from feedrec.models.retrieval.covisit import CovisitRecommender
+from feedrec.models.retrieval.popularity import PopularityRecommender
+from feedrec.registry import LocalRegistry, Manifest
+
+pytestmark = pytest.mark.integration
+TOKEN = "s3cret"
+
+
+def _manifest(version: str, model: str) -> Manifest:
+    return Manifest(
+        version=version,
+        model=model,
+        created_at="now",
+        data_window={},
+        feature_schema=schema_hash(),
+        params={},
+        metrics={"valid": {"ndcg@10": 0.1}},
+        code_version="test",
+    )
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    ws = tmp_path_factory.mktemp("ws")
+    feed = simulate(SimulatorConfig(n_users=100, n_items=200, days=5, seed=1))
+    store = LocalEventStore(ws)
+    store.append(feed.events)
+    store.put_items(feed.items)
+    positives = pl.DataFrame(pl.from_arrow(feed.events)).filter(pl.col("type") == "click")
+    model = PopularityRecommender().fit(Interactions.from_frame(positives))
+    registry = LocalRegistry(ws / "registry")
+    registry.register(model, _manifest("v0001", "popularity"))
+    registry.promote("v0001")
+    registry.register(CovisitRecommender().fit(Interactions.from_frame(positives)), _manifest("v0002", "covisit"))
+    return ws
+
+
+@pytest.fixture(scope="module")
+def server(workspace: Path) -> Iterator[str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = os.environ | {"FEEDREC_ADMIN_TOKEN": TOKEN, "FEEDREC_MAX_EVENTS_PER_BATCH": "50"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "feedrec.cli", "serve", "-w", str(workspace), "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(200):
+        try:
+            if httpx.get(f"{url}/healthz", timeout=0.5).status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.1)
+    else:
+        proc.kill()
+        raise RuntimeError(proc.stdout.read().decode() if proc.stdout else "server did not start")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def test_health_ready_and_docs(server: str):
+    assert httpx.get(f"{server}/healthz").json() == {"status": "ok"}
+    ready = httpx.get(f"{server}/readyz")
+    assert ready.status_code == 200 and ready.json()["model_version"] == "v0001"
+    assert "/v1/feed" in httpx.get(f"{server}/openapi.json").json()["paths"]
+
+
+def test_feed_for_known_and_unknown_users(server: str):
+    body = httpx.get(f"{server}/v1/feed", params={"user_id": "u1", "k": 5}).json()
+    assert body["model_version"] == "v0001" and len(body["items"]) == 5 and not body["fallback"]
+    assert body["request_id"] and {"item_id", "score", "source", "reason"} <= set(body["items"][0])
+    stranger = httpx.get(f"{server}/v1/feed", params={"user_id": "nobody-ever"}).json()
+    assert stranger["items"] and stranger["items"][0]["reason"] == "cold_start"
+
+
+@pytest.mark.parametrize(
+    ("params", "needle"),
+    [
+        ({"k": 5}, "user_id"),
+        ({"user_id": "u1", "k": 0}, "greater than or equal"),
+        ({"user_id": "u1", "k": "ten"}, "integer"),
+        ({"user_id": "u1", "k": 10_000}, "at most"),
+    ],
+)
+def test_bad_feed_requests_get_a_4xx_that_says_what_to_fix(server: str, params, needle):
+    r = httpx.get(f"{server}/v1/feed", params=params)
+    assert r.status_code == 422 and needle in r.text
+
+
+def test_events_are_stored_once_and_reach_the_online_features(server: str, workspace: Path):
+    event = {
+        "event_id": "api-1",
+        "user_id": "u1",
+        "item_id": "i3",
+        "timestamp": "2024-01-05T12:00:00Z",
+        "type": "click",
+    }
+    first = httpx.post(f"{server}/v1/events", json={"events": [event]})
+    assert first.status_code == 200 and first.json() == {"stored": 1, "duplicates": 0}
+    again = httpx.post(f"{server}/v1/events", json={"events": [event]})
+    assert again.json() == {"stored": 0, "duplicates": 1}
+    assert LocalEventStore(workspace).scan(columns=["event_id"]).column("event_id").to_pylist().count("api-1") == 1
+    assert (workspace / "online" / "features.parquet").exists()
+
+
+@pytest.mark.parametrize(
+    ("payload", "status", "needle"),
+    [
+        ({"events": [{"user_id": "u1", "item_id": "i1", "timestamp": "2024-01-05T12:00:00Z"}]}, 422, "event_id"),
+        ({"events": [{"event_id": "x", "user_id": "u1", "item_id": "i1", "timestamp": "yesterday"}]}, 422, "timestamp"),
+        (
+            {
+                "events": [
+                    {
+                        "event_id": "x",
+                        "user_id": "u1",
+                        "item_id": "i1",
+                        "timestamp": "2024-01-05T12:00:00Z",
+                        "type": "buy",
+                    }
+                ]
+            },
+            422,
+            "type",
+        ),
+        (
+            {
+                "events": [
+                    {
+                        "event_id": "x",
+                        "user_id": "u1",
+                        "item_id": "i1",
+                        "timestamp": "2024-01-05T12:00:00Z",
+                        "colour": "red",
+                    }
+                ]
+            },
+            422,
+            "colour",
+        ),
+        ({"events": []}, 422, "events"),
+        (
+            {
+                "events": [
+                    {"event_id": f"b{i}", "user_id": "u", "item_id": "i", "timestamp": "2024-01-05T12:00:00Z"}
+                    for i in range(51)
+                ]
+            },
+            413,
+            "at most 50",
+        ),
+    ],
+)
+def test_bad_events_get_a_4xx_that_says_what_to_fix(server: str, payload, status, needle):
+    r = httpx.post(f"{server}/v1/events", json=payload)
+    assert r.status_code == status and needle in r.text
+
+
+def test_metrics_and_admin_reload(server: str, workspace: Path):
+    httpx.get(f"{server}/v1/feed", params={"user_id": "u2"})
+    metrics = httpx.get(f"{server}/metrics").text
+    assert 'feedrec_requests_total{route="/v1/feed",status="200"}' in metrics
+    assert 'feedrec_latency_seconds_bucket{le="0.01",stage="feed"}' in metrics
+    assert 'feedrec_model_info{version="v0001"} 1.0' in metrics
+    assert httpx.post(f"{server}/admin/reload").status_code == 401
+    assert httpx.post(f"{server}/admin/reload", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    LocalRegistry(workspace / "registry").promote("v0002")
+    swapped = httpx.post(f"{server}/admin/reload", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert swapped.status_code == 200 and swapped.json() == {"model_version": "v0002"}
+    assert httpx.get(f"{server}/v1/feed", params={"user_id": "u1"}).json()["model_version"] == "v0002"
