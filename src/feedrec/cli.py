@@ -474,6 +474,59 @@ def serve(
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
 
 
+@app.command("recommend-batch")
+def recommend_batch_cmd(
+    output: Annotated[Path, typer.Option("--out", "-o", help="Folder for the Parquet parts.")] = Path(
+        "recommendations"
+    ),
+    k: Annotated[int, typer.Option("--k", help="Items per user.")] = 50,
+    users_file: Annotated[Path | None, typer.Option("--users", help="A file of user ids, one per line.")] = None,
+    workers: Annotated[int, typer.Option("--workers", help="Worker processes.")] = 2,
+    chunk_size: Annotated[int, typer.Option("--chunk-size", help="Users per part file.")] = 2000,
+    workspace: WorkspaceOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Precompute the top-k of every user (or a list) from the production bundle; rerun to resume."""
+    from feedrec.online.batch import recommend_batch
+    from feedrec.registry import LocalRegistry, RegistryError
+
+    try:
+        cfg = _config(config, None, workspace)
+        registry = LocalRegistry(cfg.workspace / "registry")
+        manifest = registry.production()
+        if manifest is None:
+            raise RegistryError("no bundle in production: train one with `feedrec train`")
+        if users_file is not None:
+            users = [line.strip() for line in users_file.read_text().splitlines() if line.strip()]
+        else:
+            users = registry.load_model(manifest.version).user_ids_.tolist()
+        if not users or k < 1 or workers < 1 or chunk_size < 1:
+            raise ValueError("need at least one user, and k, --workers and --chunk-size of at least 1")
+        with _progress() as bar:
+            task = bar.add_task("recommending", total=len(users))
+            result = recommend_batch(
+                registry.bundles / manifest.version / "model",
+                manifest.version,
+                users,
+                output,
+                k=k,
+                chunk_size=chunk_size,
+                workers=workers,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+    except (ConfigError, ValueError, RegistryError, OSError) as exc:
+        _fail(str(exc))
+    if as_json:
+        print(json.dumps(result))
+    else:
+        out.print(
+            f"{result['users']:,} users in {result['chunks']} parts under {output}/ "
+            f"({result['written']} written, {result['skipped']} already there); serve them with "
+            f"FEEDREC_PRECOMPUTED={output} feedrec serve"
+        )
+
+
 @app.command("cold-start")
 def cold_start(
     models: Annotated[

@@ -96,7 +96,7 @@ def create_app(settings: ServeSettings | None = None, service: FeedService | Non
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.settings = settings
         app.state.metrics = Metrics()
-        app.state.service = service or FeedService(settings.workspace)
+        app.state.service = service or FeedService(settings.workspace, precomputed=settings.precomputed)
         bundle = app.state.service.try_reload()
         app.state.metrics.set_model(bundle.version if bundle else None)
         yield

@@ -19,3 +19,4 @@ class ServeSettings(BaseSettings):
     max_k: int = Field(200, ge=1)
     max_events_per_batch: int = Field(1000, ge=1)
     max_body_bytes: int = Field(1_000_000, ge=1024)
+    precomputed: Path | None = None  # a `feedrec recommend-batch` output: served first, the model for the rest
