@@ -47,6 +47,17 @@ def _targets(test: pl.DataFrame, users: np.ndarray, items: Interactions) -> list
     return [np.unique(items.items.lookup(np.asarray(grouped[u], dtype=str))) for u in users]
 
 
+def _user_slice(name: str, ids: np.ndarray, targets: list[np.ndarray], train: Interactions, k: int) -> dict[str, float]:
+    """Recall@k and NDCG@k of recommended ``ids`` against ``targets``, over users that have targets."""
+    pred = train.items.lookup(ids.ravel()).reshape(ids.shape)
+    keep = [i for i, t in enumerate(targets) if t.size]
+    relevant = [targets[i] for i in keep]
+    return {
+        f"{name}.recall@{k}": recall_at_k(relevant, pred[keep], k=k),
+        f"{name}.ndcg@{k}": ndcg_at_k(relevant, pred[keep], k=k),
+    }
+
+
 def evaluate_cold_start(
     events: pl.DataFrame,
     side: SideInfo,
@@ -108,21 +119,13 @@ def evaluate_cold_start(
         row: dict[str, float] = {}
         if sparse_users.size:
             ids, _ = model.recommend(sparse_users, k=k)
-            pred = train.items.lookup(ids.ravel()).reshape(ids.shape)
-            targets = _targets(sparse_test, sparse_users, train)
-            keep = [i for i, t in enumerate(targets) if t.size]
-            row[f"sparse_users.recall@{k}"] = recall_at_k([targets[i] for i in keep], pred[keep], k=k)
-            row[f"sparse_users.ndcg@{k}"] = ndcg_at_k([targets[i] for i in keep], pred[keep], k=k)
+            row |= _user_slice("sparse_users", ids, _targets(sparse_test, sparse_users, train), train, k)
         if new_users.size:
             if isinstance(model, CandidateRecommender):
                 ids, _ = model.recommend_new_users([attrs_by_user.get(u, {}) for u in new_users], k=k)
             else:
                 ids, _ = model.recommend(new_users, k=k)  # unknown users: the model's cold-start feed
-            pred = train.items.lookup(ids.ravel()).reshape(ids.shape)
-            targets = _targets(test_df, new_users, train)
-            keep = [i for i, t in enumerate(targets) if t.size]
-            row[f"new_users.recall@{k}"] = recall_at_k([targets[i] for i in keep], pred[keep], k=k)
-            row[f"new_users.ndcg@{k}"] = ndcg_at_k([targets[i] for i in keep], pred[keep], k=k)
+            row |= _user_slice("new_users", ids, _targets(test_df, new_users, train), train, k)
         if new_item_users.size:
             ids, _ = model.recommend(new_item_users, k=new_item_cutoff)
             pred = train.items.lookup(ids.ravel()).reshape(ids.shape)
