@@ -76,6 +76,24 @@ class Recommender(ABC):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({args})"
 
+    # -- id lookups ------------------------------------------------------------------------------
+    def user_index(self) -> IdIndex:
+        """Lookup of the user ids the model knows; built once per fitted/loaded state, not per call."""
+        return self._cached_index("user_ids_")
+
+    def item_index(self) -> IdIndex:
+        """Lookup of the catalogue's item ids; built once per fitted/loaded state, not per call."""
+        return self._cached_index("item_ids_")
+
+    def _cached_index(self, attr: str) -> IdIndex:
+        ids = getattr(self, attr)
+        cache: dict[str, tuple[np.ndarray, IdIndex]] = self.__dict__.setdefault("_index_cache", {})
+        hit = cache.get(attr)
+        if hit is None or hit[0] is not ids:  # fit() or load() replaced the ids: rebuild
+            hit = (ids, IdIndex(ids))
+            cache[attr] = hit
+        return hit[1]
+
     # -- contract --------------------------------------------------------------------------------
     def fit(self, interactions: Interactions, side: SideInfo | None = None) -> Self:
         """Learn from ``interactions`` (and item/user side information where the model uses it)."""
@@ -102,7 +120,7 @@ class Recommender(ABC):
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         users = np.atleast_1d(np.asarray(user_ids).astype(str))
-        uidx = IdIndex(self.user_ids_).lookup(users)
+        uidx = self.user_index().lookup(users)
         n_items = self.item_ids_.size
         kk = min(k, n_items)
         out_idx = np.full((users.size, k), -1, np.int64)
@@ -131,8 +149,8 @@ class Recommender(ABC):
         For the ranking stage, which wants every source's opinion of every candidate."""
         if not hasattr(self, "item_ids_"):
             raise NotFittedError(f"{type(self).__name__} is not fitted; call fit() or load() first")
-        uidx = IdIndex(self.user_ids_).lookup(np.asarray(user_ids).astype(str))
-        iidx = IdIndex(self.item_ids_).lookup(np.asarray(item_ids).astype(str))
+        uidx = self.user_index().lookup(np.asarray(user_ids).astype(str))
+        iidx = self.item_index().lookup(np.asarray(item_ids).astype(str))
         out = np.full(uidx.size, np.nan)
         ok = np.flatnonzero((uidx >= 0) & (iidx >= 0))
         if ok.size:

@@ -19,7 +19,7 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
-from feedrec.data.interactions import IdIndex, Interactions
+from feedrec.data.interactions import Interactions
 from feedrec.data.side import SideEncoder, SideInfo
 from feedrec.models.base import PAD_ID, NotFittedError, Recommender
 from feedrec.models.ranking.base import RankingSet
@@ -68,8 +68,8 @@ class FeedRecommender(Recommender):
 
     def _features(self, table: pl.DataFrame, model: CandidateRecommender, users: np.ndarray) -> np.ndarray:
         sources = list(self.candidates["quotas"])
-        item_counts = model.item_counts_[np.maximum(IdIndex(model.item_ids_).lookup(table["item"].to_numpy()), 0)]
-        uidx = IdIndex(model.user_ids_).lookup(users)
+        item_counts = model.item_counts_[np.maximum(model.item_index().lookup(table["item"].to_numpy()), 0)]
+        uidx = model.user_index().lookup(users)
         history = np.where(uidx >= 0, np.diff(model.user_items_.indptr)[np.maximum(uidx, 0)], 0)
         row_users = users[table["row"].to_numpy()]
         item_ids = table["item"].to_numpy()
@@ -133,8 +133,8 @@ class FeedRecommender(Recommender):
                 "item": model.item_ids_[rng.integers(0, model.item_ids_.size, users.size * n)],
             }
         ).with_columns(pl.Series("user", np.repeat(users, n)))
-        uidx = IdIndex(model.user_ids_).lookup(drawn["user"].to_numpy())
-        iidx = IdIndex(model.item_ids_).lookup(drawn["item"].to_numpy())
+        uidx = model.user_index().lookup(drawn["user"].to_numpy())
+        iidx = model.item_index().lookup(drawn["item"].to_numpy())
         seen = np.asarray(model.user_items_[np.maximum(uidx, 0), iidx]).ravel() > 0
         drawn = (
             drawn.filter(~pl.Series(seen))

@@ -21,7 +21,6 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from feedrec.data.interactions import IdIndex
 from feedrec.data.store import LocalEventStore
 from feedrec.features.online import LocalOnlineStore
 from feedrec.models.base import PAD_ID, Recommender
@@ -109,7 +108,7 @@ class FeedService:
             version = self.precomputed.version if self.precomputed is not None else bundle.version
             self._log_served(request_id, user_id, surface, items, version)
             return Feed(request_id, user_id, version, items, False, (time.perf_counter() - start) * 1e3)
-        known = bool(IdIndex(model.user_ids_).lookup([user_id])[0] >= 0)
+        known = bool(model.user_index().lookup([user_id])[0] >= 0)
         reason = "personalized" if known else "cold_start"
         fallback = False
         try:

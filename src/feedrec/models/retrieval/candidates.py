@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from feedrec.data.interactions import IdIndex, Interactions
+from feedrec.data.interactions import Interactions
 from feedrec.data.side import SideInfo
 from feedrec.models.base import PAD_ID, NotFittedError, Recommender, top_k
 from feedrec.models.retrieval.fresh import FreshRecommender
@@ -98,8 +98,8 @@ class CandidateRecommender(Recommender):
             )
         merged = pl.concat(frames).with_columns((pl.col("weight") / (self.fusion_k + 1 + pl.col("rank"))).alias("rrf"))
         if self.hidden_.size:
-            uidx = IdIndex(self.user_ids_).lookup(users)[merged["row"].to_numpy()]
-            iidx = IdIndex(self.item_ids_).lookup(merged["item"].to_numpy())
+            uidx = self.user_index().lookup(users)[merged["row"].to_numpy()]
+            iidx = self.item_index().lookup(merged["item"].to_numpy())
             is_hidden = np.isin(uidx * self.item_ids_.size + iidx, self.hidden_) & (uidx >= 0) & (iidx >= 0)
             merged = merged.filter(~pl.Series(is_hidden))
         fused = (

@@ -399,7 +399,7 @@ class TwoTowerRecommender(Recommender):
         self, histories: list[list[str]], attributes: list[dict[str, object]] | None = None
     ) -> np.ndarray:
         """Embeddings (n, dim) of users the model never saw, from their items (oldest first) and attributes."""
-        index = IdIndex(self.item_ids_)
+        index = self.item_index()
         hist = np.zeros((len(histories), self.history_size), np.int64)
         for r, items in enumerate(histories):
             pos = index.lookup(list(reversed(items))[: self.history_size]) if items else np.zeros(0, np.int64)
