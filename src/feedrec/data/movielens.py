@@ -75,14 +75,19 @@ def read_ml100k_items(path: Path) -> pa.Table:
     return _items(rows)
 
 
-def read_ml100k_users(path: Path) -> pa.Table:
+def _read_users(path: Path, sep: str, fields: tuple[str, ...]) -> pa.Table:
+    """Demographics files: ``fields`` names the columns in file order (user_id, age, gender, occupation, zip)."""
     rows = []
     with path.open(encoding="latin-1") as fh:
         for line in fh:
-            uid, age, gender, occupation, _zip = line.rstrip("\n").split("|")
-            attrs = {"age": int(age), "gender": gender, "occupation": occupation}
-            rows.append({"user_id": uid, "created_at": None, "attributes": json.dumps(attrs)})
+            record = dict(zip(fields, line.rstrip("\n").split(sep), strict=True))
+            attrs = {"age": int(record["age"]), "gender": record["gender"], "occupation": record["occupation"]}
+            rows.append({"user_id": record["user_id"], "created_at": None, "attributes": json.dumps(attrs)})
     return _users(rows)
+
+
+def read_ml100k_users(path: Path) -> pa.Table:
+    return _read_users(path, "|", ("user_id", "age", "gender", "occupation", "zip"))
 
 
 def read_ml1m_items(path: Path) -> pa.Table:
@@ -95,13 +100,7 @@ def read_ml1m_items(path: Path) -> pa.Table:
 
 
 def read_ml1m_users(path: Path) -> pa.Table:
-    rows = []
-    with path.open(encoding="latin-1") as fh:
-        for line in fh:
-            uid, gender, age, occupation, _zip = line.rstrip("\n").split("::")
-            attrs = {"age": int(age), "gender": gender, "occupation": occupation}
-            rows.append({"user_id": uid, "created_at": None, "attributes": json.dumps(attrs)})
-    return _users(rows)
+    return _read_users(path, "::", ("user_id", "gender", "age", "occupation", "zip"))
 
 
 def read_mllatest_items(path: Path) -> pa.Table:
