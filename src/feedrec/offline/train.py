@@ -23,7 +23,7 @@ from feedrec.data.store import LocalEventStore
 from feedrec.features.definitions import schema_hash
 from feedrec.models import build_model
 from feedrec.models.base import Recommender
-from feedrec.offline.jobs import load_store_events, load_store_side
+from feedrec.offline.jobs import load_store_side
 from feedrec.offline.protocol import dedupe_earliest, evaluate_recommender, item_topics, targets_after
 from feedrec.offline.ranking_eval import RankerReport, evaluate_rankers
 from feedrec.offline.report import render_report
@@ -62,11 +62,12 @@ def train(
     on_stage: Callable[[str], None] = lambda _: None,
 ) -> TrainResult:
     on_stage("load events")
-    events = load_store_events(cfg.workspace, cfg)
+    # One scan: impressions feed the ranker, the positive types feed retrieval.
+    all_events = pl.DataFrame(pl.from_arrow(LocalEventStore(cfg.workspace).scan()))
+    events = all_events.filter(pl.col("type").is_in([t.value for t in cfg.eval.positive_types]))
     side = load_store_side(cfg.workspace)
     if events.height == 0:
         raise ValueError(f"{cfg.workspace} holds no positive interactions: ingest events first (feedrec ingest)")
-    all_events = pl.DataFrame(pl.from_arrow(LocalEventStore(cfg.workspace).scan()))
 
     on_stage("split")
     df = dedupe_earliest(events.select("user_id", "item_id", "timestamp"))
