@@ -31,12 +31,13 @@ lint: $(STAMP_DEV)
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
 
-bench: $(STAMP_RUN)
+bench: $(STAMP_DEV)
 	$(BIN)/python benchmarks/bench_ml100k.py
 	$(BIN)/python benchmarks/bench_simulator.py
 	$(BIN)/python benchmarks/bench_cold_start.py
 	$(BIN)/python benchmarks/bench_ranker.py
 	$(BIN)/python benchmarks/bench_ann.py
+	$(BIN)/python benchmarks/bench_serve.py
 
 clean:
 	rm -rf $(VENV) workspace .pytest_cache .mypy_cache .ruff_cache

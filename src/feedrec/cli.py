@@ -585,8 +585,13 @@ def demo(
     config: ConfigOpt = None,
     overrides: SetOpt = None,
     as_json: JsonOpt = False,
+    serve_after: Annotated[
+        bool, typer.Option("--serve/--no-serve", help="End by serving the trained pipeline (Ctrl-C stops it).")
+    ] = True,
+    port: Annotated[int, typer.Option("--port", help="Port to serve on.")] = 8000,
 ) -> None:
-    """The main job: simulate a feed, ingest it, split it, fit the baselines and evaluate them."""
+    """The main job: simulate a feed, ingest it, train and evaluate every model and the whole
+    pipeline, register the pipeline, then serve it."""
     from feedrec.offline import jobs
 
     try:
@@ -596,7 +601,14 @@ def demo(
                 setattr(cfg.simulator, key, value)
     except (ConfigError, ValueError) as exc:
         _fail(str(exc))
-    stages = ["simulate", "ingest", "split", *[f"fit + evaluate: {m}" for m in cfg.eval.models], "rank impressions"]
+    stages = [
+        "simulate",
+        "ingest",
+        "split",
+        *[f"fit + evaluate: {m}" for m in cfg.eval.models],
+        "rank impressions",
+        "register the bundle",
+    ]
     with _progress() as bar:
         overall = bar.add_task("demo", total=len(stages))
         sessions = bar.add_task("simulate: sessions", total=None)
@@ -640,6 +652,31 @@ def demo(
     for name, m in result.rankers.models.items():
         rankers.add_row(name, f"{m['auc']:.4f}", f"{m['log_loss']:.4f}", f"{m['ece']:.4f}")
     out.print(rankers)
+    if serve_after and result.served is not None and result.version is not None:
+        _serve_demo(result.served, result.version, port)
+
+
+def _serve_demo(workspace: Path, version: str, port: int) -> None:
+    """The demo's last step: serve the bundle it just registered, and say how to call it."""
+    import uvicorn
+
+    from feedrec.data.store import LocalEventStore
+    from feedrec.online.api import create_app
+    from feedrec.online.settings import ServeSettings
+
+    settings = ServeSettings(workspace=workspace, port=port)
+    users = LocalEventStore(workspace).scan(columns=["user_id"], types=["click"])
+    user = users.column("user_id")[0].as_py() if users.num_rows else "u0"
+    base = f"http://{settings.host}:{settings.port}"
+    out.print(f"\n[bold]serving bundle {version}[/bold] from {workspace} on {base}  (Ctrl-C stops it)")
+    out.print(f"  a feed:  curl '{base}/v1/feed?user_id={user}&k=10'")
+    out.print(
+        f"""  events:  curl -X POST {base}/v1/events -H 'content-type: application/json' -d '{{"events": """
+        f"""[{{"event_id": "e1", "user_id": "{user}", "item_id": "i1", "timestamp": "2024-01-30T12:00:00Z", "type": "hide"}}]}}'"""
+    )
+    out.print(f"  docs:    {base}/docs    metrics: {base}/metrics")
+    sys.stdout.flush()
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
 
 
 def run() -> None:  # pragma: no cover - console entry

@@ -171,6 +171,9 @@ class RerankParams(StrictModel):
     max_per_topic: int | None = Field(None, ge=1)
     freshness_boost: float = Field(0.0, ge=0)
     freshness_half_life_days: float = Field(3.0, gt=0)
+    # MMR looks at the best `window_per_slot * k` ranked candidates, not all of them: the rest
+    # almost never make the feed, and serving time grows with the window. None = all.
+    window_per_slot: float | None = Field(4.0, ge=1)
     rules: RulesParams = Field(default_factory=RulesParams)
 
 

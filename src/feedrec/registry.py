@@ -20,7 +20,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import polars as pl
+
 from feedrec import __version__
+from feedrec.config import FeedrecConfig
+from feedrec.features.definitions import schema_hash
 from feedrec.models.base import Recommender
 
 
@@ -198,3 +202,33 @@ class LocalRegistry(ModelRegistry):
         if manifest is None:
             raise RegistryError("no production bundle: train one with `feedrec train`")
         return Recommender.load(self.bundles / manifest.version / "model")
+
+
+def build_manifest(
+    version: str,
+    model_name: str,
+    interactions: pl.DataFrame,
+    cfg: FeedrecConfig,
+    metrics: dict[str, dict[str, float]],
+    *,
+    extra_params: dict[str, Any] | None = None,
+) -> Manifest:
+    """A bundle's manifest: data window of ``interactions`` (user_id, item_id, timestamp), feature
+    schema hash, parameters, metrics and code version."""
+    ts = interactions["timestamp"]
+    return Manifest(
+        version=version,
+        model=model_name,
+        created_at=datetime.now(UTC).isoformat(),
+        data_window={
+            "first": str(ts.min()),
+            "last": str(ts.max()),
+            "interactions": interactions.height,
+            "users": interactions["user_id"].n_unique(),
+            "items": interactions["item_id"].n_unique(),
+        },
+        feature_schema=schema_hash(),
+        params=cfg.model_dump(mode="json") | (extra_params or {}),
+        metrics=metrics,
+        code_version=code_version(),
+    )

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -56,28 +59,35 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return ws
 
 
-@pytest.fixture(scope="module")
-def server(workspace: Path) -> Iterator[str]:
+def _start_server(workspace: Path, **env: str) -> tuple[subprocess.Popen[bytes], str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = os.environ | {"FEEDREC_ADMIN_TOKEN": TOKEN, "FEEDREC_MAX_EVENTS_PER_BATCH": "50"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "feedrec.cli", "serve", "-w", str(workspace), "--port", str(port)],
-        env=env,
+        env=os.environ | env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
-    for _ in range(200):
+    for _ in range(300):
         try:
             if httpx.get(f"{url}/healthz", timeout=0.5).status_code == 200:
-                break
+                return proc, url
         except httpx.TransportError:
             time.sleep(0.1)
-    else:
-        proc.kill()
-        raise RuntimeError(proc.stdout.read().decode() if proc.stdout else "server did not start")
+    proc.kill()
+    raise RuntimeError(proc.stdout.read().decode() if proc.stdout else "server did not start")
+
+
+@pytest.fixture(scope="module")
+def server(workspace: Path) -> Iterator[str]:
+    proc, url = _start_server(
+        workspace,
+        FEEDREC_ADMIN_TOKEN=TOKEN,
+        FEEDREC_MAX_EVENTS_PER_BATCH="50",
+        FEEDREC_WATCH_INTERVAL_S="0.2",
+    )
     yield url
     proc.terminate()
     proc.wait(timeout=10)
@@ -193,3 +203,77 @@ def test_metrics_and_admin_reload(server: str, workspace: Path):
     swapped = httpx.post(f"{server}/admin/reload", headers={"Authorization": f"Bearer {TOKEN}"})
     assert swapped.status_code == 200 and swapped.json() == {"model_version": "v0002"}
     assert httpx.get(f"{server}/v1/feed", params={"user_id": "u1"}).json()["model_version"] == "v0002"
+
+
+def _admin(url: str, path: str) -> httpx.Response:
+    return httpx.post(f"{url}{path}", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
+
+
+def test_hot_swap_under_concurrent_requests_fails_none(server: str, workspace: Path):
+    """Eight clients request feeds without pause while production changes three times (a promote
+    picked up by the watcher, an API rollback, an API promote): every request succeeds, each is
+    served whole by one bundle, and the last promote is what is served at the end."""
+    stop = threading.Event()
+    results: list[tuple[int, str]] = []
+
+    def client(i: int) -> None:
+        with httpx.Client(timeout=10) as http:
+            while not stop.is_set():
+                r = http.get(f"{server}/v1/feed", params={"user_id": f"u{i}", "k": 5})
+                body = r.json() if r.status_code == 200 else {}
+                results.append((r.status_code, body.get("model_version", r.text)))
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    registry = LocalRegistry(workspace / "registry")
+    try:
+        time.sleep(0.5)
+        registry.promote("v0001")
+        registry.promote("v0002")  # another process promotes: the watcher swaps it in
+        deadline = time.time() + 10
+        while httpx.get(f"{server}/readyz").json()["model_version"] != "v0002" and time.time() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.3)
+        assert _admin(server, "/admin/rollback").json() == {"model_version": "v0001"}
+        time.sleep(0.3)
+        assert _admin(server, "/admin/promote/v0002").json() == {"model_version": "v0002"}
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    failed = [r for r in results if r[0] != 200]
+    assert not failed, failed[:5]
+    assert len(results) > 50
+    assert {version for _, version in results} == {"v0001", "v0002"}
+    assert httpx.get(f"{server}/v1/feed", params={"user_id": "u1"}).json()["model_version"] == "v0002"
+    assert _admin(server, "/admin/promote/v9999").status_code == 404
+
+
+def test_events_survive_a_kill_9_right_after_their_2xx(workspace: Path, tmp_path: Path):
+    """fsync before the 2xx: a server killed with SIGKILL the moment it answered loses nothing."""
+    ws = tmp_path / "ws"
+    shutil.copytree(workspace, ws, ignore=shutil.ignore_patterns("online", "serving"))
+    proc, url = _start_server(ws, FEEDREC_WATCH_INTERVAL_S="0")
+    sent: list[str] = []
+    try:
+        for batch in range(20):
+            events = [
+                {
+                    "event_id": f"k9-{batch}-{i}",
+                    "user_id": f"u{i}",
+                    "item_id": f"i{batch}",
+                    "timestamp": "2024-01-05T12:00:00Z",
+                    "type": "click",
+                }
+                for i in range(5)
+            ]
+            r = httpx.post(f"{url}/v1/events", json={"events": events})
+            assert r.status_code == 200 and r.json()["stored"] == 5
+            sent += [e["event_id"] for e in events]
+    finally:
+        proc.send_signal(signal.SIGKILL)  # no shutdown hook runs
+        proc.wait(timeout=10)
+    stored = set(LocalEventStore(ws).scan(columns=["event_id"]).column("event_id").to_pylist())
+    assert set(sent) <= stored

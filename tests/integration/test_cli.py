@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.conftest import ML100K, needs_ml100k
@@ -105,12 +109,38 @@ def test_simulate_then_eval_from_the_store(tmp_path: Path):
     assert set(json.loads(result.stdout)["models"]) == {"popularity", "als"}
 
 
-def test_demo_prints_the_evaluation_table(tmp_path: Path):
-    result = feedrec("demo", "--users", "300", "--items", "500", "--days", "10", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    for name in ("popularity", "covisit", "als", "ndcg@10", "recall@10", "stored"):
-        assert name in result.stdout
-    rerun = feedrec("demo", "--users", "300", "--items", "500", "--days", "10", "--json", cwd=tmp_path)
+def test_demo_evaluates_then_serves_the_pipeline_it_trained(tmp_path: Path):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    size = ["--users", "300", "--items", "500", "--days", "10"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "feedrec.cli", "demo", *size, "--port", str(port)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.5)
+        ready = httpx.get(f"{url}/readyz").json()
+        feed = httpx.get(f"{url}/v1/feed", params={"user_id": "u1", "k": 5}).json()
+        assert feed["model_version"] == ready["model_version"] == "v0001"
+        assert len(feed["items"]) == 5 and not feed["fallback"]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        stdout, _ = proc.communicate(timeout=30)
+    for name in ("popularity", "covisit", "als", "feedrec", "ndcg@10", "recall@10", "stored"):
+        assert name in stdout
+    assert f"curl 'http://127.0.0.1:{port}/v1/feed?user_id=" in stdout and f"{url}/docs" in stdout
+    rerun = feedrec("demo", *size, "--no-serve", "--json", cwd=tmp_path)
     assert json.loads(rerun.stdout)["ingest"]["stored"] == 0  # ingestion is idempotent
 
 

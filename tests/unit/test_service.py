@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import copy
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from feedrec.models.base import Recommender
+from feedrec.models.feed import FeedRecommender
 from feedrec.models.retrieval.popularity import PopularityRecommender
-from feedrec.online.service import Bundle, FeedService, NoModelError
-from tests.conftest import make_interactions
+from feedrec.online.service import Budgets, Bundle, FeedService, NoModelError
+from feedrec.schemas import Event, EventType
+from tests.conftest import make_interactions, make_side
 
 
 class Broken(PopularityRecommender):
@@ -29,3 +35,80 @@ def test_a_failing_model_falls_back_to_popularity_and_says_so(tmp_path: Path):
     assert [i.item_id for i in feed.items] == expected.tolist()
     assert all(i.source == "popularity" for i in feed.items)
     assert (tmp_path / "serving" / "impressions.jsonl").read_text().count(feed.request_id) == 1
+
+
+@pytest.fixture(scope="module")
+def feed_model() -> FeedRecommender:
+    from tests.conformance.test_models import _feed
+
+    model = _feed()
+    model.fit(make_interactions(), make_side())
+    return model
+
+
+def _service(tmp_path: Path, model: Recommender, **budgets: float) -> FeedService:
+    service = FeedService(tmp_path, budgets=Budgets(**budgets) if budgets else None)
+    service._bundle = Bundle("v1", model)
+    return service
+
+
+def test_the_full_pipeline_serves_every_stage_within_budget(tmp_path: Path, feed_model: FeedRecommender):
+    feed = _service(tmp_path, feed_model).feed("u3", 10)
+    assert not feed.fallback and feed.fallback_reason is None
+    assert set(feed.stages_ms) == {"features", "retrieve", "rank", "rerank"}
+    want, _, _ = feed_model.recommend_with_sources(["u3"], 10)
+    assert [i.item_id for i in feed.items] == want[0].tolist()
+
+
+def test_a_late_ranker_is_abandoned_for_the_retrieval_order(tmp_path: Path, feed_model: FeedRecommender):
+    slow = copy.copy(feed_model)
+    slow.rank = lambda users, candidates: time.sleep(0.5) or feed_model.rank(users, candidates)  # type: ignore[method-assign]
+    started = time.perf_counter()
+    feed = _service(tmp_path, slow, rank=0.02).feed("u3", 10)
+    assert time.perf_counter() - started < 0.4  # it did not wait for the ranker
+    assert feed.fallback and feed.fallback_reason is not None and feed.fallback_reason.startswith("rank: StageLate")
+    candidates = feed_model.retrieve(np.asarray(["u3"]), 10)
+    want, _, _ = feed_model.arrange(1, candidates, candidates.rrf, 10)
+    assert [i.item_id for i in feed.items] == want[0].tolist()
+
+
+@pytest.mark.parametrize("stage", ["retrieve", "rank", "rerank"])
+def test_a_failing_stage_falls_back_and_the_request_still_succeeds(
+    tmp_path: Path, feed_model: FeedRecommender, stage: str
+):
+    broken = copy.copy(feed_model)
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise RuntimeError(f"{stage} fell over")
+
+    setattr(broken, stage if stage != "rerank" else "_reranker", fail)
+    feed = _service(tmp_path, broken).feed("u3", 10)
+    assert feed.fallback and feed.fallback_reason == f"{stage}: RuntimeError: {stage} fell over"
+    users = np.asarray(["u3"])
+    candidates = feed_model.retrieve(users, 10)
+    if stage == "retrieve":  # the most popular items
+        want = feed_model.item_ids_[np.argsort(-feed_model.item_counts_, kind="stable")[:10]]
+    elif stage == "rank":  # the retrieval order, still re-ranked
+        want = feed_model.arrange(1, candidates, candidates.rrf, 10)[0][0]
+    else:  # the ranked order, not re-ranked
+        want = feed_model.arrange(1, candidates, feed_model.rank(users, candidates), 10, rerank=False)[0][0]
+    assert [i.item_id for i in feed.items] == want.tolist()
+
+
+def test_events_reach_the_next_feed_at_once(tmp_path: Path, feed_model: FeedRecommender):
+    """A hide (or a click) posted now removes the item from the user's next feed."""
+    service = _service(tmp_path, feed_model)
+    before = [i.item_id for i in service.feed("u3", 10).items]
+    now = datetime.now(UTC)
+    service.ingest(
+        [
+            Event(event_id="e1", user_id="u3", item_id=before[0], timestamp=now, type=EventType.HIDE),
+            Event(event_id="e2", user_id="u3", item_id=before[1], timestamp=now, type=EventType.CLICK),
+            Event(event_id="e3", user_id="u3", item_id=before[2], timestamp=now, type=EventType.IMPRESSION),
+        ]
+    )
+    after = [i.item_id for i in service.feed("u3", 10).items]
+    assert before[0] not in after and before[1] not in after and before[2] in after
+    assert len(after) == 10
+    service.close()
+    assert (tmp_path / "online" / "features.parquet").exists()  # close() persists the online features

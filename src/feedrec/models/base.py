@@ -115,6 +115,14 @@ class Recommender(ABC):
         Unknown users get the most popular items. A row with fewer than k candidates is padded
         with ``PAD_ID`` and NaN scores.
         """
+        out_idx, out_scores = self.recommend_indices(user_ids, k, exclude_seen=exclude_seen, batch_size=batch_size)
+        ids = np.where(out_idx >= 0, self.item_ids_[np.maximum(out_idx, 0)], PAD_ID)
+        return ids, out_scores
+
+    def recommend_indices(
+        self, user_ids: np.ndarray | list[str], k: int = 10, *, exclude_seen: bool = True, batch_size: int = 0
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``recommend`` as catalogue positions into ``item_ids_`` (-1 padding) instead of ids."""
         if not hasattr(self, "item_ids_"):
             raise NotFittedError(f"{type(self).__name__} is not fitted; call fit() or load() first")
         if k < 1:
@@ -140,8 +148,7 @@ class Recommender(ABC):
         invalid = ~np.isfinite(out_scores)  # seen items that filled a short row
         out_idx[invalid] = -1
         out_scores[invalid] = np.nan
-        ids = np.where(out_idx >= 0, self.item_ids_[np.maximum(out_idx, 0)], PAD_ID)
-        return ids, out_scores
+        return out_idx, out_scores
 
     def score_items(self, user_ids: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
         """Scores of the pairs (user_ids[i], item_ids[i]); NaN where the user or the item is unknown.
@@ -157,8 +164,55 @@ class Recommender(ABC):
             out[ok] = self._score_pairs(uidx[ok], iidx[ok])
         return out
 
+    def _static_table(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """For a source whose scores depend on the user only through a group (a segment, or no one):
+        ``(table (groups, n_items), group of each known user (n_users,))``; None for personal scores.
+
+        With it, top-k walks each group's precomputed order (O(k + seen) per user) and pair scores
+        are a gather, instead of scoring the dense catalogue for every request."""
+        return None
+
+    def _static(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """(table, group, order) from ``_static_table``, with each group's items best first (ties to
+        the lower index, as ``top_k``); computed once per fitted/loaded state."""
+        cache: dict[str, tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]] = self.__dict__.setdefault(
+            "_static_cache", {}
+        )
+        hit = cache.get("static")
+        if hit is None or hit[0] is not self.item_ids_:  # fit() or load() replaced the state: rebuild
+            static = self._static_table()
+            if static is None:
+                return None
+            table = np.asarray(static[0], np.float32)
+            hit = (self.item_ids_, (table, static[1], np.argsort(-table, axis=1, kind="stable")))
+            cache["static"] = hit
+        return hit[1]
+
+    def _static_top_k(self, user_idx: np.ndarray, k: int, *, exclude_seen: bool) -> tuple[np.ndarray, np.ndarray]:
+        table, group, order = self._static()  # type: ignore[misc]
+        out_idx = np.empty((user_idx.size, k), np.int64)
+        out_scores = np.empty((user_idx.size, k), np.float32)
+        indptr, indices = self.user_items_.indptr, self.user_items_.indices
+        for r, u in enumerate(user_idx.tolist()):
+            g = int(group[u])
+            seen = indices[indptr[u] : indptr[u + 1]] if exclude_seen else np.empty(0, np.int64)
+            head = order[g, : k + seen.size]
+            if seen.size:
+                head = head[~np.isin(head, seen)]
+            head = head[:k]
+            scores = table[g, head].astype(np.float32)
+            if head.size < k:  # a short row: padded like the dense path (invalid scores are dropped)
+                head = np.concatenate([head, np.zeros(k - head.size, np.int64)])
+                scores = np.concatenate([scores, np.full(k - scores.size, -np.inf, np.float32)])
+            out_idx[r], out_scores[r] = head, scores
+        return out_idx, out_scores
+
     def _score_pairs(self, user_idx: np.ndarray, item_idx: np.ndarray) -> np.ndarray:
         """Pair scores; by default gathered from ``_score`` one block of distinct users at a time."""
+        static = self._static()
+        if static is not None:
+            table, group, _ = static
+            return table[group[user_idx], item_idx].astype(np.float64)
         users, inverse = np.unique(user_idx, return_inverse=True)
         out = np.empty(user_idx.size)
         step = max(1, 2_000_000 // max(self.item_ids_.size, 1))
@@ -170,6 +224,8 @@ class Recommender(ABC):
 
     def _recommend_known(self, user_idx: np.ndarray, k: int, *, exclude_seen: bool) -> tuple[np.ndarray, np.ndarray]:
         """Top-k item indices and scores for known users; by default exhaustive over ``_score``."""
+        if self._static() is not None:
+            return self._static_top_k(user_idx, k, exclude_seen=exclude_seen)
         scores = np.array(self._score(user_idx), dtype=np.float32, copy=True)
         if exclude_seen:
             seen = self.user_items_[user_idx].tocoo()

@@ -12,6 +12,7 @@ Fitting is two-stage, as production feeds train:
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from feedrec.models.base import PAD_ID, NotFittedError, Recommender
 from feedrec.models.ranking.base import RankingSet
 from feedrec.models.ranking.gbdt import GBDTRanker
 from feedrec.models.rerank import BusinessRules, ItemCatalog, ReRanker
-from feedrec.models.retrieval.candidates import CandidateRecommender
+from feedrec.models.retrieval.candidates import CandidateRecommender, CandidateSet
 
 
 class FeedRecommender(Recommender):
@@ -66,22 +67,48 @@ class FeedRecommender(Recommender):
             names += [f"rank_{source}", f"full_{source}"]
         return names
 
-    def _features(self, table: pl.DataFrame, model: CandidateRecommender, users: np.ndarray) -> np.ndarray:
-        sources = list(self.candidates["quotas"])
-        item_counts = model.item_counts_[np.maximum(model.item_index().lookup(table["item"].to_numpy()), 0)]
+    def _feature_matrix(
+        self,
+        model: CandidateRecommender,
+        users: np.ndarray,
+        row: np.ndarray,
+        item: np.ndarray,
+        rrf: np.ndarray,
+        pos: np.ndarray,
+        rank: np.ndarray,
+    ) -> np.ndarray:
+        """The ranking features of candidates (``item`` catalogue positions of ``users[row]``), in
+        ``_feature_names`` order; ``rank`` is (c, n_sources), NaN where a source did not propose it."""
         uidx = model.user_index().lookup(users)
         history = np.where(uidx >= 0, np.diff(model.user_items_.indptr)[np.maximum(uidx, 0)], 0)
-        row_users = users[table["row"].to_numpy()]
-        item_ids = table["item"].to_numpy()
-        # Every source's score of every candidate, not only of those it proposed itself.
-        full = {f"full_{s}": model.sources_[s].score_items(row_users, item_ids) for s in sources}
-        table = table.with_columns(
-            pl.sum_horizontal([pl.col(f"rank_{s}").is_not_null().cast(pl.Int32) for s in sources]).alias("n_sources"),
-            pl.Series("item_log_count", np.log1p(item_counts)),
-            pl.Series("user_log_count", np.log1p(history[table["row"].to_numpy()]).astype(np.float64)),
-            *[pl.Series(name, values) for name, values in full.items()],
+        row_uidx = uidx[row]
+        known = np.flatnonzero(row_uidx >= 0)
+        columns = [
+            rrf,
+            pos,
+            (~np.isnan(rank)).sum(axis=1),
+            np.log1p(model.item_counts_[item]),
+            np.log1p(history[row].astype(np.float64)),
+        ]
+        for s, source in enumerate(self.candidates["quotas"]):
+            # Every source's score of every candidate, not only of those it proposed itself.
+            full = np.full(row.size, np.nan)
+            if known.size:
+                full[known] = model.sources_[source]._score_pairs(row_uidx[known], item[known])
+            columns += [rank[:, s], full]
+        return np.column_stack(columns).astype(np.float32)
+
+    def _table_features(self, table: pl.DataFrame, model: CandidateRecommender, users: np.ndarray) -> np.ndarray:
+        rank = table.select([pl.col(f"rank_{s}").cast(pl.Float64) for s in self.candidates["quotas"]]).to_numpy()
+        return self._feature_matrix(
+            model,
+            users,
+            table["row"].to_numpy(),
+            model.item_index().lookup(table["item"].to_numpy()),
+            table["rrf"].to_numpy().astype(np.float64),
+            table["pos"].to_numpy().astype(np.float64),
+            rank,
         )
-        return table.select(self._feature_names()).cast(pl.Float32).to_numpy()
 
     # -- training ---------------------------------------------------------------------------------
     def _fit(self, interactions: Interactions, side: SideInfo | None = None) -> None:
@@ -103,7 +130,7 @@ class FeedRecommender(Recommender):
             labels = pl.concat([labels, self._sampled_negatives(labels, stage1, users, truth)], how="diagonal_relaxed")
         labels = labels.sort(["row", "pos", "item"])
         y = labels["label"].fill_null(0.0).to_numpy().astype(np.float32)
-        x = self._features(labels.drop("user", "label"), stage1, users)
+        x = self._table_features(labels, stage1, users)
         rows = labels["row"].to_numpy()
         # LambdaMART learns only from users with at least one engaged candidate.
         has_positive = np.bincount(rows, weights=y, minlength=users.size) > 0
@@ -162,40 +189,65 @@ class FeedRecommender(Recommender):
         self, user_ids: np.ndarray | list[str], k: int = 10, *, exclude_seen: bool = True
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(item_ids (n, k), scores (n, k), the candidate source of each item (n, k); "rule" for a pin)."""
+        users = np.atleast_1d(np.asarray(user_ids).astype(str))
+        candidates = self.retrieve(users, k, exclude_seen=exclude_seen)
+        return self.arrange(users.size, candidates, self.rank(users, candidates), k)
+
+    # The three serving stages, callable one by one so that a server can time and budget each.
+    def retrieve(self, users: np.ndarray, k: int = 10, *, exclude_seen: bool = True) -> CandidateSet:
+        """Stage 1: the fused candidate set (at least ``n_candidates`` per user)."""
         if not hasattr(self, "ranker_"):
             raise NotFittedError("FeedRecommender is not fitted; call fit() or load() first")
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        users = np.atleast_1d(np.asarray(user_ids).astype(str))
-        out_ids = np.full((users.size, k), PAD_ID, dtype=object)
-        out_scores = np.full((users.size, k), np.nan, np.float32)
-        out_src = np.full((users.size, k), "", dtype=object)
-        table = self.candidates_.candidate_table(users, max(self.n_candidates, k), exclude_seen=exclude_seen)
-        if table.height == 0:
-            return out_ids.astype(str), out_scores, out_src.astype(str)
-        scored = table.select("row", "item", "source").with_columns(
-            pl.Series("score", self.ranker_.predict(self._features(table, self.candidates_, users)))
-        )
-        ranked = scored.sort(["row", "score", "item"], descending=[False, True, False])
-        if self.rerank is None:
-            top = ranked.with_columns(pl.int_range(pl.len()).over("row").alias("pos")).filter(pl.col("pos") < k)
-            r, p = top["row"].to_numpy(), top["pos"].to_numpy()
-            out_ids[r, p] = top["item"].to_numpy()
-            out_scores[r, p] = top["score"].to_numpy()
-            out_src[r, p] = top["source"].to_numpy()
-            return out_ids.astype(str), out_scores, out_src.astype(str)
-        reranker = ReRanker(**{key: v for key, v in self.rerank.items() if key != "rules"}, rules=self._rules())
+        return self.candidates_.candidate_set(users, max(self.n_candidates, k), exclude_seen=exclude_seen)
+
+    def rank(self, users: np.ndarray, c: CandidateSet) -> np.ndarray:
+        """Stage 2: the ranker's score of every candidate."""
+        if c.row.size == 0:
+            return np.empty(0)
+        x = self._feature_matrix(self.candidates_, users, c.row, c.item, c.rrf, c.pos.astype(np.float64), c.rank)
+        return np.asarray(self.ranker_.predict(x), np.float64)
+
+    def arrange(
+        self, n_users: int, c: CandidateSet, scores: np.ndarray, k: int, *, rerank: bool = True
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Stage 3: each user's top ``k`` by ``scores``, shaped by the re-ranker (unless ``rerank`` is
+        off, or none is configured). Returns (item_ids, scores, sources), each (n_users, k)."""
+        out_ids = np.full((n_users, k), PAD_ID, dtype=object)
+        out_scores = np.full((n_users, k), np.nan, np.float32)
+        out_src = np.full((n_users, k), "", dtype=object)
+        names = np.asarray(c.names, dtype=object)
+        order = np.lexsort((c.item, -scores, c.row))  # per user: score, then item id
+        rows = c.row[order]
+        bounds = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1], True])
+        reranker = self._reranker() if rerank else None
         catalog = ItemCatalog(self.item_ids_, self.item_topics_, self.item_creator_, self.item_created_)
-        for row, group in ranked.group_by("row", maintain_order=True):
-            feed, final = reranker.rerank(
-                group["item"].to_numpy(), group["score"].to_numpy(), catalog, k=k, now=float(self.now_)
-            )
-            source_of = dict(zip(group["item"].to_list(), group["source"].to_list(), strict=True))
-            user_row = int(str(row[0]))
+        for lo, hi in itertools.pairwise(bounds.tolist()):
+            take = order[lo:hi]
+            user_row = int(c.row[take[0]])
+            if reranker is None:
+                take = take[:k]
+                out_ids[user_row, : take.size] = self.item_ids_[c.item[take]]
+                out_scores[user_row, : take.size] = scores[take]
+                out_src[user_row, : take.size] = names[c.source[take]]
+                continue
+            feed, final = reranker.rerank_indices(c.item[take], scores[take], catalog, k=k, now=float(self.now_))
+            source_of = dict(zip(self.item_ids_[c.item[take]].tolist(), names[c.source[take]].tolist(), strict=True))
             out_ids[user_row, : feed.size] = feed
             out_scores[user_row, : feed.size] = final
             out_src[user_row, : feed.size] = [source_of.get(i, "rule") for i in feed.tolist()]
         return out_ids.astype(str), out_scores, out_src.astype(str)
+
+    def _reranker(self) -> ReRanker | None:
+        if self.rerank is None:
+            return None
+        cached = self.__dict__.get("_reranker_cache")
+        if cached is None or cached[0] is not self.rerank:  # build it once per configuration, not per request
+            reranker = ReRanker(**{key: v for key, v in self.rerank.items() if key != "rules"}, rules=self._rules())
+            cached = (self.rerank, reranker)
+            self.__dict__["_reranker_cache"] = cached
+        return cached[1]
 
     def _rules(self) -> BusinessRules:
         rules = (self.rerank or {}).get("rules") or {}

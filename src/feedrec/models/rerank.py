@@ -1,6 +1,8 @@
 """Re-ranking: shape a ranked candidate list into a feed.
 
-In order: drop blocked items; apply business boosts and a freshness boost to the scores; then fill
+In order: drop blocked items; apply business boosts and a freshness boost to the scores; keep the
+best ``window_per_slot * k`` (optional: serving time grows with the window, and deeper candidates
+almost never make the feed); then fill
 the feed greedily by maximal marginal relevance (MMR), ``(1 - diversity) * relevance - diversity *
 max similarity to what is already in the feed`` (topic cosine), skipping an item that would break
 the per-creator or per-topic cap while others remain; finally put pinned items at their slots.
@@ -42,6 +44,7 @@ class ReRanker:
         max_per_topic: int | None = 4,
         freshness_boost: float = 0.0,
         freshness_half_life_days: float = 3.0,
+        window_per_slot: float | None = None,
         rules: BusinessRules | None = None,
     ) -> None:
         if not 0 <= diversity <= 1:
@@ -54,6 +57,9 @@ class ReRanker:
         self.max_per_topic = max_per_topic
         self.freshness_boost = freshness_boost
         self.freshness_half_life_days = freshness_half_life_days
+        if window_per_slot is not None and window_per_slot < 1:
+            raise ValueError(f"window_per_slot must be >= 1 or None, got {window_per_slot}")
+        self.window_per_slot = window_per_slot
         self.rules = rules or BusinessRules()
 
     def rerank(
@@ -61,12 +67,35 @@ class ReRanker:
     ) -> tuple[np.ndarray, np.ndarray]:
         """One user's feed: (item_ids (<= k,), final scores) from ranked candidates."""
         ids = np.asarray(item_ids).astype(str)
-        s = np.asarray(scores, np.float64)
-        keep = (ids != "") & np.isfinite(s) & ~np.isin(ids, list(self.rules.block))
-        ids, s = ids[keep], s[keep]
-        pos = np.searchsorted(catalog.item_ids, ids)
-        pos = np.clip(pos, 0, catalog.item_ids.size - 1)
-        known = catalog.item_ids[pos] == ids
+        pos = np.clip(np.searchsorted(catalog.item_ids, ids), 0, max(catalog.item_ids.size - 1, 0))
+        known = catalog.item_ids[pos] == ids if catalog.item_ids.size else np.zeros(ids.size, bool)
+        return self._rerank(ids, np.asarray(scores, np.float64), pos, known, catalog, k=k, now=now)
+
+    def rerank_indices(
+        self, item_idx: np.ndarray, scores: np.ndarray, catalog: ItemCatalog, *, k: int, now: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``rerank`` for candidates given as catalogue positions (the serving path: no id lookups)."""
+        item_idx = np.asarray(item_idx, np.int64)
+        ids = catalog.item_ids[item_idx]
+        return self._rerank(
+            ids, np.asarray(scores, np.float64), item_idx, np.ones(ids.size, bool), catalog, k=k, now=now
+        )
+
+    def _rerank(
+        self,
+        ids: np.ndarray,
+        s: np.ndarray,
+        pos: np.ndarray,
+        known: np.ndarray,
+        catalog: ItemCatalog,
+        *,
+        k: int,
+        now: float,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        keep = (ids != "") & np.isfinite(s)
+        if self.rules.block:
+            keep &= ~np.isin(ids, list(self.rules.block))
+        ids, s, pos, known = ids[keep], s[keep], pos[keep], known[keep]
         if self.rules.boost:
             s = s * np.array([self.rules.boost.get(i, 1.0) for i in ids])
         if ids.size == 0:
@@ -78,6 +107,10 @@ class ReRanker:
             rel = rel + self.freshness_boost * np.nan_to_num(
                 0.5 ** (np.maximum(age, 0) / self.freshness_half_life_days)
             )
+        window = int(np.ceil(self.window_per_slot * k)) if self.window_per_slot is not None else ids.size
+        if ids.size > window:  # only the head competes for the feed's slots
+            head = np.sort(np.argsort(-rel, kind="stable")[:window])
+            ids, rel, pos, known = ids[head], rel[head], pos[head], known[head]
         topics = catalog.topics[pos].toarray() * known[:, None]
         norms = np.linalg.norm(topics, axis=1, keepdims=True)
         unit = np.divide(topics, norms, out=np.zeros_like(topics), where=norms > 0)
@@ -85,26 +118,30 @@ class ReRanker:
 
         chosen: list[int] = []
         max_sim = np.zeros(ids.size)
-        available = np.ones(ids.size, bool)
+        taken = np.zeros(ids.size)  # -inf once an item is in the feed
+        capped = np.zeros(ids.size)  # -inf once its creator or one of its topics reached the cap
         per_creator: dict[int, int] = {}
         per_topic = np.zeros(topics.shape[1])
-        slots = min(k, ids.size)
-        while len(chosen) < slots and available.any():
-            mmr = (1 - self.diversity) * rel - self.diversity * max_sim
-            allowed = available.copy()
-            if self.max_per_creator is not None:
-                full = [c for c, n in per_creator.items() if c and n >= self.max_per_creator]
-                allowed &= ~np.isin(creators, full)
-            if self.max_per_topic is not None:
-                saturated = per_topic >= self.max_per_topic
-                allowed &= ~(topics[:, saturated].sum(axis=1) > 0)
-            pick_from = allowed if allowed.any() else available  # caps bend rather than leave slots empty
-            best = int(np.argmax(np.where(pick_from, mmr, -np.inf)))
+        relevance = (1 - self.diversity) * rel
+        for _ in range(min(k, ids.size)):
+            mmr = relevance - self.diversity * max_sim + taken
+            best = int(np.argmax(mmr + capped))
+            if capped[best] == -np.inf:  # every candidate left is capped: caps bend rather than leave slots empty
+                best = int(np.argmax(mmr))
             chosen.append(best)
-            available[best] = False
-            per_creator[int(creators[best])] = per_creator.get(int(creators[best]), 0) + 1
-            per_topic += topics[best] > 0
-            max_sim = np.maximum(max_sim, unit @ unit[best])
+            taken[best] = -np.inf
+            creator = int(creators[best])
+            per_creator[creator] = per_creator.get(creator, 0) + 1
+            if creator and self.max_per_creator is not None and per_creator[creator] == self.max_per_creator:
+                capped[creators == creator] = -np.inf
+            if self.max_per_topic is not None:
+                has = topics[best] > 0
+                per_topic += has
+                saturated = has & (per_topic == self.max_per_topic)
+                if saturated.any():
+                    capped[topics[:, saturated].sum(axis=1) > 0] = -np.inf
+            if self.diversity:
+                np.maximum(max_sim, unit @ unit[best], out=max_sim)
         feed = list(ids[chosen])
         final = list(rel[chosen])
         for item, slot in sorted(self.rules.pin.items(), key=lambda kv: kv[1]):

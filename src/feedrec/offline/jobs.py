@@ -17,11 +17,15 @@ from feedrec.data.sources import read_events
 from feedrec.data.store import LocalEventStore
 from feedrec.data.validation import validate_events
 from feedrec.logs import get_logger
+from feedrec.models.base import Recommender
 from feedrec.offline.protocol import EvalReport, run_protocol
 from feedrec.offline.ranking_eval import RankerReport, evaluate_rankers
+from feedrec.offline.report import render_report
 from feedrec.offline.split import Protocol, train_valid_test
+from feedrec.registry import LocalRegistry, build_manifest
 
 log = get_logger("jobs")
+SERVED_MODEL = "feedrec"  # the model `feedrec demo` registers and serves
 Progress = Callable[[int, int], None]
 
 
@@ -81,12 +85,21 @@ def evaluate(
     cfg: FeedrecConfig,
     side: SideInfo | None = None,
     on_model: Callable[[str], None] | None = None,
+    on_fitted: Callable[[str, Recommender], None] | None = None,
 ) -> EvalReport:
     """``feedrec eval``: the benchmark protocol over the named models."""
     if events.height == 0:
         raise ValueError(f"{dataset}: no positive interactions of types {[t.value for t in cfg.eval.positive_types]}")
     return run_protocol(
-        events, dataset=dataset, protocol=protocol, k=k, model_names=models, cfg=cfg, side=side, on_model=on_model
+        events,
+        dataset=dataset,
+        protocol=protocol,
+        k=k,
+        model_names=models,
+        cfg=cfg,
+        side=side,
+        on_model=on_model,
+        on_fitted=on_fitted,
     )
 
 
@@ -98,6 +111,8 @@ class DemoResult:
     split_sizes: dict[str, int]
     report: EvalReport
     rankers: RankerReport
+    served: Path | None = None  # the workspace whose registry holds the demo's production bundle
+    version: str | None = None
 
 
 def demo(cfg: FeedrecConfig, *, on_stage: Callable[[str], None], progress: Progress) -> DemoResult:
@@ -120,6 +135,7 @@ def demo(cfg: FeedrecConfig, *, on_stage: Callable[[str], None], progress: Progr
     sizes = {"train": split.train.height, "valid": split.valid.height, "test": split.test.height}
 
     on_stage("fit + evaluate")
+    fitted: dict[str, Recommender] = {}
     report = evaluate(
         events,
         dataset=f"simulated ({cfg.simulator.n_users} users, {cfg.simulator.n_items} items, {cfg.simulator.days} days)",
@@ -129,12 +145,24 @@ def demo(cfg: FeedrecConfig, *, on_stage: Callable[[str], None], progress: Progr
         cfg=cfg,
         side=load_store_side(workspace / "store"),
         on_model=lambda name: on_stage(f"fit + evaluate: {name}"),
+        on_fitted=lambda name, model: fitted.update({name: model}) if name == SERVED_MODEL else None,
     )
 
     on_stage("rank impressions")
     store_events = pl.DataFrame(pl.from_arrow(store.scan()))
     rankers = evaluate_rankers(store_events, pl.DataFrame(pl.from_arrow(store.items())), threads=cfg.threads)
-    return DemoResult(files, feed.events.num_rows, ingested, sizes, report, rankers)
+
+    version = None
+    if SERVED_MODEL in fitted:  # the whole pipeline, as evaluated, becomes the bundle the demo serves
+        on_stage("register the bundle")
+        registry = LocalRegistry(workspace / "store" / "registry")
+        manifest = build_manifest(
+            registry.next_version(), SERVED_MODEL, events, cfg, {"test": report.models[SERVED_MODEL]}
+        )
+        registry.register(fitted[SERVED_MODEL], manifest, render_report(manifest, rankers))
+        registry.promote(manifest.version, reason="feedrec demo")
+        version = manifest.version
+    return DemoResult(files, feed.events.num_rows, ingested, sizes, report, rankers, workspace / "store", version)
 
 
 def run_simulation(cfg: FeedrecConfig, out: Path, *, progress: Progress) -> tuple[SimulatedFeed, dict[str, str]]:

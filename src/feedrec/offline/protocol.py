@@ -157,8 +157,10 @@ def run_protocol(
     cfg: FeedrecConfig,
     side: SideInfo | None = None,
     on_model: Callable[[str], None] | None = None,
+    on_fitted: Callable[[str, Recommender], None] | None = None,
 ) -> EvalReport:
-    """Prepare the split once, then fit and evaluate each named model on it."""
+    """Prepare the split once, then fit and evaluate each named model on it (``on_fitted`` gets
+    each fitted model, for a caller that keeps one)."""
     data = prepare(df, protocol=protocol, test_ratio=cfg.split.test_ratio)
     if data.test_users.size == 0:
         raise ValueError("no test users: every user's test items are new or already seen; more data is needed")
@@ -184,4 +186,6 @@ def run_protocol(
         report.models[name] = {key: round(value, 6) for key, value in metrics.items()} | {
             "fit_seconds": round(fit_seconds, 3)
         }
+        if on_fitted:
+            on_fitted(name, model)
     return report

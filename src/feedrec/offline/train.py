@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import polars as pl
@@ -20,7 +19,6 @@ import polars as pl
 from feedrec.config import FeedrecConfig
 from feedrec.data.side import SideInfo
 from feedrec.data.store import LocalEventStore
-from feedrec.features.definitions import schema_hash
 from feedrec.models import build_model
 from feedrec.models.base import Recommender
 from feedrec.offline.jobs import load_store_side
@@ -29,7 +27,7 @@ from feedrec.offline.ranking_eval import RankerReport, evaluate_rankers
 from feedrec.offline.report import render_report
 from feedrec.offline.split import chronological_split
 from feedrec.offline.tuning import tune
-from feedrec.registry import GatePolicy, LocalRegistry, Manifest, code_version, gate_decision
+from feedrec.registry import GatePolicy, LocalRegistry, Manifest, build_manifest, gate_decision
 
 
 @dataclass
@@ -114,23 +112,14 @@ def train(
         ranker = evaluate_rankers(all_events, items, threads=cfg.threads)
 
     on_stage("register the bundle")
-    ts = df["timestamp"]
-    manifest = Manifest(
-        version=version,
-        model=model_name,
-        created_at=datetime.now(UTC).isoformat(),
-        data_window={
-            "first": str(ts.min()),
-            "last": str(ts.max()),
-            "interactions": df.height,
-            "users": df["user_id"].n_unique(),
-            "items": df["item_id"].n_unique(),
-        },
-        feature_schema=schema_hash(),
-        params=cfg.model_dump(mode="json") | {"tuning": tuned},
-        metrics={"valid": valid_metrics, "test": test_metrics}
+    manifest = build_manifest(
+        version,
+        model_name,
+        df,
+        cfg,
+        {"valid": valid_metrics, "test": test_metrics}
         | ({"ranker": ranker.models["lightgbm_calibrated"]} if ranker else {}),
-        code_version=code_version(),
+        extra_params={"tuning": tuned},
     )
     decision = gate_decision(manifest, registry.production(), policy or GatePolicy(metric=f"ndcg@{cfg.eval.k}"))
     manifest.gate = decision

@@ -4,26 +4,36 @@ GET  /v1/feed      ranked items for a user, with score, source, reason, model ve
 POST /v1/events    a batch of events: validated, stored durably and idempotently, fed to features
 GET  /healthz      the process is up;  GET /readyz: a model is loaded
 GET  /metrics      Prometheus: requests, latency by stage, fallbacks, model version
-POST /admin/reload load the production bundle (bearer token from FEEDREC_ADMIN_TOKEN)
+POST /admin/reload, /admin/promote/{version}, /admin/rollback   (bearer token from FEEDREC_ADMIN_TOKEN)
+
+A promoted bundle is also picked up without a call: a watcher looks at the registry every
+FEEDREC_WATCH_INTERVAL_S seconds, loads the new bundle in the background and swaps it in at once.
 """
 
 from __future__ import annotations
 
 import secrets
+import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
 
+import orjson
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from feedrec import __version__
-from feedrec.online.service import FeedService, NoModelError
+from feedrec.logs import get_logger
+from feedrec.online.service import Budgets, FeedService, NoModelError
 from feedrec.online.settings import ServeSettings
+from feedrec.registry import RegistryError
 from feedrec.schemas import Event
+
+log = get_logger("api")
 
 
 class FeedItemOut(BaseModel):
@@ -37,7 +47,8 @@ class FeedOut(BaseModel):
     request_id: str
     user_id: str
     model_version: str
-    fallback: bool = Field(description="true when the ranker failed and the retrieval order was served")
+    fallback: bool = Field(description="true when a stage failed or overran its budget and its fallback was served")
+    fallback_reason: str | None = Field(None, description="which stage fell back, and why")
     items: list[FeedItemOut]
 
 
@@ -72,6 +83,65 @@ class Metrics:
             self.model.labels(version=version).set(1)
 
 
+class LimitsAndMetrics:
+    """Refuses bodies over the size limit (413, before reading them) and counts requests by route
+    and status. Plain ASGI rather than ``@app.middleware``: it costs microseconds per request."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and int(length) > self.max_body_bytes:
+            detail = f"request body of {int(length)} bytes is over the limit of {self.max_body_bytes}"
+            await JSONResponse(status_code=413, content={"detail": detail})(scope, receive, send)
+            return
+        status = 500
+
+        async def send_and_count(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_count)
+        finally:
+            route = scope.get("route")
+            metrics: Metrics | None = getattr(scope["app"].state, "metrics", None)
+            if metrics is not None:
+                metrics.requests.labels(route=getattr(route, "path", "unmatched"), status=str(status)).inc()
+
+
+def _watch(app: FastAPI, interval: float, stop: threading.Event) -> None:
+    """Reload when the registry's production bundle changes (promote or rollback by any process)."""
+    service: FeedService = app.state.service
+    while not stop.wait(interval):
+        try:
+            manifest = service.registry.production()
+            current = service.bundle
+            if manifest is not None and (current is None or current.version != manifest.version):
+                bundle = service.reload(manifest.version)
+                app.state.metrics.set_model(bundle.version)
+        except Exception:  # a broken bundle or registry must not stop serving the current one
+            log.exception("background reload failed")
+
+
+def limit_inference_threads(n: int) -> None:
+    """Cap the thread teams of the native libraries (OpenMP, BLAS, faiss, torch) for this process."""
+    import faiss
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(n)
+    faiss.omp_set_num_threads(n)
+    torch.set_num_threads(n)
+
+
 def get_service(request: Request) -> FeedService:
     return request.app.state.service
 
@@ -94,12 +164,27 @@ def create_app(settings: ServeSettings | None = None, service: FeedService | Non
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        limit_inference_threads(settings.inference_threads)
         app.state.settings = settings
         app.state.metrics = Metrics()
-        app.state.service = service or FeedService(settings.workspace, precomputed=settings.precomputed)
+        app.state.service = service or FeedService(
+            settings.workspace,
+            precomputed=settings.precomputed,
+            budgets=Budgets(
+                settings.retrieve_budget_ms / 1e3, settings.rank_budget_ms / 1e3, settings.rerank_budget_ms / 1e3
+            ),
+            snapshot_every_s=settings.snapshot_every_s,
+        )
         bundle = app.state.service.try_reload()
         app.state.metrics.set_model(bundle.version if bundle else None)
+        stop = threading.Event()
+        if settings.watch_interval_s > 0:
+            threading.Thread(
+                target=_watch, args=(app, settings.watch_interval_s, stop), name="feedrec-watch", daemon=True
+            ).start()
         yield
+        stop.set()
+        app.state.service.close()
 
     app = FastAPI(
         title="feedrec",
@@ -108,19 +193,7 @@ def create_app(settings: ServeSettings | None = None, service: FeedService | Non
         description="A personalized feed: retrieve, rank, re-rank; events flow back into features.",
     )
 
-    @app.middleware("http")
-    async def limits_and_metrics(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None and int(length) > settings.max_body_bytes:
-            return JSONResponse(
-                status_code=413,
-                content={"detail": f"request body of {length} bytes is over the limit of {settings.max_body_bytes}"},
-            )
-        response = await call_next(request)
-        route = request.scope.get("route")
-        metrics: Metrics = request.app.state.metrics
-        metrics.requests.labels(route=getattr(route, "path", "unmatched"), status=str(response.status_code)).inc()
-        return response
+    app.add_middleware(LimitsAndMetrics, max_body_bytes=settings.max_body_bytes)
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
@@ -141,7 +214,7 @@ def create_app(settings: ServeSettings | None = None, service: FeedService | Non
         user_id: Annotated[str, Query(min_length=1, max_length=256, description="who the feed is for")],
         k: Annotated[int | None, Query(ge=1, description="how many items (at most FEEDREC_MAX_K)")] = None,
         surface: Annotated[str | None, Query(max_length=64)] = None,
-    ) -> FeedOut:
+    ) -> Response:
         k = k or settings.default_k
         if k > settings.max_k:
             raise HTTPException(422, f"k={k} is over the limit; ask for at most {settings.max_k} items")
@@ -150,16 +223,21 @@ def create_app(settings: ServeSettings | None = None, service: FeedService | Non
             result = service.feed(user_id, k, surface)
         except NoModelError as exc:
             raise HTTPException(503, str(exc)) from exc
+        for stage, ms in result.stages_ms.items():
+            metrics.latency.labels(stage=stage).observe(ms / 1e3)
         metrics.latency.labels(stage="feed").observe(time.perf_counter() - start)
         if result.fallback:
             metrics.fallbacks.inc()
-        return FeedOut(
-            request_id=result.request_id,
-            user_id=result.user_id,
-            model_version=result.model_version,
-            fallback=result.fallback,
-            items=[FeedItemOut(**vars(i)) for i in result.items],
-        )
+        # Serialized straight to JSON (the hot path); FeedOut documents the shape in the OpenAPI schema.
+        body = {
+            "request_id": result.request_id,
+            "user_id": result.user_id,
+            "model_version": result.model_version,
+            "fallback": result.fallback,
+            "fallback_reason": result.fallback_reason,
+            "items": [vars(i) for i in result.items],
+        }
+        return Response(orjson.dumps(body), media_type="application/json")
 
     @app.post("/v1/events", response_model=EventsOut)
     def events(body: EventsIn, service: ServiceDep, settings: SettingsDep, metrics: MetricsDep) -> EventsOut:
@@ -178,22 +256,44 @@ def create_app(settings: ServeSettings | None = None, service: FeedService | Non
     def prometheus(metrics: MetricsDep) -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.post("/admin/reload")
-    def reload(
-        service: ServiceDep,
-        settings: SettingsDep,
-        metrics: MetricsDep,
-        authorization: Annotated[str | None, Header()] = None,
-    ) -> dict[str, str]:
+    def require_admin(settings: SettingsDep, authorization: Annotated[str | None, Header()] = None) -> None:
         if settings.admin_token is None:
             raise HTTPException(403, "admin endpoints are disabled: set FEEDREC_ADMIN_TOKEN to enable them")
         given = (authorization or "").removeprefix("Bearer ").strip()
         if not given or not secrets.compare_digest(given, settings.admin_token):
             raise HTTPException(401, "send the admin token as 'Authorization: Bearer <token>'")
+
+    Admin = Depends(require_admin)
+
+    @app.post("/admin/reload", dependencies=[Admin])
+    def reload(service: ServiceDep, metrics: MetricsDep) -> dict[str, str]:
+        """Load the production bundle now (the watcher would, within FEEDREC_WATCH_INTERVAL_S)."""
         try:
             bundle = service.reload()
         except NoModelError as exc:
             raise HTTPException(409, str(exc)) from exc
+        metrics.set_model(bundle.version)
+        return {"model_version": bundle.version}
+
+    @app.post("/admin/promote/{version}", dependencies=[Admin])
+    def promote(version: str, service: ServiceDep, metrics: MetricsDep) -> dict[str, str]:
+        """Make ``version`` production and serve it."""
+        try:
+            service.registry.promote(version, reason="admin API")
+        except RegistryError as exc:
+            raise HTTPException(404, str(exc)) from exc
+        bundle = service.reload(version)
+        metrics.set_model(bundle.version)
+        return {"model_version": bundle.version}
+
+    @app.post("/admin/rollback", dependencies=[Admin])
+    def rollback(service: ServiceDep, metrics: MetricsDep) -> dict[str, str]:
+        """Go back to the bundle that was production before the current one, and serve it."""
+        try:
+            manifest = service.registry.rollback()
+        except RegistryError as exc:
+            raise HTTPException(409, str(exc)) from exc
+        bundle = service.reload(manifest.version)
         metrics.set_model(bundle.version)
         return {"model_version": bundle.version}
 

@@ -13,9 +13,13 @@ import json
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 import polars as pl
@@ -30,9 +34,24 @@ from feedrec.online.batch import PrecomputedFeeds
 from feedrec.registry import LocalRegistry, RegistryError
 from feedrec.schemas import EVENT_SCHEMA, Event
 
+T = TypeVar("T")
+
 
 class NoModelError(RuntimeError):
     """No bundle is in production yet."""
+
+
+class StageLate(TimeoutError):
+    """A pipeline stage overran its latency budget."""
+
+
+@dataclass(frozen=True)
+class Budgets:
+    """Latency budget of each online stage, in seconds; a stage that overruns it is abandoned."""
+
+    retrieve: float = 0.05
+    rank: float = 0.05
+    rerank: float = 0.025
 
 
 @dataclass(frozen=True)
@@ -57,10 +76,47 @@ class Feed:
     items: list[FeedItem]
     fallback: bool
     latency_ms: float
+    fallback_reason: str | None = None
+    stages_ms: dict[str, float] = field(default_factory=dict)
+
+
+class RecentActions:
+    """What each user did since the bundle was trained (engaged with or hid), newest last, so the
+    feed stops showing them at once; fed by ``/v1/events``. Bounded per user; thread-safe."""
+
+    TYPES = frozenset({"click", "like", "share", "dwell", "hide", "rating"})
+
+    def __init__(self, per_user: int = 200) -> None:
+        self.per_user = per_user
+        self._items: dict[str, dict[str, None]] = {}
+        self._lock = threading.Lock()
+
+    def add(self, user_ids: list[str], item_ids: list[str], types: list[str]) -> None:
+        with self._lock:
+            for user, item, etype in zip(user_ids, item_ids, types, strict=True):
+                if etype not in self.TYPES:
+                    continue
+                seen = self._items.setdefault(user, {})
+                seen.pop(item, None)
+                seen[item] = None
+                if len(seen) > self.per_user:
+                    del seen[next(iter(seen))]
+
+    def items(self, user_id: str) -> list[str]:
+        with self._lock:
+            return list(self._items.get(user_id, ()))
 
 
 class FeedService:
-    def __init__(self, workspace: Path, precomputed: Path | None = None) -> None:
+    def __init__(
+        self,
+        workspace: Path,
+        precomputed: Path | None = None,
+        *,
+        budgets: Budgets | None = None,
+        snapshot_every_s: float = 5.0,
+        stage_workers: int = 8,
+    ) -> None:
         self.workspace = Path(workspace)
         self.precomputed = PrecomputedFeeds(precomputed) if precomputed is not None else None
         self.registry = LocalRegistry(self.workspace / "registry")
@@ -69,30 +125,60 @@ class FeedService:
         self.features = LocalOnlineStore(
             items if items.height else None, path=self.workspace / "online" / "features.parquet"
         )
+        self.recent = RecentActions()
+        self.budgets = budgets or Budgets()
+        self.snapshot_every_s = snapshot_every_s
+        self._last_snapshot = 0.0
         self._bundle: Bundle | None = None
         self._write_lock = threading.Lock()
+        self._reload_lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=stage_workers, thread_name_prefix="feedrec-stage")
         self._served_log = self.workspace / "serving" / "impressions.jsonl"
+        self._served_log.parent.mkdir(parents=True, exist_ok=True)
+        self._served_fh = self._served_log.open("a", buffering=1)  # line-buffered: one write per feed
+        self._log_lock = threading.Lock()
         self.fallbacks = 0
+
+    def close(self) -> None:
+        """Persist the online features and stop the stage workers (the server calls this on shutdown)."""
+        with self._write_lock:
+            self.features.save()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._served_fh.close()
 
     # -- model -----------------------------------------------------------------------------------
     @property
     def bundle(self) -> Bundle | None:
         return self._bundle
 
-    def reload(self) -> Bundle:
-        """Load the production bundle and swap it in atomically."""
-        manifest = self.registry.production()
-        if manifest is None:
-            raise NoModelError("no bundle in production: train one with `feedrec train`")
-        bundle = Bundle(manifest.version, self.registry.load_model(manifest.version))
-        self._bundle = bundle  # one reference assignment: readers see the old or the new bundle, whole
-        return bundle
+    def reload(self, version: str | None = None) -> Bundle:
+        """Load the production bundle (or ``version``) and swap it in atomically: requests in flight
+        finish on the bundle they started with, later ones get the new one; none waits for the load."""
+        with self._reload_lock:  # one load at a time; feeds are served from the old bundle meanwhile
+            if version is None:
+                manifest = self.registry.production()
+                if manifest is None:
+                    raise NoModelError("no bundle in production: train one with `feedrec train`")
+                version = manifest.version
+            if self._bundle is not None and self._bundle.version == version:
+                return self._bundle
+            bundle = Bundle(version, self.registry.load_model(version))
+            self._warm(bundle.model)  # first-call costs (lazy caches) are paid here, not by a request
+            self._bundle = bundle  # one reference assignment: readers see the old or the new bundle, whole
+            return bundle
 
     def try_reload(self) -> Bundle | None:
         try:
             return self.reload()
         except (NoModelError, RegistryError):
             return None
+
+    def _warm(self, model: Recommender) -> None:
+        if model.user_ids_.size:
+            try:
+                self._recommend(model, str(model.user_ids_[0]), 10, [], {})
+            except Exception:  # a bundle that cannot serve still loads: its requests take the fallback
+                return
 
     # -- feed ------------------------------------------------------------------------------------
     def feed(self, user_id: str, k: int, surface: str | None = None) -> Feed:
@@ -110,13 +196,17 @@ class FeedService:
             return Feed(request_id, user_id, version, items, False, (time.perf_counter() - start) * 1e3)
         known = bool(model.user_index().lookup([user_id])[0] >= 0)
         reason = "personalized" if known else "cold_start"
-        fallback = False
+        stages: dict[str, float] = {}
+        t = time.perf_counter()
+        exclude = self.recent.items(user_id)  # online state: what the user did since the bundle was trained
+        stages["features"] = (time.perf_counter() - t) * 1e3
         try:
-            ids, scores, sources = self._recommend(model, user_id, k)
-        except Exception:  # a failing ranker must not fail the request: serve retrieval order
-            fallback = True
+            ids, scores, sources, why = self._recommend(model, user_id, k, exclude, stages)
+        except Exception as exc:  # retrieval failed or was late: the most popular unseen items
+            why = f"retrieve: {_describe(exc)}"
+            ids, scores, sources = self._popular(model, k, exclude)
+        if why is not None:
             self.fallbacks += 1
-            ids, scores, sources = self._fallback(model, user_id, k)
         items = [
             FeedItem(str(i), float(s) if np.isfinite(s) else 0.0, str(src), reason)
             for i, s, src in zip(ids, scores, sources, strict=True)
@@ -124,29 +214,69 @@ class FeedService:
         ]
         request_id = uuid.uuid4().hex
         self._log_served(request_id, user_id, surface, items, bundle.version)
-        return Feed(request_id, user_id, bundle.version, items, fallback, (time.perf_counter() - start) * 1e3)
+        return Feed(
+            request_id,
+            user_id,
+            bundle.version,
+            items,
+            why is not None,
+            (time.perf_counter() - start) * 1e3,
+            why,
+            stages,
+        )
+
+    def _stage(self, name: str, budget: float, stages: dict[str, float], fn: Callable[..., T], *args: Any) -> T:
+        """Run one stage on a worker and wait at most ``budget`` seconds for it; a late stage is
+        abandoned (its result ignored) and raises ``StageLate``."""
+        t = time.perf_counter()
+        future = self._pool.submit(fn, *args)
+        try:
+            return future.result(timeout=budget)
+        except FutureTimeout:
+            future.cancel()
+            raise StageLate(f"over its {budget * 1e3:.0f} ms budget") from None
+        finally:
+            stages[name] = (time.perf_counter() - t) * 1e3
+
+    def _recommend(
+        self, model: Recommender, user_id: str, k: int, exclude: list[str], stages: dict[str, float]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, str | None]:
+        """retrieve -> rank -> re-rank, each within its budget: (ids, scores, sources, fallback reason)."""
+        b = self.budgets
+        users = np.asarray([user_id])
+        if not isinstance(model, FeedRecommender):  # a single-stage model: its own top-k is the feed
+            ids, scores, sources = self._stage(
+                "retrieve", b.retrieve, stages, _top_with_sources, model, users, k + len(exclude)
+            )
+            keep = ~np.isin(ids, exclude) if exclude else np.ones(ids.size, bool)
+            return ids[keep][:k], scores[keep][:k], sources[keep][:k], None
+        candidates = self._stage("retrieve", b.retrieve, stages, model.retrieve, users, k + len(exclude))
+        if exclude:
+            candidates = candidates.take(~np.isin(candidates.item, model.item_index().lookup(exclude)))
+        why = None
+        try:
+            scores = self._stage("rank", b.rank, stages, model.rank, users, candidates)
+        except Exception as exc:  # the ranker failed or is late: serve the retrieval order
+            why, scores = f"rank: {_describe(exc)}", candidates.rrf
+        try:
+            ids, out, sources = self._stage("rerank", b.rerank, stages, model.arrange, 1, candidates, scores, k)
+        except Exception as exc:  # the re-ranker failed or is late: the ranked order, unshaped
+            why = why or f"rerank: {_describe(exc)}"
+            ids, out, sources = model.arrange(1, candidates, scores, k, rerank=False)
+        return ids[0], out[0], sources[0], why
 
     @staticmethod
-    def _recommend(model: Recommender, user_id: str, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        if isinstance(model, FeedRecommender | CandidateRecommender):
-            ids, scores, sources = model.recommend_with_sources([user_id], k)
-            return ids[0], scores[0], sources[0]
-        ids, scores = model.recommend([user_id], k)
-        return ids[0], scores[0], np.full(ids.shape[1], type(model).__name__)
-
-    @staticmethod
-    def _fallback(model: Recommender, user_id: str, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        if isinstance(model, FeedRecommender):
-            ids, scores, sources = model.candidates_.recommend_with_sources([user_id], k)
-            return ids[0], scores[0], sources[0]
-        order = np.argsort(-model.item_counts_, kind="stable")[:k]
+    def _popular(model: Recommender, k: int, exclude: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        order = np.argsort(-model.item_counts_, kind="stable")[: k + len(exclude)]
+        if exclude:
+            order = order[~np.isin(model.item_ids_[order], exclude)]
+        order = order[:k]
         return model.item_ids_[order], model.item_counts_[order], np.full(order.size, "popularity")
 
     def _log_served(
         self, request_id: str, user_id: str, surface: str | None, items: list[FeedItem], version: str
     ) -> None:
         """Append what was served (the impressions to come) for monitoring; not fsync'ed, not events."""
-        self._served_log.parent.mkdir(parents=True, exist_ok=True)
         record = {
             "time": datetime.now(UTC).isoformat(),
             "request_id": request_id,
@@ -155,8 +285,9 @@ class FeedService:
             "model_version": version,
             "items": [i.item_id for i in items],
         }
-        with self._served_log.open("a") as fh:
-            fh.write(json.dumps(record) + "\n")
+        line = json.dumps(record) + "\n"
+        with self._log_lock:
+            self._served_fh.write(line)
 
     # -- events ----------------------------------------------------------------------------------
     def ingest(self, events: list[Event]) -> tuple[int, int]:
@@ -171,5 +302,21 @@ class FeedService:
             if result.stored:  # only what is new: a retried batch must not count twice
                 fresh = pl.DataFrame(pl.from_arrow(table)).filter(pl.col("event_id").is_in(list(result.stored_ids)))
                 self.features.update(fresh)
-                self.features.save()
+                self.recent.add(fresh["user_id"].to_list(), fresh["item_id"].to_list(), fresh["type"].to_list())
+                now = time.monotonic()
+                if now - self._last_snapshot >= self.snapshot_every_s:  # the events are durable already;
+                    self.features.save()  # the feature snapshot is a cache of them, written at most this often
+                    self._last_snapshot = now
         return result.stored, result.already_stored
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _top_with_sources(model: Recommender, users: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    if isinstance(model, CandidateRecommender):
+        ids, scores, sources = model.recommend_with_sources(users, k)
+        return ids[0], scores[0], sources[0]
+    ids, scores = model.recommend(users, k)
+    return ids[0], scores[0], np.full(ids.shape[1], type(model).__name__)

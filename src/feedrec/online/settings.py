@@ -20,3 +20,12 @@ class ServeSettings(BaseSettings):
     max_events_per_batch: int = Field(1000, ge=1)
     max_body_bytes: int = Field(1_000_000, ge=1024)
     precomputed: Path | None = None  # a `feedrec recommend-batch` output: served first, the model for the rest
+    # Latency budget per online stage (ms): a stage that overruns it is abandoned for its fallback.
+    retrieve_budget_ms: float = Field(50.0, gt=0)
+    rank_budget_ms: float = Field(50.0, gt=0)
+    rerank_budget_ms: float = Field(25.0, gt=0)
+    # Threads per inference call (OpenMP in faiss and LightGBM, torch): a server gets its concurrency
+    # from requests; intra-op teams on top of that oversubscribe the cores.
+    inference_threads: int = Field(1, ge=1)
+    watch_interval_s: float = Field(2.0, ge=0)  # how often to look for a newly promoted bundle; 0 = never
+    snapshot_every_s: float = Field(5.0, ge=0)  # how often the online features are written to disk

@@ -71,3 +71,22 @@ def test_bad_parameters():
         ReRanker(diversity=1.5)
     with pytest.raises(ValueError, match="max_per_creator"):
         ReRanker(max_per_creator=0)
+
+
+def test_the_window_limits_mmr_to_the_head_of_the_ranking():
+    """With a window of 2 slots per feed slot, the 4 best candidates compete for a feed of 2; an
+    item ranked 5th cannot enter however diverse it is, and with no window it can."""
+    n = 6
+    catalog = ItemCatalog(
+        item_ids=np.array([f"i{i}" for i in range(n)]),
+        topics=sp.csr_matrix(np.array([[1, 0]] * 4 + [[0, 1]] * 2, dtype=np.float64)),
+        creator=np.arange(1, n + 1),
+        created_at=np.full(n, np.nan),
+    )
+    ids, scores = catalog.item_ids, np.array([1.0, 0.99, 0.98, 0.97, 0.9, 0.1])
+    wide = ReRanker(diversity=0.9, max_per_creator=None, max_per_topic=None)
+    narrow = ReRanker(diversity=0.9, max_per_creator=None, max_per_topic=None, window_per_slot=2)
+    assert wide.rerank(ids, scores, catalog, k=2, now=0.0)[0].tolist() == ["i0", "i4"]
+    assert narrow.rerank(ids, scores, catalog, k=2, now=0.0)[0].tolist() == ["i0", "i1"]
+    with pytest.raises(ValueError, match="window_per_slot"):
+        ReRanker(window_per_slot=0.5)

@@ -10,6 +10,7 @@ it highest.
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,32 @@ from feedrec.data.side import SideInfo
 from feedrec.models.base import PAD_ID, NotFittedError, Recommender, top_k
 from feedrec.models.retrieval.fresh import FreshRecommender
 from feedrec.models.retrieval.trending import TrendingRecommender
+
+
+@dataclass
+class CandidateSet:
+    """Fused candidates of a batch of users, sorted by user row, then fused rank."""
+
+    row: np.ndarray  # (c,) the user's position in the request
+    item: np.ndarray  # (c,) position in the catalogue (item_ids_)
+    rrf: np.ndarray  # (c,) fused score
+    pos: np.ndarray  # (c,) fused rank within the user's list
+    source: np.ndarray  # (c,) index into names: the source that ranked the item highest
+    rank: np.ndarray  # (c, n_sources) each source's rank of the item; NaN where it did not propose it
+    score: np.ndarray  # (c, n_sources) each source's own score; NaN likewise
+    names: list[str]
+
+    def take(self, mask: np.ndarray) -> CandidateSet:
+        return CandidateSet(
+            self.row[mask],
+            self.item[mask],
+            self.rrf[mask],
+            self.pos[mask],
+            self.source[mask],
+            self.rank[mask],
+            self.score[mask],
+            self.names,
+        )
 
 
 class CandidateRecommender(Recommender):
@@ -70,68 +97,86 @@ class CandidateRecommender(Recommender):
     def _score(self, user_idx: np.ndarray) -> np.ndarray:
         raise NotImplementedError("the candidate set is a merge of ranked lists, not a dense score")
 
-    def candidate_table(self, user_ids: np.ndarray | list[str], k: int, *, exclude_seen: bool = True) -> pl.DataFrame:
-        """Up to ``k`` fused candidates per user, one row each: ``row`` (the user's position in
-        ``user_ids``), ``item``, ``rrf`` (fused score), ``pos`` (fused rank), ``source`` (the source
-        that ranked it highest), and per source ``rank_<name>`` / ``score_<name>`` (null when that
-        source did not propose it). The ranking stage reads its features from here."""
+    def candidate_set(self, user_ids: np.ndarray | list[str], k: int, *, exclude_seen: bool = True) -> CandidateSet:
+        """Up to ``k`` fused candidates per user, as arrays (the serving path: no data frames)."""
         if not hasattr(self, "sources_"):
             raise NotFittedError("CandidateRecommender is not fitted; call fit() or load() first")
         users = np.atleast_1d(np.asarray(user_ids).astype(str))
-        frames = []
-        for name, model in self.sources_.items():
-            ids, scores = model.recommend(users, k=self.quotas[name], exclude_seen=exclude_seen)
-            grid = np.indices(ids.shape)
-            rows, ranks = grid[0], grid[1]
-            valid = ids != PAD_ID
-            frames.append(
-                pl.DataFrame(
-                    {
-                        "row": rows[valid],
-                        "item": ids[valid],
-                        "rank": ranks[valid],
-                        "score": scores[valid].astype(np.float64),
-                        "source": np.full(int(valid.sum()), name),
-                        "weight": np.full(int(valid.sum()), (self.weights or {}).get(name, 1.0)),
-                    }
-                )
+        names = list(self.sources_)
+        n_items = self.item_ids_.size
+        parts: list[tuple[np.ndarray, ...]] = []
+        for s, (name, model) in enumerate(self.sources_.items()):
+            idx, scores = model.recommend_indices(users, k=self.quotas[name], exclude_seen=exclude_seen)
+            rows, ranks = np.nonzero(idx >= 0)
+            parts.append((rows, idx[rows, ranks], ranks, scores[rows, ranks].astype(np.float64), np.full(rows.size, s)))
+        row, item, rank, score, source = (np.concatenate(col) for col in zip(*parts, strict=True))
+        if row.size == 0:
+            empty = np.empty(0, np.int64)
+            return CandidateSet(
+                empty, empty, np.empty(0), empty, empty, np.empty((0, len(names))), np.empty((0, len(names))), names
             )
-        merged = pl.concat(frames).with_columns((pl.col("weight") / (self.fusion_k + 1 + pl.col("rank"))).alias("rrf"))
         if self.hidden_.size:
-            uidx = self.user_index().lookup(users)[merged["row"].to_numpy()]
-            iidx = self.item_index().lookup(merged["item"].to_numpy())
-            is_hidden = np.isin(uidx * self.item_ids_.size + iidx, self.hidden_) & (uidx >= 0) & (iidx >= 0)
-            merged = merged.filter(~pl.Series(is_hidden))
-        fused = (
-            merged.sort("rank")
-            .group_by("row", "item", maintain_order=True)
-            .agg(pl.col("rrf").sum(), pl.col("source").first())
-            .sort(["row", "rrf", "item"], descending=[False, True, False])
-            .with_columns(pl.int_range(pl.len()).over("row").alias("pos"))
-            .filter(pl.col("pos") < k)
+            uidx = self.user_index().lookup(users)[row]
+            keep = ~(np.isin(uidx * n_items + item, self.hidden_) & (uidx >= 0))
+            row, item, rank, score, source = row[keep], item[keep], rank[keep], score[keep], source[keep]
+        weight = np.array([(self.weights or {}).get(name, 1.0) for name in names])[source]
+        pair, inverse = np.unique(row * n_items + item, return_inverse=True)
+        rrf = np.bincount(inverse, weights=weight / (self.fusion_k + 1 + rank), minlength=pair.size)
+        # The credited source: the one that ranked the item highest (ties: the first listed).
+        order = np.lexsort((source, rank, inverse))
+        first = order[np.r_[True, inverse[order][1:] != inverse[order][:-1]]]
+        best = np.empty(pair.size, np.int64)
+        best[inverse[first]] = source[first]
+        rank_m = np.full((pair.size, len(names)), np.nan)
+        score_m = np.full((pair.size, len(names)), np.nan)
+        rank_m[inverse, source], score_m[inverse, source] = rank, score
+        prow, pitem = pair // n_items, pair % n_items
+        order = np.lexsort((pitem, -rrf, prow))  # per user: fused score, then item id
+        prow = prow[order]
+        starts = np.searchsorted(prow, prow, side="left")
+        pos = np.arange(prow.size) - starts
+        keep = order[pos < k]
+        return CandidateSet(
+            row=pair[keep] // n_items,
+            item=pair[keep] % n_items,
+            rrf=rrf[keep],
+            pos=pos[pos < k],
+            source=best[keep],
+            rank=rank_m[keep],
+            score=score_m[keep],
+            names=names,
         )
-        per_source = merged.pivot(
-            on="source", index=["row", "item"], values=["rank", "score"], aggregate_function="first"
-        )
-        for name in self.sources_:  # a source that proposed nothing still gets its columns
-            for kind in ("rank", "score"):
-                if f"{kind}_{name}" not in per_source.columns:
-                    per_source = per_source.with_columns(pl.lit(None, pl.Float64).alias(f"{kind}_{name}"))
-        return fused.join(per_source, on=["row", "item"], how="left").sort(["row", "pos"])
+
+    def candidate_table(self, user_ids: np.ndarray | list[str], k: int, *, exclude_seen: bool = True) -> pl.DataFrame:
+        """``candidate_set`` as a frame, one row per candidate: ``row`` (the user's position in
+        ``user_ids``), ``item``, ``rrf`` (fused score), ``pos`` (fused rank), ``source`` (the source
+        that ranked it highest), and per source ``rank_<name>`` / ``score_<name>`` (null when that
+        source did not propose it). The ranking stage's training reads its features from here."""
+        c = self.candidate_set(user_ids, k, exclude_seen=exclude_seen)
+        columns: dict[str, object] = {
+            "row": c.row,
+            "item": self.item_ids_[c.item],
+            "rrf": c.rrf,
+            "source": np.asarray(c.names)[c.source] if c.names else np.empty(0, str),
+            "pos": c.pos,
+        }
+        for s, name in enumerate(c.names):
+            columns[f"rank_{name}"] = pl.Series(c.rank[:, s], nan_to_null=True)
+            columns[f"score_{name}"] = pl.Series(c.score[:, s], nan_to_null=True)
+        return pl.DataFrame(columns).with_columns(pl.col("pos").cast(pl.Int64), pl.col("row").cast(pl.Int64))
 
     def recommend_with_sources(
         self, user_ids: np.ndarray | list[str], k: int = 10, *, exclude_seen: bool = True
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(item_ids (n, k), fused scores (n, k), source of each candidate (n, k))."""
         users = np.atleast_1d(np.asarray(user_ids).astype(str))
-        fused = self.candidate_table(users, k, exclude_seen=exclude_seen)
+        c = self.candidate_set(users, k, exclude_seen=exclude_seen)
         out_ids = np.full((users.size, k), PAD_ID, dtype=object)
         out_scores = np.full((users.size, k), np.nan, np.float32)
         out_src = np.full((users.size, k), "", dtype=object)
-        r, p = fused["row"].to_numpy(), fused["pos"].to_numpy()
-        out_ids[r, p] = fused["item"].to_numpy()
-        out_scores[r, p] = fused["rrf"].to_numpy()
-        out_src[r, p] = fused["source"].to_numpy()
+        out_ids[c.row, c.pos] = self.item_ids_[c.item]
+        out_scores[c.row, c.pos] = c.rrf
+        out_src[c.row, c.pos] = np.asarray(c.names, dtype=object)[c.source]
         return out_ids.astype(str), out_scores, out_src.astype(str)
 
     def recommend(

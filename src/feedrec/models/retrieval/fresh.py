@@ -40,5 +40,8 @@ class FreshRecommender(Recommender):
     def _score(self, user_idx: np.ndarray) -> np.ndarray:
         return np.broadcast_to(self.scores_, (user_idx.size, self.scores_.size))
 
+    def _static_table(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.scores_[None, :], np.zeros(self.user_ids_.size, np.int64)
+
     def _cold_start_scores(self) -> np.ndarray:
         return self.scores_

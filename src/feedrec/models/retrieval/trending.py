@@ -64,6 +64,9 @@ class TrendingRecommender(Recommender):
     def _score(self, user_idx: np.ndarray) -> np.ndarray:
         return self.segment_scores_[self.user_segment_[user_idx]]
 
+    def _static_table(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.segment_scores_, self.user_segment_
+
     def scores_for_attributes(self, attributes: list[dict[str, object]]) -> np.ndarray:
         """(n, n_items) scores for users known only by their attributes (a new user's segment)."""
         wanted = [a.strip() for a in self.segment_attributes.split(",") if a.strip()]

@@ -379,7 +379,8 @@ class TwoTowerRecommender(Recommender):
     def _recommend_known(self, user_idx: np.ndarray, k: int, *, exclude_seen: bool) -> tuple[np.ndarray, np.ndarray]:
         if self._index is None:
             return super()._recommend_known(user_idx, k, exclude_seen=exclude_seen)
-        exclude = self.user_items_[user_idx] if exclude_seen else None
+        indptr, indices = self.user_items_.indptr, self.user_items_.indices
+        exclude = [indices[indptr[u] : indptr[u + 1]] for u in user_idx.tolist()] if exclude_seen else None
         return self._index.search(self.user_emb_[user_idx], k, exclude=exclude)
 
     def _save_extra(self, path: Path) -> None:
