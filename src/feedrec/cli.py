@@ -456,6 +456,37 @@ def models_rollback(workspace: WorkspaceOpt = None, config: ConfigOpt = None) ->
     out.print(f"rolled back: {m.version} is in production again")
 
 
+@models_app.command("compress")
+def models_compress(
+    version: Annotated[str, typer.Argument(help="Bundle version to compress.")],
+    kind: Annotated[
+        str | None,
+        typer.Option("--kind", help="int8 index: sq8 (exact scan) or hnsw_sq8; default: the twin of the current one."),
+    ] = None,
+    max_loss: Annotated[float, typer.Option("--max-loss", help="Largest relative NDCG@k loss accepted.")] = 0.01,
+    workspace: WorkspaceOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Register an int8 twin of a bundle (8-bit item vectors in its ANN index) if it keeps NDCG@k
+    within --max-loss of the original on the held-out test part; exit 1 when the gate refuses."""
+    from feedrec.models.compress import CompressionGate
+    from feedrec.offline.compression import compress_bundle
+    from feedrec.registry import RegistryError
+
+    try:
+        cfg = _config(config, None, workspace)
+        gate = CompressionGate(max_relative_loss=max_loss, metric=f"ndcg@{cfg.eval.k}")
+        result = compress_bundle(cfg, version, kind=kind, gate=gate)
+    except (ConfigError, RegistryError, ValueError) as exc:
+        _fail(str(exc))
+    size = f"index {result.bytes_before / 2**20:.2f} MiB -> {result.bytes_after / 2**20:.2f} MiB"
+    if result.version is None:
+        err.print(f"[red]refused[/red]: {result.gate.reason}; {size}")
+        raise typer.Exit(1)
+    out.print(f"registered {result.version} (int8 twin of {version}): {result.gate.reason}; {size}")
+    out.print(f"serve it with: feedrec models promote {result.version}")
+
+
 @app.command()
 def serve(
     workspace: WorkspaceOpt = None,

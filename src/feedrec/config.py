@@ -100,7 +100,9 @@ class TwoTowerParams(StrictModel):
     n_random_negatives: int = Field(0, ge=0)  # uniform negatives mixed with the in-batch ones
     logq_correction: bool = True
     valid_ratio: float = Field(0.1, gt=0, lt=1)
-    ann: Literal["exact", "flat", "hnsw", "ivf_sq8", "ivf_pq"] = "exact"  # how recommend() searches items
+    ann: Literal["exact", "flat", "hnsw", "sq8", "hnsw_sq8", "ivf_sq8", "ivf_pq"] = (
+        "exact"  # how recommend() searches items
+    )
     seed: int = 42
 
 
@@ -145,7 +147,9 @@ class CandidatesParams(StrictModel):
     weights: dict[str, float] = Field(
         default_factory=lambda: {"als": 0.7, "trending": 0.2, "fresh": 0.2, "content": 0.2}
     )
-    ann: Literal["flat", "hnsw", "ivf_sq8", "ivf_pq"] = "hnsw"  # the two-tower source searches this index
+    ann: Literal["flat", "hnsw", "sq8", "hnsw_sq8", "ivf_sq8", "ivf_pq"] = (
+        "hnsw"  # the two-tower source searches this index
+    )
     fusion_k: float = Field(60.0, gt=0)
 
 
@@ -183,6 +187,7 @@ class FeedParams(StrictModel):
     n_candidates: int = Field(200, ge=1)  # candidates the ranker scores per user
     n_sampled_negatives: int = Field(20, ge=0)  # random items per user added to the ranking set as negatives
     valid_ratio: float = Field(0.1, gt=0, lt=1)  # the carve the ranker learns from
+    max_ranker_users: int | None = Field(20_000, ge=1)  # carved users sampled for the ranking set; None = all
     seed: int = 42
     ranker: GBDTParams = Field(default_factory=GBDTParams)
     rerank: RerankParams | None = Field(default_factory=RerankParams)  # null: the ranker's order as is

@@ -192,3 +192,15 @@ def test_train_registers_gates_and_rolls_back(tmp_path: Path):
     assert [b["production"] for b in listed] == [True, False]
     missing = feedrec("models", "show", "v0042", "-w", "ws", cwd=tmp_path)
     assert missing.returncode == 2 and "no bundle" in missing.stderr
+    # int8 twin: the gate refuses it when it must gain 50 %, registers it (unpromoted) at a 100 % allowance.
+    refused = feedrec("models", "compress", "v0001", "--max-loss", "-0.5", "-w", "ws", cwd=tmp_path)
+    assert refused.returncode == 1 and "refused" in refused.stderr and "ndcg@10" in refused.stderr
+    accepted = feedrec("models", "compress", "v0001", "--max-loss", "1", "-w", "ws", cwd=tmp_path)
+    assert accepted.returncode == 0, accepted.stderr
+    assert "registered v0003 (int8 twin of v0001)" in accepted.stdout
+    twin = json.loads(feedrec("models", "show", "v0003", "-w", "ws", cwd=tmp_path).stdout)
+    assert twin["params"]["compressed_from"] == "v0001" and not twin["promoted"]
+    tower = json.loads(
+        (tmp_path / "ws/registry/bundles/v0003/model/candidates/sources/two_tower/model.json").read_text()
+    )
+    assert tower["params"]["ann"] == "hnsw_sq8"

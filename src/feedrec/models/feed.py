@@ -4,7 +4,8 @@ Fitting is two-stage, as production feeds train:
 1. carve each user's latest ``valid_ratio`` of interactions off the training data;
 2. fit the candidate sources on the rest and retrieve ``n_candidates`` for each carved user;
 3. learn a LambdaMART ranker on those candidates (label: the user engaged with it in the carve) plus
-   ``n_sampled_negatives`` random items per user (the ranking set's sampled negatives),
+   ``n_sampled_negatives`` random items per user (the ranking set's sampled negatives; at most
+   ``max_ranker_users`` carved users, sampled),
    with features from every source (rank, score), the fused score, and user/item activity; a fifth
    of the carved users are held out for the ranker's early stopping;
 4. refit the candidate sources on all the training data, for serving.
@@ -46,6 +47,7 @@ class FeedRecommender(Recommender):
         n_candidates: int = 200,
         n_sampled_negatives: int = 20,
         valid_ratio: float = 0.1,
+        max_ranker_users: int | None = None,
         seed: int = 42,
     ) -> None:
         self.candidates = candidates
@@ -54,6 +56,7 @@ class FeedRecommender(Recommender):
         self.n_candidates = n_candidates
         self.n_sampled_negatives = n_sampled_negatives
         self.valid_ratio = valid_ratio
+        self.max_ranker_users = max_ranker_users
         self.seed = seed
 
     def _validate_params(self) -> None:
@@ -123,6 +126,9 @@ class FeedRecommender(Recommender):
         ).unique()
         users = np.sort(truth["user"].unique().to_numpy().astype(str))
         users = users[early.users.lookup(users) >= 0]
+        if self.max_ranker_users is not None and users.size > self.max_ranker_users:  # bounded ranking set
+            rng = np.random.default_rng(self.seed + 2)
+            users = np.sort(rng.choice(users, self.max_ranker_users, replace=False))
         table = stage1.candidate_table(users, self.n_candidates)
         table = table.with_columns(pl.Series("user", users[table["row"].to_numpy()]))
         labels = table.join(truth.with_columns(pl.lit(1.0).alias("label")), on=["user", "item"], how="left")

@@ -4,6 +4,8 @@
 
 - ``flat``: exact search (the reference);
 - ``hnsw``: graph search (HNSW, ``hnsw_m`` links per node), fast and accurate, kept in fp32;
+- ``sq8``: exact scan over 8-bit scalar-quantized vectors (the int8 twin of ``flat``);
+- ``hnsw_sq8``: the HNSW graph over 8-bit vectors (the int8 twin of ``hnsw``);
 - ``ivf_sq8``: inverted lists with 8-bit scalar quantization (4x smaller vectors);
 - ``ivf_pq``: inverted lists with product quantization (``pq_m`` bytes per vector).
 
@@ -22,7 +24,7 @@ import faiss
 import numpy as np
 import scipy.sparse as sp
 
-INDEX_KINDS = ("flat", "hnsw", "ivf_sq8", "ivf_pq")
+INDEX_KINDS = ("flat", "hnsw", "sq8", "hnsw_sq8", "ivf_sq8", "ivf_pq")
 
 
 class VectorIndex(ABC):
@@ -74,6 +76,8 @@ class FaissIndex(VectorIndex):
         return {
             "flat": "Flat",
             "hnsw": f"HNSW{self.hnsw_m}",
+            "sq8": "SQ8",
+            "hnsw_sq8": f"HNSW{self.hnsw_m}_SQ8",
             "ivf_sq8": f"IVF{nlist},SQ8",
             "ivf_pq": f"IVF{nlist},PQ{self.pq_m}",
         }[self.kind]
@@ -83,8 +87,8 @@ class FaissIndex(VectorIndex):
         if x.ndim != 2 or x.shape[0] == 0:
             raise ValueError(f"vectors must be a non-empty (n, d) array, got shape {x.shape}")
         index = faiss.index_factory(x.shape[1], self._factory(*x.shape), faiss.METRIC_INNER_PRODUCT)
-        if self.kind == "hnsw":
-            index.hnsw.efConstruction = self.ef_construction  # type: ignore[attr-defined]
+        if self.kind.startswith("hnsw"):
+            faiss.downcast_index(index).hnsw.efConstruction = self.ef_construction  # type: ignore[attr-defined]
         if not index.is_trained:
             rng = np.random.default_rng(self.seed)
             sample = x[rng.choice(x.shape[0], size=min(x.shape[0], 100_000), replace=False)]
@@ -96,7 +100,7 @@ class FaissIndex(VectorIndex):
 
     def _configure(self) -> None:
         assert self._index is not None
-        if self.kind == "hnsw":
+        if self.kind.startswith("hnsw"):
             faiss.downcast_index(self._index).hnsw.efSearch = self.ef_search  # type: ignore[attr-defined]
         elif self.kind.startswith("ivf"):
             faiss.extract_index_ivf(self._index).nprobe = self.nprobe
@@ -123,7 +127,7 @@ class FaissIndex(VectorIndex):
             rows = [np.asarray(e, np.int64) for e in exclude]
         k_eff = min(k, self.ntotal)
         fetch = min(self.ntotal, k_eff + max((r.size for r in rows), default=0))
-        if self.kind == "hnsw":  # the graph search returns at most efSearch good results
+        if self.kind.startswith("hnsw"):  # the graph search returns at most efSearch good results
             faiss.downcast_index(self._index).hnsw.efSearch = max(self.ef_search, fetch)  # type: ignore[attr-defined]
         scores, ids = self._index.search(q, max(fetch, 1))
         out_ids = np.full((q.shape[0], k), -1, np.int64)

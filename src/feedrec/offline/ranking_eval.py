@@ -87,9 +87,20 @@ def _matrix(frame: pl.DataFrame, surfaces: list[str]) -> np.ndarray:
     return np.column_stack([frame.select(NUMERIC_FEATURES).to_numpy().astype(np.float64), surface.to_numpy()])
 
 
-def evaluate_rankers(
-    events: pl.DataFrame, items: pl.DataFrame | None, *, seed: int = 42, threads: int = 0
-) -> RankerReport:
+@dataclass
+class ImpressionSplits:
+    """Labelled impressions with point-in-time features, cut by time into 70 / 15 / 15 %, and their
+    feature matrices (numeric features, then the surface code)."""
+
+    train: pl.DataFrame
+    valid: pl.DataFrame
+    test: pl.DataFrame
+    x_train: np.ndarray
+    x_valid: np.ndarray
+    x_test: np.ndarray
+
+
+def impression_splits(events: pl.DataFrame, items: pl.DataFrame | None) -> ImpressionSplits:
     data = impression_dataset(events, items)
     n = data.height
     cut1, cut2 = data["timestamp"][int(n * 0.70)], data["timestamp"][int(n * 0.85)]
@@ -99,8 +110,31 @@ def evaluate_rankers(
     assert_no_leakage(train, valid, protocol="global")
     assert_no_leakage(valid, test, protocol="global")
     surfaces = sorted(train["surface"].drop_nulls().unique().to_list())
-    names = [*NUMERIC_FEATURES, "surface"]
     x_train, x_valid, x_test = (_matrix(f, surfaces) for f in (train, valid, test))
+    return ImpressionSplits(train, valid, test, x_train, x_valid, x_test)
+
+
+def multitask_set(frame: pl.DataFrame, x: np.ndarray) -> MultiTaskSet:
+    """The deep ranker's view of impressions: numeric features, surface code, one label per head."""
+    return MultiTaskSet(
+        numeric=x[:, :-1],
+        surface=np.nan_to_num(x[:, -1], nan=-1.0).astype(np.int64) + 1,
+        labels={
+            "click": frame["label"].to_numpy(),
+            "like": frame["like"].to_numpy(),
+            "hide": frame["hide"].to_numpy(),
+            "dwell": frame["dwell"].to_numpy(),
+        },
+    )
+
+
+def evaluate_rankers(
+    events: pl.DataFrame, items: pl.DataFrame | None, *, seed: int = 42, threads: int = 0
+) -> RankerReport:
+    splits = impression_splits(events, items)
+    train, valid, test = splits.train, splits.valid, splits.test
+    names = [*NUMERIC_FEATURES, "surface"]
+    x_train, x_valid, x_test = splits.x_train, splits.x_valid, splits.x_test
     y_train, y_valid, y_test = (f["label"].to_numpy() for f in (train, valid, test))
 
     def one_group(rows: int) -> np.ndarray:
@@ -134,18 +168,6 @@ def evaluate_rankers(
         }
 
     # The deep multi-task ranker, on the same features: one head per engagement.
-    def multitask_set(frame: pl.DataFrame, x: np.ndarray) -> MultiTaskSet:
-        return MultiTaskSet(
-            numeric=x[:, :-1],
-            surface=np.nan_to_num(x[:, -1], nan=-1.0).astype(np.int64) + 1,
-            labels={
-                "click": frame["label"].to_numpy(),
-                "like": frame["like"].to_numpy(),
-                "hide": frame["hide"].to_numpy(),
-                "dwell": frame["dwell"].to_numpy(),
-            },
-        )
-
     deep = MultiTaskRanker(seed=seed, num_threads=threads).fit(
         multitask_set(train, x_train), multitask_set(valid, x_valid)
     )

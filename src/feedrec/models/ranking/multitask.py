@@ -12,6 +12,8 @@ Early stopping on the validation loss; seeded.
 from __future__ import annotations
 
 import copy
+import io
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
@@ -49,6 +51,8 @@ class _Net(nn.Module):
 
 
 class MultiTaskRanker:
+    int8_: bool = False  # set on the copy quantized() returns
+
     def __init__(
         self,
         hidden: int = 128,
@@ -127,6 +131,29 @@ class MultiTaskRanker:
         self.best_valid_loss_ = best
         return self
 
+    def quantized(self) -> MultiTaskRanker:
+        """A copy whose linear layers hold int8 weights (PyTorch dynamic quantization: activations
+        are quantized on the fly), about 4x smaller and faster on CPU. Check it against the fp32
+        ranker before serving it: ``feedrec.models.compress.CompressionGate``."""
+        with warnings.catch_warnings():  # torch.ao.quantization announces its move to torchao
+            warnings.simplefilter("ignore", category=DeprecationWarning)
+            warnings.simplefilter("ignore", category=UserWarning)
+            net = torch.ao.quantization.quantize_dynamic(copy.deepcopy(self.net_), {nn.Linear}, dtype=torch.qint8)
+        twin = copy.copy(self)
+        twin.net_ = net.eval()
+        twin.int8_ = True
+        return twin
+
+    @property
+    def is_int8(self) -> bool:
+        return self.int8_
+
+    def size_bytes(self) -> int:
+        """Size of the network's serialized weights."""
+        buffer = io.BytesIO()
+        torch.save(self.net_.state_dict(), buffer)
+        return buffer.tell()
+
     @torch.no_grad()
     def predict_heads(self, data: MultiTaskSet) -> dict[str, np.ndarray]:
         """Per head: probabilities for click, like and hide; expected dwell seconds for dwell."""
@@ -156,6 +183,7 @@ class MultiTaskRanker:
                 "std": self.std_,
                 "has_missing": self.has_missing_,
                 "n_surfaces": self.n_surfaces_,
+                "int8": self.is_int8,
                 "params": {
                     k: getattr(self, k)
                     for k in (
@@ -183,6 +211,8 @@ class MultiTaskRanker:
         net = _Net(
             len(ranker.mean_) + int(ranker.has_missing_.sum()), ranker.n_surfaces_, ranker.hidden, ranker.n_cross
         )
-        net.load_state_dict(blob["state"])
         ranker.net_ = net.eval()
+        if blob.get("int8"):  # rebuild the quantized structure, then load its int8 weights
+            ranker = ranker.quantized()
+        ranker.net_.load_state_dict(blob["state"])
         return ranker

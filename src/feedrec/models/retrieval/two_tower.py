@@ -39,6 +39,9 @@ def _mlp(inp: int, hidden: int, out: int) -> nn.Module:
     return nn.Sequential(nn.Linear(inp, hidden), nn.GELU(), nn.Linear(hidden, out))
 
 
+MAX_VALID_USERS = 5000  # users scored for early stopping, at most
+
+
 class Towers(nn.Module):
     def __init__(
         self,
@@ -319,16 +322,23 @@ class TwoTowerRecommender(Recommender):
         valid_users = np.unique(inter.user_idx[is_valid])
         if valid_users.size == 0:
             return 0.0
+        if valid_users.size > MAX_VALID_USERS:  # a fixed sample: early stopping needs a trend, not every user
+            rng = np.random.default_rng(self.seed)
+            valid_users = np.sort(rng.choice(valid_users, MAX_VALID_USERS, replace=False))
         train_hist = self._user_histories_now(inter, ~is_valid)[valid_users]
         ue = self._users_tensor(net, valid_users + 1, train_hist, user_attrs[valid_users], topics_all)
         ie = self._items_tensor(net, np.arange(inter.n_items), float(inter.timestamps[~is_valid].max()), topics_all)
-        scores = (ue @ ie.T).numpy()
         seen = sp.csr_matrix(
             (np.ones(int((~is_valid).sum())), (inter.user_idx[~is_valid], inter.item_idx[~is_valid])),
             shape=(inter.n_users, inter.n_items),
-        )[valid_users].tocoo()
-        scores[seen.row, seen.col] = -np.inf
-        pred, _ = top_k(scores, 10)
+        )[valid_users]
+        pred = np.empty((valid_users.size, min(10, inter.n_items)), np.int64)
+        step = max(1, 20_000_000 // max(inter.n_items, 1))  # score blocks of users: memory stays bounded
+        for lo in range(0, valid_users.size, step):
+            scores = (ue[lo : lo + step] @ ie.T).numpy()
+            block = seen[lo : lo + step].tocoo()
+            scores[block.row, block.col] = -np.inf
+            pred[lo : lo + step] = top_k(scores, 10)[0]
         targets = pl.DataFrame({"u": inter.user_idx[is_valid], "i": inter.item_idx[is_valid]}).group_by("u").agg("i")
         lookup = dict(zip(targets["u"].to_list(), targets["i"].to_list(), strict=True))
         return ndcg_at_k([np.asarray(lookup[v]) for v in valid_users], pred, k=min(10, pred.shape[1]))
@@ -374,7 +384,11 @@ class TwoTowerRecommender(Recommender):
         return self.user_emb_[user_idx] @ self.item_emb_.T
 
     def _score_pairs(self, user_idx: np.ndarray, item_idx: np.ndarray) -> np.ndarray:
-        return np.einsum("ij,ij->i", self.user_emb_[user_idx], self.item_emb_[item_idx])
+        out = np.empty(user_idx.size, np.float64)
+        for lo in range(0, user_idx.size, 1_000_000):  # bounded temporaries for tens of millions of pairs
+            u, i = user_idx[lo : lo + 1_000_000], item_idx[lo : lo + 1_000_000]
+            out[lo : lo + u.size] = np.einsum("ij,ij->i", self.user_emb_[u], self.item_emb_[i])
+        return out
 
     def _recommend_known(self, user_idx: np.ndarray, k: int, *, exclude_seen: bool) -> tuple[np.ndarray, np.ndarray]:
         if self._index is None:

@@ -1,0 +1,76 @@
+"""``feedrec models compress``: an int8 twin of a bundle, registered only if the gate lets it through.
+
+load the bundle -> rebuild its two-tower item index over 8-bit vectors -> evaluate both on the
+store's held-out test part (the part ``feedrec train`` scores on and never trains on) -> the gate:
+refuse when NDCG@10 drops by more than the allowed loss -> register the twin as a new version with
+the comparison in its manifest (it is not promoted: ``feedrec models promote`` serves it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import polars as pl
+
+from feedrec.config import FeedrecConfig
+from feedrec.data.store import LocalEventStore
+from feedrec.models.compress import CompressionGate, GateResult, compress_retrieval, index_bytes
+from feedrec.offline.jobs import load_store_side
+from feedrec.offline.protocol import dedupe_earliest, evaluate_recommender, item_topics, targets_after
+from feedrec.offline.split import chronological_split
+from feedrec.registry import LocalRegistry
+
+
+@dataclass
+class CompressResult:
+    source: str
+    version: str | None  # the registered twin; None when the gate refused it
+    gate: GateResult
+    bytes_before: int
+    bytes_after: int
+
+
+def compress_bundle(
+    cfg: FeedrecConfig, version: str, *, kind: str | None = None, gate: CompressionGate | None = None
+) -> CompressResult:
+    gate = gate or CompressionGate(metric=f"ndcg@{cfg.eval.k}")
+    registry = LocalRegistry(cfg.workspace / "registry")
+    manifest = registry.get(version)
+    model = registry.load_model(version)
+    compressed = compress_retrieval(model, kind)
+    if compressed is model:
+        raise ValueError(f"{version} ({manifest.model}) has no two-tower item index to compress")
+
+    events = pl.DataFrame(
+        pl.from_arrow(
+            LocalEventStore(cfg.workspace).scan(
+                columns=["user_id", "item_id", "timestamp"], types=[t.value for t in cfg.eval.positive_types]
+            )
+        )
+    )
+    rest, test = chronological_split(dedupe_earliest(events), protocol=cfg.split.protocol, ratio=cfg.split.test_ratio)
+    data = targets_after(rest, test)
+    side = load_store_side(cfg.workspace)
+    metric = f"ndcg@{cfg.eval.k}"
+
+    def score(m: object) -> float:
+        return evaluate_recommender(m, data, k=cfg.eval.k, item_topics=item_topics(side, data))[metric]  # type: ignore[arg-type]
+
+    verdict = gate.check(score(model), score(compressed))
+    before, after = index_bytes(model), index_bytes(compressed)
+    if not verdict.accepted:
+        return CompressResult(version, None, verdict, before, after)
+    twin = dataclasses.replace(
+        manifest,
+        version=registry.next_version(),
+        created_at=datetime.now(UTC).isoformat(),
+        params=manifest.params | {"compressed_from": version, "index": "int8"},
+        metrics=manifest.metrics
+        | {"compression": {"reference": verdict.reference, "compressed": verdict.compressed, "bytes": after}},
+        promoted=False,
+        gate={"promote": False, "reason": f"int8 twin of {version}: {verdict.reason}"},
+    )
+    registry.register(compressed, twin)
+    return CompressResult(version, twin.version, verdict, before, after)
