@@ -37,6 +37,7 @@ bench: $(STAMP_DEV)
 	$(BIN)/python benchmarks/bench_cold_start.py
 	$(BIN)/python benchmarks/bench_ranker.py
 	$(BIN)/python benchmarks/bench_ann.py
+	$(BIN)/python benchmarks/bench_compression.py
 	$(BIN)/python benchmarks/bench_serve.py
 
 clean:

@@ -20,12 +20,14 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import aiohttp
@@ -125,6 +127,15 @@ async def load(base: str, user_ids: np.ndarray, *, rps: float, seconds: float, k
     }
 
 
+def stage_totals(base: str) -> dict[str, tuple[float, int]]:
+    """(seconds, count) per pipeline stage, from the server's Prometheus histograms."""
+    with urllib.request.urlopen(f"{base}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    sums = dict(re.findall(r'feedrec_latency_seconds_sum\{stage="(\w+)"\} ([0-9.e+-]+)', text))
+    counts = dict(re.findall(r'feedrec_latency_seconds_count\{stage="(\w+)"\} ([0-9.e+-]+)', text))
+    return {stage: (float(sums[stage]), int(float(counts[stage]))) for stage in sums if stage in counts}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--users", type=int, default=100_000)
@@ -154,8 +165,6 @@ def main() -> int:
         deadline = time.time() + 300
         while True:  # loading a million-item bundle takes a while
             try:
-                import urllib.request
-
                 with urllib.request.urlopen(f"{base}/readyz", timeout=2) as resp:
                     if resp.status == 200:
                         break
@@ -165,7 +174,18 @@ def main() -> int:
                 raise RuntimeError("the server did not become ready")
             time.sleep(1)
         asyncio.run(load(base, model_users, rps=50, seconds=5, k=args.k))  # warm-up, not measured
+        before = stage_totals(base)
         result = asyncio.run(load(base, model_users, rps=args.rps, seconds=args.seconds, k=args.k))
+        after = stage_totals(base)
+        result["server_mean_ms_by_stage"] = {
+            stage: round(
+                (after[stage][0] - before.get(stage, (0.0, 0))[0])
+                / max(after[stage][1] - before.get(stage, (0.0, 0))[1], 1)
+                * 1e3,
+                3,
+            )
+            for stage in after
+        }
     finally:
         server.send_signal(signal.SIGINT)
         server.wait(timeout=30)

@@ -216,6 +216,9 @@ class EvalConfig(StrictModel):
         default_factory=lambda: ["popularity", "covisit", "als", "ease", "two_tower", "candidates", "feedrec"]
     )
     positive_types: list[EventType] = Field(default_factory=lambda: list(POSITIVE_EVENT_TYPES))
+    # train, tune and compress score at most this many test users (a fixed random sample); None = all.
+    # `feedrec eval` and the benchmarks always score every user (the shared protocol).
+    max_test_users: int | None = Field(None, ge=1)
 
 
 class TrainConfig(StrictModel):
@@ -223,6 +226,7 @@ class TrainConfig(StrictModel):
 
     model: str = "feedrec"
     tune: list[str] = Field(default_factory=lambda: ["candidates"])  # tuned before fitting; [] skips tuning
+    ranker_max_impressions: int | None = Field(2_000_000, ge=1000)  # the latest ones train the impression ranker
     tune_trials: int = Field(20, ge=1)
     tune_timeout_s: float = Field(300.0, gt=0)
 

@@ -19,6 +19,7 @@ import pytest
 
 from feedrec.config import SimulatorConfig
 from feedrec.data.interactions import Interactions
+from feedrec.data.side import SideInfo
 from feedrec.data.simulator import simulate
 from feedrec.data.store import LocalEventStore
 from feedrec.features.definitions import schema_hash
@@ -277,3 +278,40 @@ def test_events_survive_a_kill_9_right_after_their_2xx(workspace: Path, tmp_path
         proc.wait(timeout=10)
     stored = set(LocalEventStore(ws).scan(columns=["event_id"]).column("event_id").to_pylist())
     assert set(sent) <= stored
+
+
+@pytest.mark.parametrize(
+    ("budgets", "reason"),
+    [
+        ({"FEEDREC_RANK_BUDGET_MS": "0.001"}, "rank: StageLate"),
+        ({"FEEDREC_RERANK_BUDGET_MS": "0.001"}, "rerank: StageLate"),
+    ],
+)
+def test_a_stage_over_its_budget_falls_back_through_the_real_server(
+    workspace: Path, tmp_path: Path, budgets: dict[str, str], reason: str
+):
+    """The full pipeline behind the server, with one stage's budget far too small: every feed is
+    still a full 200; the late ones are marked as fallbacks naming the stage, and counted in /metrics.
+    (A stage can finish before its waiter wakes when it holds the GIL in one native call, so not
+    every request need be late; the retrieve fallback is covered without a server in test_service.)"""
+    from tests.conformance.test_models import _feed
+
+    ws = tmp_path / "ws"
+    shutil.copytree(workspace, ws, ignore=shutil.ignore_patterns("registry", "online", "serving"))
+    store = LocalEventStore(ws)
+    positives = pl.DataFrame(pl.from_arrow(store.scan(types=["click"])))
+    model = _feed().fit(Interactions.from_frame(positives), SideInfo(items=store.items()))
+    registry = LocalRegistry(ws / "registry")
+    registry.register(model, _manifest("v0001", "feedrec"))
+    registry.promote("v0001")
+    proc, url = _start_server(ws, FEEDREC_WATCH_INTERVAL_S="0", **budgets)
+    try:
+        users = positives["user_id"].unique(maintain_order=True).head(30).to_list()
+        feeds = [httpx.get(f"{url}/v1/feed", params={"user_id": u, "k": 5}) for u in users]
+        assert all(r.status_code == 200 and len(r.json()["items"]) == 5 for r in feeds)
+        late = [r.json() for r in feeds if r.json()["fallback"]]
+        assert late and all(f["fallback_reason"].startswith(reason) for f in late)
+        assert f"feedrec_fallbacks_total {float(len(late))}" in httpx.get(f"{url}/metrics").text
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import scipy.sparse as sp
 
 from feedrec.data.interactions import IdIndex
@@ -122,13 +123,16 @@ class SideEncoder:
             items = items.select(ITEM_SCHEMA.names)
             pos = index.lookup(np.asarray(items.column("item_id").to_pylist(), dtype=str))
             keep = np.flatnonzero(pos >= 0)
-            topic_index = IdIndex(self.topic_vocab)
-            topic_lists = items.column("topics").to_pylist()
-            for r in keep.tolist():
-                codes = topic_index.lookup(np.asarray(topic_lists[r] or [], dtype=str)) + 1
-                codes = codes[codes > 0]
-                rows += [int(pos[r])] * codes.size
-                cols += codes.tolist()
+            # Every (item row, topic) pair at once: flatten the list column, look all topics up together.
+            topic_lists = pa.chunked_array(items.column("topics")).combine_chunks()
+            parents = pc.list_parent_indices(topic_lists).to_numpy(zero_copy_only=False)
+            flat = pc.list_flatten(topic_lists)
+            valid = pc.is_valid(flat).to_numpy(zero_copy_only=False).astype(bool)
+            names = flat.filter(pa.array(valid)).to_numpy(zero_copy_only=False).astype(str)
+            codes = IdIndex(self.topic_vocab).lookup(names) + 1
+            owner = pos[parents[valid]]
+            good = (codes > 0) & (owner >= 0)
+            rows, cols = owner[good].tolist(), codes[good].tolist()
             creators = np.asarray([c or "" for c in items.column("creator_id").to_pylist()], dtype=str)
             creator[pos[keep]] = _lookup_codes(self.creator_vocab, creators[keep])
             # Microseconds; nulls come out as NaN.

@@ -14,9 +14,16 @@ class _SortedStreams:
     """All (key, ts) events, sorted by a composite int64 key, for vectorized window counts."""
 
     def __init__(self, streams: pl.DataFrame, max_window_us: int, query_ts: np.ndarray) -> None:
-        keys = streams["key"].to_numpy().astype(str)
+        # Keys become dense codes in polars (Arrow strings): a numpy unique over tens of millions of
+        # fixed-width unicode keys would take many gigabytes. Only the distinct keys go to numpy.
+        vocab = streams.select(pl.col("key").unique().sort())["key"]
+        codes = (
+            streams.select("key")
+            .join(vocab.to_frame().with_row_index("code"), on="key", how="left", maintain_order="left")["code"]
+            .to_numpy()
+        )
+        self.vocab = vocab.to_numpy().astype(str)
         ts = streams["ts"].to_numpy().astype(np.int64)
-        self.vocab, codes = np.unique(keys, return_inverse=True)
         everything = np.concatenate([ts, query_ts.astype(np.int64)])
         lo = int(everything.min()) - max_window_us - 1 if everything.size else 0
         hi = int(everything.max()) + 1 if everything.size else 1

@@ -18,7 +18,13 @@ from feedrec.config import FeedrecConfig
 from feedrec.data.store import LocalEventStore
 from feedrec.models.compress import CompressionGate, GateResult, compress_retrieval, index_bytes
 from feedrec.offline.jobs import load_store_side
-from feedrec.offline.protocol import dedupe_earliest, evaluate_recommender, item_topics, targets_after
+from feedrec.offline.protocol import (
+    dedupe_earliest,
+    evaluate_recommender,
+    item_topics,
+    sample_test_users,
+    targets_after,
+)
 from feedrec.offline.split import chronological_split
 from feedrec.registry import LocalRegistry
 
@@ -51,7 +57,7 @@ def compress_bundle(
         )
     )
     rest, test = chronological_split(dedupe_earliest(events), protocol=cfg.split.protocol, ratio=cfg.split.test_ratio)
-    data = targets_after(rest, test)
+    data = sample_test_users(targets_after(rest, test), cfg.eval.max_test_users)
     side = load_store_side(cfg.workspace)
     metric = f"ndcg@{cfg.eval.k}"
 

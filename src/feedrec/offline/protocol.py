@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -107,6 +108,14 @@ def targets_after(train_df: pl.DataFrame, test_df: pl.DataFrame, *, n_users: int
         n_users=n_users or train.n_users,
         n_items=n_items or train.n_items,
     )
+
+
+def sample_test_users(data: ProtocolData, n: int | None, *, seed: int = 42) -> ProtocolData:
+    """``data`` with at most ``n`` of its test users (a seeded random sample, in the original order)."""
+    if n is None or data.test_users.size <= n:
+        return data
+    keep = np.sort(np.random.default_rng(seed).choice(data.test_users.size, n, replace=False))
+    return dataclasses.replace(data, test_users=data.test_users[keep], targets=[data.targets[i] for i in keep])
 
 
 def item_topics(side: SideInfo | None, data: ProtocolData) -> np.ndarray | None:

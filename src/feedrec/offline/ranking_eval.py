@@ -60,10 +60,15 @@ def reliability_curve(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> dict[st
     return {"mean_predicted": mean_p.tolist(), "observed_rate": rate.tolist()}
 
 
-def impression_dataset(events: pl.DataFrame, items: pl.DataFrame | None) -> pl.DataFrame:
+def impression_dataset(
+    events: pl.DataFrame, items: pl.DataFrame | None, *, max_impressions: int | None = None
+) -> pl.DataFrame:
     """Impressions with point-in-time features and what followed them in the same request:
-    ``label`` (clicked), ``like``, ``hide`` (0/1) and ``dwell`` (seconds, 0 when none)."""
+    ``label`` (clicked), ``like``, ``hide`` (0/1) and ``dwell`` (seconds, 0 when none). With
+    ``max_impressions``, only the latest ones (their features still count every earlier event)."""
     impressions = events.filter(pl.col("type") == "impression")
+    if max_impressions is not None and impressions.height > max_impressions:
+        impressions = impressions.sort("timestamp").tail(max_impressions)
     keys = ["request_id", "item_id"]
     labelled = impressions
     for etype, column in (("click", "label"), ("like", "like"), ("hide", "hide")):
@@ -100,8 +105,10 @@ class ImpressionSplits:
     x_test: np.ndarray
 
 
-def impression_splits(events: pl.DataFrame, items: pl.DataFrame | None) -> ImpressionSplits:
-    data = impression_dataset(events, items)
+def impression_splits(
+    events: pl.DataFrame, items: pl.DataFrame | None, *, max_impressions: int | None = None
+) -> ImpressionSplits:
+    data = impression_dataset(events, items, max_impressions=max_impressions)
     n = data.height
     cut1, cut2 = data["timestamp"][int(n * 0.70)], data["timestamp"][int(n * 0.85)]
     train = data.filter(pl.col("timestamp") < cut1)
@@ -129,9 +136,14 @@ def multitask_set(frame: pl.DataFrame, x: np.ndarray) -> MultiTaskSet:
 
 
 def evaluate_rankers(
-    events: pl.DataFrame, items: pl.DataFrame | None, *, seed: int = 42, threads: int = 0
+    events: pl.DataFrame,
+    items: pl.DataFrame | None,
+    *,
+    seed: int = 42,
+    threads: int = 0,
+    max_impressions: int | None = None,
 ) -> RankerReport:
-    splits = impression_splits(events, items)
+    splits = impression_splits(events, items, max_impressions=max_impressions)
     train, valid, test = splits.train, splits.valid, splits.test
     names = [*NUMERIC_FEATURES, "surface"]
     x_train, x_valid, x_test = splits.x_train, splits.x_valid, splits.x_test

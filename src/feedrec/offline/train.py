@@ -22,7 +22,13 @@ from feedrec.data.store import LocalEventStore
 from feedrec.models import build_model
 from feedrec.models.base import Recommender
 from feedrec.offline.jobs import load_store_side
-from feedrec.offline.protocol import dedupe_earliest, evaluate_recommender, item_topics, targets_after
+from feedrec.offline.protocol import (
+    dedupe_earliest,
+    evaluate_recommender,
+    item_topics,
+    sample_test_users,
+    targets_after,
+)
 from feedrec.offline.ranking_eval import RankerReport, evaluate_rankers
 from feedrec.offline.report import render_report
 from feedrec.offline.split import chronological_split
@@ -42,7 +48,7 @@ def _fit_and_score(
     model_name: str, train_df: pl.DataFrame, score_df: pl.DataFrame, side: SideInfo, cfg: FeedrecConfig
 ) -> tuple[Recommender, dict[str, float]]:
     """Fit ``model_name`` on ``train_df`` and score it on ``score_df`` under the benchmark protocol."""
-    data = targets_after(train_df, score_df)
+    data = sample_test_users(targets_after(train_df, score_df), cfg.eval.max_test_users)
     model = build_model(model_name, cfg).fit(data.train, side)
     if data.test_users.size == 0:
         return model, {}
@@ -109,7 +115,9 @@ def train(
     if all_events.filter(pl.col("type") == "impression").height > 1000:
         on_stage("impression ranker")
         items = pl.DataFrame(pl.from_arrow(side.items)) if side.items is not None else None
-        ranker = evaluate_rankers(all_events, items, threads=cfg.threads)
+        ranker = evaluate_rankers(
+            all_events, items, threads=cfg.threads, max_impressions=cfg.train.ranker_max_impressions
+        )
 
     on_stage("register the bundle")
     manifest = build_manifest(

@@ -27,7 +27,7 @@ from feedrec.config import FeedrecConfig
 from feedrec.data.side import SideInfo
 from feedrec.models import build_model
 from feedrec.models.retrieval.candidates import CandidateRecommender
-from feedrec.offline.protocol import dedupe_earliest, evaluate_recommender, prepare
+from feedrec.offline.protocol import dedupe_earliest, evaluate_recommender, prepare, sample_test_users
 from feedrec.offline.split import chronological_split
 
 SearchSpace = Callable[[optuna.Trial], dict[str, Any]]
@@ -108,6 +108,7 @@ def tune(
     df = dedupe_earliest(events.select("user_id", "item_id", "timestamp"))
     rest, _test = chronological_split(df, protocol=cfg.split.protocol, ratio=cfg.split.test_ratio)
     data = prepare(rest, protocol=cfg.split.protocol, test_ratio=cfg.split.valid_ratio)  # train / validation
+    data = sample_test_users(data, cfg.eval.max_test_users, seed=seed)
 
     if model == "candidates":
         # The sources are fitted once; trials only re-weight their fusion, so each costs seconds.

@@ -133,6 +133,11 @@ class FeedService:
         self._write_lock = threading.Lock()
         self._reload_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=stage_workers, thread_name_prefix="feedrec-stage")
+        # Start every worker now: a worker started by a request's first stage runs that stage before
+        # the request can begin waiting on it, so its budget would not hold.
+        barrier = threading.Barrier(stage_workers)
+        for future in [self._pool.submit(barrier.wait) for _ in range(stage_workers)]:
+            future.result()
         self._served_log = self.workspace / "serving" / "impressions.jsonl"
         self._served_log.parent.mkdir(parents=True, exist_ok=True)
         self._served_fh = self._served_log.open("a", buffering=1)  # line-buffered: one write per feed

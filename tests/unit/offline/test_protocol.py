@@ -2,12 +2,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import polars as pl
 import pytest
 
 from feedrec.config import FeedrecConfig
 from feedrec.offline.jobs import load_file_events
-from feedrec.offline.protocol import dedupe_earliest, prepare, run_protocol
+from feedrec.offline.protocol import dedupe_earliest, prepare, run_protocol, sample_test_users
 from tests.conftest import ML100K, needs_ml100k
 
 
@@ -87,3 +88,21 @@ def test_ml100k_full_pipeline_beats_ease_and_als_by_ten_percent():
     )
     best_baseline = max(report.models["ease"]["ndcg@10"], report.models["als"]["ndcg@10"])
     assert report.models["feedrec"]["ndcg@10"] >= 1.10 * best_baseline
+
+
+def test_sampling_test_users_keeps_their_targets_aligned():
+    rng = np.random.default_rng(0)
+    df = pl.DataFrame(
+        {
+            "user_id": [f"u{u}" for u in rng.integers(0, 200, 4000)],
+            "item_id": [f"i{i}" for i in rng.integers(0, 300, 4000)],
+            "timestamp": np.arange(4000),
+        }
+    )
+    data = prepare(df, protocol="user")
+    sample = sample_test_users(data, 50, seed=1)
+    assert sample.test_users.size == 50 and len(sample.targets) == 50
+    where = {u: i for i, u in enumerate(data.test_users.tolist())}
+    for user, target in zip(sample.test_users, sample.targets, strict=True):
+        np.testing.assert_array_equal(target, data.targets[where[user]])
+    assert sample_test_users(data, None) is data and sample_test_users(data, 10**6) is data

@@ -26,6 +26,23 @@ def test_labels_are_clicks_on_the_shown_item_in_the_same_request(feed):
     assert ((data["dwell"] > 0) == (data["label"] == 1)).all()  # dwell follows every click, only clicks
 
 
+def test_a_capped_dataset_is_the_latest_impressions_with_the_same_features(feed):
+    """Capping the impressions keeps the latest ones; their features still count every earlier event."""
+    events = pl.DataFrame(pl.from_arrow(feed.events))
+    items = pl.DataFrame(pl.from_arrow(feed.items))
+    full = impression_dataset(events, items)
+    capped = impression_dataset(events, items, max_impressions=5000)
+    assert capped.height == 5000
+    assert capped["timestamp"].min() >= full["timestamp"].sort()[-5000]
+    key = ["user_id", "item_id", "timestamp", "position"]
+    joined = capped.select([*key, "user_ctr_30d", "item_ctr_1d", "label"]).join(
+        full.select([*key, "user_ctr_30d", "item_ctr_1d", "label"]), on=key, suffix="_full"
+    )
+    assert joined.height == 5000
+    for column in ("user_ctr_30d", "item_ctr_1d", "label"):
+        assert joined[column].fill_nan(-1.0).equals(joined[f"{column}_full"].fill_nan(-1.0), null_equal=True)
+
+
 def test_lightgbm_beats_logistic_regression_and_calibrates(feed):
     report = evaluate_rankers(
         pl.DataFrame(pl.from_arrow(feed.events)), pl.DataFrame(pl.from_arrow(feed.items)), threads=1

@@ -39,7 +39,8 @@ def _mlp(inp: int, hidden: int, out: int) -> nn.Module:
     return nn.Sequential(nn.Linear(inp, hidden), nn.GELU(), nn.Linear(hidden, out))
 
 
-MAX_VALID_USERS = 5000  # users scored for early stopping, at most
+MAX_VALID_USERS = 5000  # users scored for early stopping, at most ...
+VALID_PAIRS = 1_000_000_000  # ... and fewer for large catalogues (at least 500): users x items scored per epoch
 
 
 class Towers(nn.Module):
@@ -322,9 +323,11 @@ class TwoTowerRecommender(Recommender):
         valid_users = np.unique(inter.user_idx[is_valid])
         if valid_users.size == 0:
             return 0.0
-        if valid_users.size > MAX_VALID_USERS:  # a fixed sample: early stopping needs a trend, not every user
+        # A fixed sample: early stopping needs a trend, not every user (and scoring is users x items).
+        cap = int(np.clip(VALID_PAIRS // max(inter.n_items, 1), 500, MAX_VALID_USERS))
+        if valid_users.size > cap:
             rng = np.random.default_rng(self.seed)
-            valid_users = np.sort(rng.choice(valid_users, MAX_VALID_USERS, replace=False))
+            valid_users = np.sort(rng.choice(valid_users, cap, replace=False))
         train_hist = self._user_histories_now(inter, ~is_valid)[valid_users]
         ue = self._users_tensor(net, valid_users + 1, train_hist, user_attrs[valid_users], topics_all)
         ie = self._items_tensor(net, np.arange(inter.n_items), float(inter.timestamps[~is_valid].max()), topics_all)
