@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -492,6 +493,9 @@ def serve(
     workspace: WorkspaceOpt = None,
     host: Annotated[str | None, typer.Option("--host", help="Bind address (default 127.0.0.1, loopback).")] = None,
     port: Annotated[int | None, typer.Option("--port", help="Port (default 8000).")] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", help="Server processes (default 1); each tails the event store.")
+    ] = None,
 ) -> None:
     """Serve feeds from the production bundle (FastAPI + uvicorn); docs at /docs."""
     import uvicorn
@@ -499,10 +503,26 @@ def serve(
     from feedrec.online.api import create_app
     from feedrec.online.settings import ServeSettings
 
-    overrides = {key: v for key, v in {"workspace": workspace, "host": host, "port": port}.items() if v is not None}
+    given = {"workspace": workspace, "host": host, "port": port, "workers": workers}
+    overrides = {key: v for key, v in given.items() if v is not None}
     settings = ServeSettings(**overrides)  # type: ignore[arg-type]
-    err.print(f"serving {settings.workspace} on http://{settings.host}:{settings.port} (docs: /docs)")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
+    err.print(
+        f"serving {settings.workspace} on http://{settings.host}:{settings.port} with {settings.workers} "
+        f"worker(s) (docs: /docs)"
+    )
+    if settings.workers == 1:
+        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
+        return
+    for key, value in overrides.items():  # worker processes build their settings from the environment
+        os.environ[f"FEEDREC_{key.upper()}"] = str(value)
+    uvicorn.run(
+        "feedrec.online.api:create_app_from_env",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level="warning",
+    )
 
 
 @app.command("recommend-batch")

@@ -315,3 +315,32 @@ def test_a_stage_over_its_budget_falls_back_through_the_real_server(
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_with_two_workers_an_event_reaches_every_workers_feed(workspace: Path, tmp_path: Path):
+    """Each worker process tails the event store, so a hide posted to one of them empties it from
+    the feeds both serve within a second (new connections land on either worker)."""
+    ws = tmp_path / "ws"
+    shutil.copytree(workspace, ws, ignore=shutil.ignore_patterns("online", "serving"))
+    LocalRegistry(ws / "registry").promote("v0001")
+    proc, url = _start_server(ws, FEEDREC_WORKERS="2", FEEDREC_TAIL_INTERVAL_S="0.2")
+    try:
+        for _ in range(100):  # both workers load the bundle
+            if httpx.get(f"{url}/readyz").status_code == 200:
+                break
+            time.sleep(0.1)
+        top = httpx.get(f"{url}/v1/feed", params={"user_id": "u7", "k": 5}).json()["items"][0]["item_id"]
+        hide = {
+            "event_id": "w2-hide",
+            "user_id": "u7",
+            "item_id": top,
+            "timestamp": "2024-01-05T12:00:00Z",
+            "type": "hide",
+        }
+        assert httpx.post(f"{url}/v1/events", json={"events": [hide]}).json()["stored"] == 1
+        time.sleep(1.0)
+        feeds = [httpx.get(f"{url}/v1/feed", params={"user_id": "u7", "k": 5}).json() for _ in range(12)]
+        assert all(len(f["items"]) == 5 and top not in [i["item_id"] for i in f["items"]] for f in feeds)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)

@@ -31,6 +31,7 @@ class AppendResult:
     stored: int  # new events written
     already_stored: int  # events whose event_id the store held already
     stored_ids: tuple[str, ...] = ()  # the event_ids written by this append
+    part: str | None = None  # the file they were written to (LocalEventStore)
 
 
 class EventStore(ABC):
@@ -144,6 +145,7 @@ class LocalEventStore(EventStore):
                 ).to_arrow_table()
             finally:
                 con.close()
+            part = None
             if new.num_rows:
                 seq = len(self._parts())
                 part = self.events_dir / f"part-{seq:06d}-{uuid.uuid4().hex[:8]}.parquet"
@@ -152,7 +154,17 @@ class LocalEventStore(EventStore):
             stored=new.num_rows,
             already_stored=events.num_rows - new.num_rows,
             stored_ids=tuple(new.column("event_id").to_pylist()),
+            part=part.name if part is not None else None,
         )
+
+    def part_names(self) -> list[str]:
+        """The event files, oldest first: a reader that remembers them can fold in only what is new."""
+        return sorted(p.name for p in self.events_dir.glob("part-*.parquet"))
+
+    def read_parts(self, names: Sequence[str]) -> pa.Table:
+        """The events of the named files (from ``part_names``)."""
+        tables = [pq.read_table(self.events_dir / name, schema=EVENT_SCHEMA) for name in names]
+        return pa.concat_tables(tables) if tables else EVENT_SCHEMA.empty_table()
 
     def scan(
         self,

@@ -10,6 +10,7 @@ builder uses (``assemble``), so both sides give the same values for the same mom
 from __future__ import annotations
 
 import bisect
+import os
 from abc import ABC, abstractmethod
 from collections import defaultdict
 from pathlib import Path
@@ -87,7 +88,9 @@ class LocalOnlineStore(OnlineFeatureStore):
         keys = [k for k, times in self._streams.items() for _ in times]
         ts = [t for times in self._streams.values() for t in times]
         path.parent.mkdir(parents=True, exist_ok=True)
-        pl.DataFrame({"key": keys, "ts": ts}, schema={"key": pl.Utf8, "ts": pl.Int64}).write_parquet(path)
+        staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # several server workers may save at once
+        pl.DataFrame({"key": keys, "ts": ts}, schema={"key": pl.Utf8, "ts": pl.Int64}).write_parquet(staging)
+        os.replace(staging, path)  # readers see the old snapshot or the new one, whole
         return path
 
     def _load(self, path: Path) -> None:

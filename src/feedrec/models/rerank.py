@@ -117,31 +117,31 @@ class ReRanker:
         creators = np.where(known, catalog.creator[pos], 0)
 
         chosen: list[int] = []
-        max_sim = np.zeros(ids.size)
-        taken = np.zeros(ids.size)  # -inf once an item is in the feed
-        capped = np.zeros(ids.size)  # -inf once its creator or one of its topics reached the cap
+        relevance = (1 - self.diversity) * rel
+        open_ = relevance.copy()  # -inf once taken, or once its creator or one of its topics is capped
+        untaken = relevance.copy()  # -inf once taken (caps bend when every candidate left is capped)
+        penalty = np.zeros(ids.size)  # diversity * max similarity to the feed so far
+        similarity = self.diversity * (unit @ unit.T) if self.diversity else None
         per_creator: dict[int, int] = {}
         per_topic = np.zeros(topics.shape[1])
-        relevance = (1 - self.diversity) * rel
         for _ in range(min(k, ids.size)):
-            mmr = relevance - self.diversity * max_sim + taken
-            best = int(np.argmax(mmr + capped))
-            if capped[best] == -np.inf:  # every candidate left is capped: caps bend rather than leave slots empty
-                best = int(np.argmax(mmr))
+            best = int(np.argmax(open_ - penalty))
+            if open_[best] == -np.inf:
+                best = int(np.argmax(untaken - penalty))
             chosen.append(best)
-            taken[best] = -np.inf
+            open_[best] = untaken[best] = -np.inf
             creator = int(creators[best])
             per_creator[creator] = per_creator.get(creator, 0) + 1
             if creator and self.max_per_creator is not None and per_creator[creator] == self.max_per_creator:
-                capped[creators == creator] = -np.inf
+                open_[creators == creator] = -np.inf
             if self.max_per_topic is not None:
                 has = topics[best] > 0
                 per_topic += has
                 saturated = has & (per_topic == self.max_per_topic)
                 if saturated.any():
-                    capped[topics[:, saturated].sum(axis=1) > 0] = -np.inf
-            if self.diversity:
-                np.maximum(max_sim, unit @ unit[best], out=max_sim)
+                    open_[topics[:, saturated].sum(axis=1) > 0] = -np.inf
+            if similarity is not None:
+                np.maximum(penalty, similarity[best], out=penalty)
         feed = list(ids[chosen])
         final = list(rel[chosen])
         for item, slot in sorted(self.rules.pin.items(), key=lambda kv: kv[1]):

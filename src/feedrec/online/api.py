@@ -131,6 +131,20 @@ def _watch(app: FastAPI, interval: float, stop: threading.Event) -> None:
             log.exception("background reload failed")
 
 
+def _tail(service: FeedService, interval: float, stop: threading.Event) -> None:
+    """Fold in events other processes stored, so every worker's feed reflects every event."""
+    while not stop.wait(interval):
+        try:
+            service.catch_up()
+        except Exception:  # an unreadable part must not stop serving; it is retried next time
+            log.exception("catching up with the event store failed")
+
+
+def create_app_from_env() -> FastAPI:
+    """The app for ``uvicorn --factory`` (several workers): settings from FEEDREC_*."""
+    return create_app(ServeSettings())
+
+
 def limit_inference_threads(n: int) -> None:
     """Cap the thread teams of the native libraries (OpenMP, BLAS, faiss, torch) for this process."""
     import faiss
@@ -142,15 +156,16 @@ def limit_inference_threads(n: int) -> None:
     torch.set_num_threads(n)
 
 
-def get_service(request: Request) -> FeedService:
+# Async (though trivial) so that FastAPI calls them on the event loop instead of a worker thread.
+async def get_service(request: Request) -> FeedService:
     return request.app.state.service
 
 
-def get_settings(request: Request) -> ServeSettings:
+async def get_settings(request: Request) -> ServeSettings:
     return request.app.state.settings
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
@@ -182,6 +197,10 @@ def create_app(settings: ServeSettings | None = None, service: FeedService | Non
             threading.Thread(
                 target=_watch, args=(app, settings.watch_interval_s, stop), name="feedrec-watch", daemon=True
             ).start()
+        if settings.tail_interval_s > 0:
+            threading.Thread(
+                target=_tail, args=(app.state.service, settings.tail_interval_s, stop), name="feedrec-tail", daemon=True
+            ).start()
         yield
         stop.set()
         app.state.service.close()
@@ -207,7 +226,7 @@ def create_app(settings: ServeSettings | None = None, service: FeedService | Non
         return JSONResponse(content={"status": "ready", "model_version": bundle.version})
 
     @app.get("/v1/feed", response_model=FeedOut)
-    def feed(
+    async def feed(
         service: ServiceDep,
         settings: SettingsDep,
         metrics: MetricsDep,

@@ -28,4 +28,7 @@ class ServeSettings(BaseSettings):
     # from requests; intra-op teams on top of that oversubscribe the cores.
     inference_threads: int = Field(1, ge=1)
     watch_interval_s: float = Field(2.0, ge=0)  # how often to look for a newly promoted bundle; 0 = never
+    # How often to fold in events other processes stored (the other workers, `feedrec ingest`); 0 = never.
+    tail_interval_s: float = Field(0.5, ge=0)
+    workers: int = Field(1, ge=1)  # server processes; each holds the bundle and tails the event store
     snapshot_every_s: float = Field(5.0, ge=0)  # how often the online features are written to disk
