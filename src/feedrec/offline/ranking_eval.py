@@ -78,6 +78,7 @@ def impression_dataset(
     labelled = labelled.join(dwell, on=keys, how="left", maintain_order="left")
     features = build_features(labelled, events, items)
     return features.with_columns(
+        labelled["request_id"].alias("request_id"),  # the slate: ranking metrics group by it
         labelled["label"].fill_null(0).alias("label"),
         labelled["like"].fill_null(0).alias("like"),
         labelled["hide"].fill_null(0).alias("hide"),
