@@ -1,10 +1,13 @@
 """The feed service: the production model, the event store and the online features, behind one object.
 
-``feed()`` never fails a valid request: if the model raises, it serves the candidate set's order
-(for the full pipeline) or popularity, and says so (``fallback``). ``ingest()`` appends events
-durably (fsync before it returns) and idempotently by event_id, then folds them into the online
-features. ``reload()`` loads the production bundle and swaps it in with one reference assignment,
-so requests in flight finish on the bundle they started with.
+``feed()`` runs features -> retrieve -> rank -> re-rank, each stage within its budget (``Budgets``),
+and never fails a valid request: a stage that raises or overruns is abandoned for its fallback
+(retrieve -> popularity, rank -> the retrieval order, re-rank -> the ranked order unshaped), and
+the feed says so (``fallback``, ``fallback_reason``). ``ingest()`` appends events durably (fsync
+before it returns) and idempotently by event_id, then folds them into the online features and the
+recent actions (what a user engaged with or hid leaves their next feed); ``catch_up()`` folds in
+what other processes stored. ``reload()`` loads a bundle and swaps it in with one reference
+assignment, so requests in flight finish on the bundle they started with.
 """
 
 from __future__ import annotations
@@ -212,7 +215,7 @@ class FeedService:
         stages["features"] = (time.perf_counter() - t) * 1e3
         try:
             ids, scores, sources, why = self._recommend(model, user_id, k, exclude, stages)
-        except Exception as exc:  # retrieval failed or was late: the most popular unseen items
+        except Exception as exc:  # retrieval failed or was late: the most popular items, minus the excluded
             why = f"retrieve: {_describe(exc)}"
             ids, scores, sources = self._popular(model, k, exclude)
         if why is not None:
