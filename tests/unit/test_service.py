@@ -112,3 +112,10 @@ def test_events_reach_the_next_feed_at_once(tmp_path: Path, feed_model: FeedReco
     assert len(after) == 10
     service.close()
     assert (tmp_path / "online" / "features.parquet").exists()  # close() persists the online features
+
+
+def test_a_user_with_no_candidate_left_gets_an_empty_feed_not_an_error(feed_model: FeedRecommender):
+    candidates = feed_model.retrieve(np.asarray(["u3"]), 10)
+    none = candidates.take(np.zeros(candidates.row.size, bool))
+    ids, scores, sources = feed_model.arrange(1, none, np.empty(0), 10)
+    assert (ids == "").all() and np.isnan(scores).all() and ids.shape == (1, 10)

@@ -223,6 +223,8 @@ class FeedRecommender(Recommender):
         out_ids = np.full((n_users, k), PAD_ID, dtype=object)
         out_scores = np.full((n_users, k), np.nan, np.float32)
         out_src = np.full((n_users, k), "", dtype=object)
+        if c.row.size == 0:  # no user has a candidate: empty feeds
+            return out_ids.astype(str), out_scores, out_src.astype(str)
         names = np.asarray(c.names, dtype=object)
         order = np.lexsort((c.item, -scores, c.row))  # per user: score, then item id
         rows = c.row[order]

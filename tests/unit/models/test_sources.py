@@ -70,3 +70,17 @@ def test_merger_dedupes_keeps_sources_and_drops_hidden():
     assert (np.diff(finite) <= 1e-9).all()
     # An item both sources rank scores higher than either alone would give it.
     assert scores[0, 0] > 1 / 61
+
+
+def test_a_candidate_set_whose_every_candidate_is_hidden_is_empty_not_an_error():
+    inter, side = make_interactions(), make_side()
+    model = CandidateRecommender(
+        sources={"popularity": {"class": "feedrec.models.retrieval.popularity.PopularityRecommender"}},
+        quotas={"popularity": 3},
+    ).fit(inter, side)
+    top, _ = model.recommend(["u0"], k=3)
+    hidden = pa.table({"user_id": ["u0"] * 3, "item_id": top[0].tolist()})
+    model = CandidateRecommender(**model.get_params()).fit(inter, SideInfo(items=side.items, users=side.users, hidden=hidden))
+    c = model.candidate_set(["u0"], 3)
+    assert c.row.size == 0 and c.rank.shape == (0, 1)
+    assert (model.recommend(["u0"], k=3)[0] == "").all()

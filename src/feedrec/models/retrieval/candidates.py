@@ -110,15 +110,15 @@ class CandidateRecommender(Recommender):
             rows, ranks = np.nonzero(idx >= 0)
             parts.append((rows, idx[rows, ranks], ranks, scores[rows, ranks].astype(np.float64), np.full(rows.size, s)))
         row, item, rank, score, source = (np.concatenate(col) for col in zip(*parts, strict=True))
-        if row.size == 0:
-            empty = np.empty(0, np.int64)
-            return CandidateSet(
-                empty, empty, np.empty(0), empty, empty, np.empty((0, len(names))), np.empty((0, len(names))), names
-            )
         if self.hidden_.size:
             uidx = self.user_index().lookup(users)[row]
             keep = ~(np.isin(uidx * n_items + item, self.hidden_) & (uidx >= 0))
             row, item, rank, score, source = row[keep], item[keep], rank[keep], score[keep], source[keep]
+        if row.size == 0:  # nothing proposed (or all of it hidden)
+            empty = np.empty(0, np.int64)
+            return CandidateSet(
+                empty, empty, np.empty(0), empty, empty, np.empty((0, len(names))), np.empty((0, len(names))), names
+            )
         weight = np.array([(self.weights or {}).get(name, 1.0) for name in names])[source]
         pair, inverse = np.unique(row * n_items + item, return_inverse=True)
         rrf = np.bincount(inverse, weights=weight / (self.fusion_k + 1 + rank), minlength=pair.size)
