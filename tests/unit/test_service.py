@@ -118,4 +118,4 @@ def test_a_user_with_no_candidate_left_gets_an_empty_feed_not_an_error(feed_mode
     candidates = feed_model.retrieve(np.asarray(["u3"]), 10)
     none = candidates.take(np.zeros(candidates.row.size, bool))
     ids, scores, sources = feed_model.arrange(1, none, np.empty(0), 10)
-    assert (ids == "").all() and np.isnan(scores).all() and ids.shape == (1, 10)
+    assert (ids == "").all() and (sources == "").all() and np.isnan(scores).all() and ids.shape == (1, 10)
