@@ -344,3 +344,18 @@ def test_with_two_workers_an_event_reaches_every_workers_feed(workspace: Path, t
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_promoting_a_bundle_that_cannot_load_is_refused_and_changes_nothing(server: str, workspace: Path):
+    registry = LocalRegistry(workspace / "registry")
+    if "v0009" not in [m.version for m in registry.list()]:
+        positives = pl.DataFrame(pl.from_arrow(LocalEventStore(workspace).scan(types=["click"])))
+        registry.register(
+            PopularityRecommender().fit(Interactions.from_frame(positives)), _manifest("v0009", "popularity")
+        )
+        (workspace / "registry" / "bundles" / "v0009" / "model" / "state.npz").unlink()  # a damaged bundle
+    before = registry.production()
+    refused = _admin(server, "/admin/promote/v0009")
+    assert refused.status_code == 409 and "v0009 could not be loaded" in refused.json()["detail"]
+    assert registry.production() == before
+    assert httpx.get(f"{server}/v1/feed", params={"user_id": "u1"}).status_code == 200

@@ -28,7 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from feedrec import __version__
 from feedrec.logs import get_logger
-from feedrec.online.service import Budgets, FeedService, NoModelError
+from feedrec.online.service import Budgets, Bundle, FeedService, NoModelError
 from feedrec.online.settings import ServeSettings
 from feedrec.registry import RegistryError
 from feedrec.schemas import Event
@@ -294,14 +294,20 @@ def create_app(settings: ServeSettings | None = None, service: FeedService | Non
         metrics.set_model(bundle.version)
         return {"model_version": bundle.version}
 
-    @app.post("/admin/promote/{version}", dependencies=[Admin])
-    def promote(version: str, service: ServiceDep, metrics: MetricsDep) -> dict[str, str]:
-        """Make ``version`` production and serve it."""
+    def load(service: FeedService, version: str) -> Bundle:
         try:
-            service.registry.promote(version, reason="admin API")
+            return service.reload(version)
         except RegistryError as exc:
             raise HTTPException(404, str(exc)) from exc
-        bundle = service.reload(version)
+        except Exception as exc:  # a bundle that cannot load: say so; the current one keeps serving
+            raise HTTPException(409, f"bundle {version} could not be loaded: {exc}") from exc
+
+    @app.post("/admin/promote/{version}", dependencies=[Admin])
+    def promote(version: str, service: ServiceDep, metrics: MetricsDep) -> dict[str, str]:
+        """Serve ``version`` and make it production (loaded first: a bundle that cannot load is
+        refused and production does not change)."""
+        bundle = load(service, version)
+        service.registry.promote(version, reason="admin API")
         metrics.set_model(bundle.version)
         return {"model_version": bundle.version}
 
@@ -312,7 +318,7 @@ def create_app(settings: ServeSettings | None = None, service: FeedService | Non
             manifest = service.registry.rollback()
         except RegistryError as exc:
             raise HTTPException(409, str(exc)) from exc
-        bundle = service.reload(manifest.version)
+        bundle = load(service, manifest.version)
         metrics.set_model(bundle.version)
         return {"model_version": bundle.version}
 
