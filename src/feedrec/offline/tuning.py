@@ -12,6 +12,7 @@ parameters are also written as a config snippet.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -110,6 +111,7 @@ def tune(
     data = prepare(rest, protocol=cfg.split.protocol, test_ratio=cfg.split.valid_ratio)  # train / validation
     data = sample_test_users(data, cfg.eval.max_test_users, seed=seed)
 
+    reuse = contextlib.ExitStack()
     if model == "candidates":
         # The sources are fitted once; trials only re-weight their fusion, so each costs seconds.
         merged = build_model("candidates", cfg).fit(data.train, side)
@@ -120,6 +122,8 @@ def tune(
             merged.weights = {**(cfg.models.candidates.weights or {}), **params.get("weights", {})}
             merged.fusion_k = params.get("fusion_k", cfg.models.candidates.fusion_k)
             return evaluate_recommender(merged, data, k=k, recall_cutoffs=(candidate_cutoff,))[metric]
+
+        reuse.enter_context(merged.reusing_source_lists())  # each source scores the users once, not per trial
 
     else:
         metric = f"ndcg@{k}"
@@ -140,8 +144,6 @@ def tune(
         sampler=optuna.samplers.TPESampler(seed=seed),
         load_if_exists=True,
     )
-    default_value = score({})
-    start = time.perf_counter()
 
     def objective(trial: optuna.Trial) -> float:
         value = score(SPACES[model](trial))
@@ -149,8 +151,11 @@ def tune(
             on_trial(trial.number, value)
         return value
 
-    study.optimize(objective, n_trials=n_trials, timeout=timeout_s)
-    seconds = time.perf_counter() - start
+    with reuse:
+        default_value = score({})
+        start = time.perf_counter()
+        study.optimize(objective, n_trials=n_trials, timeout=timeout_s)
+        seconds = time.perf_counter() - start
     best = _as_config(model, dict(study.best_params)) if study.best_value >= default_value else {}
     params_path = out_dir / f"{model}.best.yaml"
     params_path.write_text(

@@ -86,3 +86,34 @@ def test_a_candidate_set_whose_every_candidate_is_hidden_is_empty_not_an_error()
     c = model.candidate_set(["u0"], 3)
     assert c.row.size == 0 and c.rank.shape == (0, 1)
     assert (model.recommend(["u0"], k=3)[0] == "").all()
+
+
+def test_reusing_source_lists_changes_no_result_and_asks_each_source_once():
+    """Tuning re-weights the fusion many times over the same users; inside the block each source
+    is asked once, and every fused result is what a fresh computation gives."""
+    inter, side = make_interactions(), make_side()
+    spec = lambda k: {"class": f"{k.__module__}.{k.__qualname__}"}  # noqa: E731
+    model = CandidateRecommender(
+        sources={"popularity": spec(PopularityRecommender), "covisit": spec(CovisitRecommender)},
+        quotas={"popularity": 20, "covisit": 20},
+    ).fit(inter, side)
+    users = inter.users.ids[:15]
+    calls = {"n": 0}
+    original = model.sources_["covisit"].recommend_indices
+
+    def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        return original(*args, **kwargs)
+
+    model.sources_["covisit"].recommend_indices = counted  # type: ignore[method-assign]
+    want = []
+    for weights in ({"covisit": 1.0}, {"covisit": 0.1}, {"covisit": 3.0}):
+        model.weights = weights
+        want.append(model.recommend(users, k=10)[0])
+    assert calls["n"] == 3
+    with model.reusing_source_lists():
+        for weights, expected in zip(({"covisit": 1.0}, {"covisit": 0.1}, {"covisit": 3.0}), want, strict=True):
+            model.weights = weights
+            np.testing.assert_array_equal(model.recommend(users, k=10)[0], expected)
+    assert calls["n"] == 4  # once for the whole block
+    assert "_memo" not in model.__dict__  # nothing is kept after it

@@ -10,6 +10,8 @@ it highest.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,8 +107,15 @@ class CandidateRecommender(Recommender):
         names = list(self.sources_)
         n_items = self.item_ids_.size
         parts: list[tuple[np.ndarray, ...]] = []
+        memo: dict[tuple[str, int, int, bool], tuple[np.ndarray, np.ndarray]] | None = self.__dict__.get("_memo")
         for s, (name, model) in enumerate(self.sources_.items()):
-            idx, scores = model.recommend_indices(users, k=self.quotas[name], exclude_seen=exclude_seen)
+            key = (name, hash(users.tobytes()), self.quotas[name], exclude_seen)
+            if memo is not None and key in memo:
+                idx, scores = memo[key]
+            else:
+                idx, scores = model.recommend_indices(users, k=self.quotas[name], exclude_seen=exclude_seen)
+                if memo is not None:
+                    memo[key] = (idx, scores)
             rows, ranks = np.nonzero(idx >= 0)
             parts.append((rows, idx[rows, ranks], ranks, scores[rows, ranks].astype(np.float64), np.full(rows.size, s)))
         row, item, rank, score, source = (np.concatenate(col) for col in zip(*parts, strict=True))
@@ -146,6 +155,16 @@ class CandidateRecommender(Recommender):
             score=score_m[keep],
             names=names,
         )
+
+    @contextmanager
+    def reusing_source_lists(self) -> Iterator[None]:
+        """Within the block, each source's list for the same users is computed once and reused:
+        re-weighting the fusion (tuning) changes nothing a source returns. Quotas must not change."""
+        self.__dict__["_memo"] = {}
+        try:
+            yield
+        finally:
+            self.__dict__.pop("_memo", None)
 
     def candidate_table(self, user_ids: np.ndarray | list[str], k: int, *, exclude_seen: bool = True) -> pl.DataFrame:
         """``candidate_set`` as a frame, one row per candidate: ``row`` (the user's position in
