@@ -12,12 +12,9 @@ import dataclasses
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import polars as pl
-
 from feedrec.config import FeedrecConfig
-from feedrec.data.store import LocalEventStore
 from feedrec.models.compress import CompressionGate, GateResult, compress_retrieval, index_bytes
-from feedrec.offline.jobs import load_store_side
+from feedrec.offline.jobs import load_store_events, load_store_side
 from feedrec.offline.protocol import (
     dedupe_earliest,
     evaluate_recommender,
@@ -49,13 +46,7 @@ def compress_bundle(
     if compressed is model:
         raise ValueError(f"{version} ({manifest.model}) has no two-tower item index to compress")
 
-    events = pl.DataFrame(
-        pl.from_arrow(
-            LocalEventStore(cfg.workspace).scan(
-                columns=["user_id", "item_id", "timestamp"], types=[t.value for t in cfg.eval.positive_types]
-            )
-        )
-    )
+    events = load_store_events(cfg.workspace, cfg).select("user_id", "item_id", "timestamp")
     rest, test = chronological_split(dedupe_earliest(events), protocol=cfg.split.protocol, ratio=cfg.split.test_ratio)
     data = sample_test_users(targets_after(rest, test), cfg.eval.max_test_users)
     side = load_store_side(cfg.workspace)
