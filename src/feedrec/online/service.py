@@ -36,7 +36,7 @@ from feedrec.models.feed import FeedRecommender
 from feedrec.models.retrieval.candidates import CandidateRecommender
 from feedrec.online.batch import PrecomputedFeeds
 from feedrec.registry import LocalRegistry, RegistryError
-from feedrec.schemas import EVENT_SCHEMA, Event
+from feedrec.schemas import EVENT_SCHEMA, POSITIVE_EVENT_TYPES, Event, EventType
 
 T = TypeVar("T")
 
@@ -88,7 +88,7 @@ class RecentActions:
     """What each user did since the bundle was trained (engaged with or hid), newest last, so the
     feed stops showing them at once; fed by ``/v1/events``. Bounded per user; thread-safe."""
 
-    TYPES = frozenset({"click", "like", "share", "dwell", "hide", "rating"})
+    TYPES = frozenset(t.value for t in (*POSITIVE_EVENT_TYPES, EventType.HIDE))
 
     def __init__(self, per_user: int = 200) -> None:
         self.per_user = per_user
