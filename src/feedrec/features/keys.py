@@ -7,6 +7,8 @@ what makes offline and online agree.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import polars as pl
 
 from feedrec.features.definitions import ENGAGED_TYPES
@@ -26,24 +28,41 @@ def item_lookup(items: pl.DataFrame | None) -> pl.DataFrame:
     return items.select("item_id", "creator_id", "topics", "created_at")
 
 
-def event_streams(events: pl.DataFrame, items: pl.DataFrame) -> pl.DataFrame:
-    """(key, ts) rows, ts in epoch microseconds, for every counted event."""
-    ev = events.select("user_id", "item_id", "type", pl.col("timestamp").dt.epoch("us").alias("ts")).join(
-        items.select("item_id", "creator_id", "topics"), on="item_id", how="left"
+def stream_parts(events: pl.DataFrame, items: pl.DataFrame) -> Iterator[tuple[str, pl.DataFrame]]:
+    """(prefix, (key, ts) rows) for each kind of key, one at a time: ts in epoch microseconds, and
+    every key of a part starts with ``prefix|``. Each part reads only the columns it needs (at tens
+    of millions of events, a copy of the log joined to every item attribute costs gigabytes)."""
+    ts = pl.col("timestamp").dt.epoch("us").alias("ts")
+
+    def key(*parts: str | pl.Expr) -> pl.Expr:
+        return pl.concat_str([pl.lit(p) if isinstance(p, str) else p for p in parts]).alias("key")
+
+    yield "user", events.select(key("user|", pl.col("user_id"), "|", pl.col("type")), ts)
+    yield "item", events.select(key("item|", pl.col("item_id"), "|", pl.col("type")), ts)
+    creators = items.select("item_id", "creator_id").filter(pl.col("creator_id").is_not_null())
+    yield (
+        "creator",
+        events.select("item_id", "type", ts)
+        .join(creators, on="item_id", how="inner")
+        .select(key("creator|", pl.col("creator_id"), "|", pl.col("type")), "ts"),
     )
-    engaged = ev.filter(pl.col("type").is_in(ENGAGED_TYPES))
-    parts = [
-        ev.select(pl.concat_str([pl.lit("user|"), "user_id", pl.lit("|"), "type"]).alias("key"), "ts"),
-        ev.select(pl.concat_str([pl.lit("item|"), "item_id", pl.lit("|"), "type"]).alias("key"), "ts"),
-        ev.filter(pl.col("creator_id").is_not_null()).select(
-            pl.concat_str([pl.lit("creator|"), "creator_id", pl.lit("|"), "type"]).alias("key"), "ts"
+    engaged = events.filter(pl.col("type").is_in(ENGAGED_TYPES)).select("user_id", "item_id", ts)
+    yield "engaged", engaged.select(key("engaged|", pl.col("user_id")), "ts")
+    yield (
+        "aff_creator",
+        engaged.join(creators, on="item_id", how="inner").select(
+            key("aff_creator|", pl.col("user_id"), "|", pl.col("creator_id")), "ts"
         ),
-        engaged.select(pl.concat_str([pl.lit("engaged|"), "user_id"]).alias("key"), "ts"),
-        engaged.filter(pl.col("creator_id").is_not_null()).select(
-            pl.concat_str([pl.lit("aff_creator|"), "user_id", pl.lit("|"), "creator_id"]).alias("key"), "ts"
-        ),
-        engaged.explode("topics")
+    )
+    yield (
+        "aff_topic",
+        engaged.join(items.select("item_id", "topics"), on="item_id", how="inner")
+        .explode("topics")
         .filter(pl.col("topics").is_not_null())
-        .select(pl.concat_str([pl.lit("aff_topic|"), "user_id", pl.lit("|"), "topics"]).alias("key"), "ts"),
-    ]
-    return pl.concat(parts)
+        .select(key("aff_topic|", pl.col("user_id"), "|", pl.col("topics")), "ts"),
+    )
+
+
+def event_streams(events: pl.DataFrame, items: pl.DataFrame) -> pl.DataFrame:
+    """(key, ts) rows, ts in epoch microseconds, for every counted event (all parts together)."""
+    return pl.concat([frame for _, frame in stream_parts(events, items)])

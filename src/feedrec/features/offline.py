@@ -6,51 +6,68 @@ import numpy as np
 import polars as pl
 
 from feedrec.features.assemble import CountFn, assemble
-from feedrec.features.definitions import WINDOWS
-from feedrec.features.keys import event_streams, item_lookup
+from feedrec.features.keys import item_lookup, stream_parts
 
 
 class _SortedStreams:
-    """All (key, ts) events, sorted by a composite int64 key, for vectorized window counts."""
+    """One kind of (key, ts) events, sorted by a composite int64 key (key code, rank of ts among
+    the part's distinct event times), for vectorized window counts. Ranks, not microseconds:
+    millions of keys times a span of months in microseconds would overflow 64 bits."""
 
-    def __init__(self, streams: pl.DataFrame, max_window_us: int, query_ts: np.ndarray) -> None:
-        # Keys become dense codes in polars (Arrow strings): a numpy unique over tens of millions of
-        # fixed-width unicode keys would take many gigabytes. Only the distinct keys go to numpy.
-        vocab = streams.select(pl.col("key").unique().sort())["key"]
-        codes = (
-            streams.select("key")
-            .join(vocab.to_frame().with_row_index("code"), on="key", how="left", maintain_order="left")["code"]
-            .to_numpy()
-        )
-        self.vocab = vocab.to_numpy().astype(str)
-        ts = streams["ts"].to_numpy().astype(np.int64)
-        everything = np.concatenate([ts, query_ts.astype(np.int64)])
-        lo = int(everything.min()) - max_window_us - 1 if everything.size else 0
-        hi = int(everything.max()) + 1 if everything.size else 1
-        self.base, self.span = lo, hi - lo + 1
-        if (self.vocab.size + 1) * self.span >= 2**62:
-            raise ValueError(
-                f"{self.vocab.size} feature keys over a {self.span / 86_400e6:.0f}-day span overflow the "
-                "composite index; build features over a shorter time range"
-            )
-        self.sorted = np.sort(codes.astype(np.int64) * self.span + (ts - lo))
+    def __init__(self, streams: pl.DataFrame) -> None:
+        # Keys become dense codes in polars (Arrow strings, a hash join): numpy over tens of
+        # millions of fixed-width unicode keys would take many gigabytes and a binary search each.
+        self.vocab = streams.select(pl.col("key").unique()).with_row_index("code")
+        codes = streams.select("key").join(self.vocab, on="key", how="left", maintain_order="left")["code"].to_numpy()
+        self.times, rank = np.unique(streams["ts"].to_numpy().astype(np.int64), return_inverse=True)
+        self.stride = self.times.size + 1
+        if (self.vocab.height + 1) * self.stride >= 2**62:
+            raise ValueError(f"{self.vocab.height} feature keys at {self.times.size} distinct times overflow the index")
+        self.sorted = np.sort(codes.astype(np.int64) * self.stride + rank.astype(np.int64))
+
+    def _at(self, base: np.ndarray, ts: np.ndarray) -> np.ndarray:
+        """Position in ``sorted`` of the first event of each key (``base``) at or after ``ts``."""
+        needle = base + np.searchsorted(self.times, ts, side="left")
+        order = np.argsort(needle)  # sorted needles: the binary searches share their paths (cache)
+        out = np.empty(needle.size, np.int64)
+        out[order] = np.searchsorted(self.sorted, needle[order], side="left")
+        return out
 
     def count(self, keys: np.ndarray, ts: np.ndarray, window_us: int) -> np.ndarray:
-        pos = np.searchsorted(self.vocab, keys)
-        pos = np.clip(pos, 0, max(self.vocab.size - 1, 0))
-        known = (self.vocab.size > 0) & (self.vocab[pos] == keys) if self.vocab.size else np.zeros(keys.size, bool)
-        base = pos.astype(np.int64) * self.span - self.base
-        hi = np.searchsorted(self.sorted, base + ts, side="left")  # events strictly before t
-        lo = np.searchsorted(self.sorted, base + ts - window_us, side="left")  # ... and at or after t - w
-        return np.where(known, hi - lo, 0)
+        codes = pl.DataFrame({"key": pl.Series(keys, dtype=pl.Utf8)}).join(
+            self.vocab, on="key", how="left", maintain_order="left"
+        )["code"]
+        known = codes.is_not_null().to_numpy()
+        base = codes.fill_null(0).to_numpy().astype(np.int64) * self.stride
+        ts = ts.astype(np.int64)
+        # Events strictly before t, and at or after t - w.
+        return np.where(known, self._at(base, ts) - self._at(base, ts - window_us), 0)
+
+
+class _StreamIndex:
+    """A ``_SortedStreams`` per kind of key (built one kind at a time: the strings of one kind
+    are freed before the next is built); a count goes to the kind its keys' prefix names."""
+
+    def __init__(self, events: pl.DataFrame, items: pl.DataFrame) -> None:
+        self.parts = {prefix: _SortedStreams(frame) for prefix, frame in stream_parts(events, items)}
+
+    def count(self, keys: np.ndarray, ts: np.ndarray, window_us: int) -> np.ndarray:
+        out = np.zeros(keys.size, np.int64)
+        if keys.size == 0:
+            return out
+        first = str(keys[0]).split("|", 1)[0]
+        if first in self.parts and np.char.startswith(keys, first + "|").all():  # one kind: the usual call
+            return self.parts[first].count(keys, ts, window_us)
+        for prefix, part in self.parts.items():
+            mine = np.char.startswith(keys, prefix + "|")
+            if mine.any():
+                out[mine] = part.count(keys[mine], ts[mine], window_us)
+        return out
 
 
 def build_features(queries: pl.DataFrame, events: pl.DataFrame, items: pl.DataFrame | None = None) -> pl.DataFrame:
     """Feature rows for ``queries`` (user_id, item_id, timestamp, surface, position), computed from
     ``events`` with timestamps strictly before each query's own."""
     item_table = item_lookup(items)
-    streams = event_streams(events, item_table)
-    query_ts = queries["timestamp"].dt.epoch("us").to_numpy()
-    index = _SortedStreams(streams, max(WINDOWS.values()) * 1_000_000, query_ts)
-    count: CountFn = index.count
+    count: CountFn = _StreamIndex(events, item_table).count
     return assemble(queries, item_table, count)

@@ -66,9 +66,15 @@ def impression_dataset(
     """Impressions with point-in-time features and what followed them in the same request:
     ``label`` (clicked), ``like``, ``hide`` (0/1) and ``dwell`` (seconds, 0 when none). With
     ``max_impressions``, only the latest ones (their features still count every earlier event)."""
-    impressions = events.filter(pl.col("type") == "impression")
-    if max_impressions is not None and impressions.height > max_impressions:
-        impressions = impressions.sort("timestamp").tail(max_impressions)
+    is_impression = pl.col("type") == "impression"
+    if max_impressions is not None:
+        # The cut-off time first, from one column: a sorted copy of every impression is gigabytes.
+        times = events.filter(is_impression)["timestamp"]
+        if times.len() > max_impressions:
+            is_impression &= pl.col("timestamp") >= times.sort()[times.len() - max_impressions]
+    impressions = events.filter(is_impression)
+    if max_impressions is not None and impressions.height > max_impressions:  # ties at the cut-off
+        impressions = impressions.sort("timestamp", maintain_order=True).tail(max_impressions)
     keys = ["request_id", "item_id"]
     labelled = impressions
     for etype, column in (("click", "label"), ("like", "like"), ("hide", "hide")):

@@ -142,3 +142,33 @@ def test_online_store_prunes_beyond_the_longest_window_and_checks_names(feed):
 
 def test_schema_hash_is_stable():
     assert schema_hash() == schema_hash() and len(schema_hash()) == 16
+
+
+def test_window_counts_over_many_keys_and_a_long_span_match_a_naive_count():
+    """Thousands of keys over a century in microseconds would overflow a (key, microsecond) int64
+    index; the counts must still be exact: events strictly before t and at or after t - w, for
+    calls of one kind of key and of several."""
+    from feedrec.features.offline import _SortedStreams, _StreamIndex
+
+    rng = np.random.default_rng(0)
+    century_us = 100 * 365 * 86_400 * 1_000_000
+    keys = np.array([f"{kind}|k{n:05d}" for kind in ("user", "item") for n in range(1500)])
+    ev_key = rng.choice(keys, 20_000)
+    ev_ts = rng.integers(0, century_us, 20_000)
+    ev_ts[:50] = ev_ts[50:100]  # ties with other events
+    index = _StreamIndex.__new__(_StreamIndex)
+    index.parts = {
+        kind: _SortedStreams(pl.DataFrame({"key": ev_key, "ts": ev_ts}).filter(pl.col("key").str.starts_with(kind)))
+        for kind in ("user", "item")
+    }
+    q_key = np.concatenate([rng.choice(keys, 300), ["user|unknown", "other|k00001"]])
+    q_ts = rng.integers(0, century_us, q_key.size)
+    q_ts[:20] = ev_ts[:20]  # queries at an event's own time: that event does not count
+    window = 30 * 365 * 86_400 * 1_000_000
+    naive = np.array(
+        [((ev_key == k) & (ev_ts < t) & (ev_ts >= t - window)).sum() for k, t in zip(q_key, q_ts, strict=True)]
+    )
+    assert naive.sum() > 0
+    np.testing.assert_array_equal(index.count(q_key, q_ts, window), naive)  # mixed kinds
+    users = np.char.startswith(q_key, "user|")
+    np.testing.assert_array_equal(index.count(q_key[users], q_ts[users], window), naive[users])  # one kind
