@@ -216,8 +216,10 @@ class Recommender(ABC):
         users, inverse = np.unique(user_idx, return_inverse=True)
         out = np.empty(user_idx.size)
         step = max(1, 2_000_000 // max(self.item_ids_.size, 1))
-        for lo in range(0, users.size, step):
-            rows = np.flatnonzero((inverse >= lo) & (inverse < lo + step))
+        by_user = np.argsort(inverse, kind="stable")  # pairs grouped by user: each block is one slice
+        bounds = np.searchsorted(inverse[by_user], np.arange(0, users.size + step, step))
+        for b, lo in enumerate(range(0, users.size, step)):
+            rows = by_user[bounds[b] : bounds[b + 1]]
             block = np.asarray(self._score(users[lo : lo + step]))
             out[rows] = block[inverse[rows] - lo, item_idx[rows]]
         return out

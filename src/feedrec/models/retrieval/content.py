@@ -57,7 +57,35 @@ class ContentRecommender(Recommender):
         self.creator_affinity_ = sp.csr_matrix(sp.diags(1.0 / np.maximum(totals, 1e-12)) @ aff)
 
     def _score(self, user_idx: np.ndarray) -> np.ndarray:
-        topical = (self.profile_[user_idx] @ self.item_topics_.T).toarray()
-        creator = self.creator_affinity_[user_idx].toarray()[:, self.item_creator_]
-        tie_break = 1e-4 * self.item_counts_ / (self.item_counts_.max() + 1.0)
-        return topical + self.creator_weight * creator + tie_break
+        topics_t, by_creator, tie_break = self._scoring_parts()
+        scores = self.profile_[user_idx].toarray().astype(np.float32) @ topics_t  # few topics: dense BLAS
+        # A user follows few creators: the creator term touches only their items.
+        creator = (self.creator_affinity_[user_idx] @ by_creator).tocoo()
+        scores[creator.row, creator.col] += np.float32(self.creator_weight) * creator.data.astype(np.float32)
+        scores += tie_break
+        return scores
+
+    def _score_pairs(self, user_idx: np.ndarray, item_idx: np.ndarray) -> np.ndarray:
+        topics_t, _, tie_break = self._scoring_parts()
+        out = np.empty(user_idx.size)
+        for lo in range(0, user_idx.size, 200_000):  # bounded temporaries for millions of pairs
+            u, i = user_idx[lo : lo + 200_000], item_idx[lo : lo + 200_000]
+            topical = np.einsum("ij,ji->i", self.profile_[u].toarray().astype(np.float32), topics_t[:, i])
+            creator = np.asarray(self.creator_affinity_[u, self.item_creator_[i]], np.float32).ravel()
+            out[lo : lo + u.size] = topical + np.float32(self.creator_weight) * creator + tie_break[i]
+        return out
+
+    def _scoring_parts(self) -> tuple[np.ndarray, sp.csr_matrix, np.ndarray]:
+        """(n_topics, n_items) item topics, (n_creators, n_items) creator indicators and the
+        (n_items,) popularity tie-break, float32; built once per fitted or loaded state."""
+        cached = self.__dict__.get("_parts")
+        if cached is None or cached[0] is not self.item_topics_:
+            n_items = self.item_creator_.size
+            by_creator = sp.csr_matrix(
+                (np.ones(n_items), (self.item_creator_, np.arange(n_items))),
+                shape=(self.creator_affinity_.shape[1], n_items),
+            )
+            tie_break = (1e-4 * self.item_counts_ / (self.item_counts_.max() + 1.0)).astype(np.float32)
+            cached = (self.item_topics_, self.item_topics_.T.toarray().astype(np.float32), by_creator, tie_break)
+            self.__dict__["_parts"] = cached
+        return cached[1], cached[2], cached[3]
