@@ -6,6 +6,7 @@ ids the world uses (strings) and the row/column numbers of matrices.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -142,6 +143,14 @@ class Interactions:
         mask = np.zeros(len(self), bool)
         mask[order] = pos >= n_user - n_latest
         return mask
+
+    def fingerprint(self) -> str:
+        """A digest of the content (rows, in order, and both id lists): equal for equal data."""
+        digest = hashlib.blake2b(digest_size=16)
+        for array in (self.user_idx, self.item_idx, self.timestamps, self.weights, self.users.ids, self.items.ids):
+            digest.update(str((array.dtype, array.shape)).encode())
+            digest.update(np.ascontiguousarray(array).tobytes())
+        return digest.hexdigest()
 
     def subset(self, mask: np.ndarray) -> Interactions:
         """The rows in ``mask``, re-encoded; the item catalogue stays whole (items may lose all rows)."""

@@ -4,6 +4,7 @@ import numpy as np
 import pyarrow as pa
 
 from feedrec.data.side import SideInfo
+from feedrec.models.base import Recommender
 from feedrec.models.retrieval.candidates import CandidateRecommender
 from feedrec.models.retrieval.content import ContentRecommender
 from feedrec.models.retrieval.covisit import CovisitRecommender
@@ -88,6 +89,19 @@ def test_a_candidate_set_whose_every_candidate_is_hidden_is_empty_not_an_error()
     assert (model.recommend(["u0"], k=3)[0] == "").all()
 
 
+def _count_lists(source: Recommender) -> dict[str, int]:
+    """Counts the source's ``recommend_indices`` calls from now on, in the returned dict's "n"."""
+    calls = {"n": 0}
+    original = source.recommend_indices
+
+    def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        return original(*args, **kwargs)
+
+    source.recommend_indices = counted  # type: ignore[method-assign]
+    return calls
+
+
 def test_reusing_source_lists_changes_no_result_and_asks_each_source_once():
     """Tuning re-weights the fusion many times over the same users; inside the block each source
     is asked once, and every fused result is what a fresh computation gives."""
@@ -98,14 +112,7 @@ def test_reusing_source_lists_changes_no_result_and_asks_each_source_once():
         quotas={"popularity": 20, "covisit": 20},
     ).fit(inter, side)
     users = inter.users.ids[:15]
-    calls = {"n": 0}
-    original = model.sources_["covisit"].recommend_indices
-
-    def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
-        calls["n"] += 1
-        return original(*args, **kwargs)
-
-    model.sources_["covisit"].recommend_indices = counted  # type: ignore[method-assign]
+    calls = _count_lists(model.sources_["covisit"])
     want = []
     for weights in ({"covisit": 1.0}, {"covisit": 0.1}, {"covisit": 3.0}):
         model.weights = weights
@@ -117,3 +124,40 @@ def test_reusing_source_lists_changes_no_result_and_asks_each_source_once():
             np.testing.assert_array_equal(model.recommend(users, k=10)[0], expected)
     assert calls["n"] == 4  # once for the whole block
     assert "_memo" not in model.__dict__  # nothing is kept after it
+
+
+def test_reusing_fits_refits_nothing_for_equal_data_and_gives_the_same_candidates():
+    """A training run fits the candidate sources on the same split more than once (tuning, then the
+    pipeline): inside ``reusing_fits`` the second fit on equal data (a separately built copy) reuses
+    the first, lists included; other data or other sources get a fit of their own."""
+    from feedrec.data.interactions import Interactions
+    from feedrec.models.retrieval.candidates import reusing_fits
+
+    inter, side = make_interactions(), make_side()
+    spec = lambda k: {"class": f"{k.__module__}.{k.__qualname__}"}  # noqa: E731
+    params = {
+        "sources": {"popularity": spec(PopularityRecommender), "covisit": spec(CovisitRecommender)},
+        "quotas": {"popularity": 20, "covisit": 20},
+    }
+    users = inter.users.ids[:15]
+    reference = CandidateRecommender(**params, weights={"covisit": 0.5}).fit(inter, side).candidate_set(users, 30)
+    copy = Interactions.from_arrays(
+        inter.users.ids[inter.user_idx], inter.items.ids[inter.item_idx], inter.timestamps, inter.weights
+    )
+    fewer = inter.subset(inter.user_idx != 0)
+    with reusing_fits():
+        first = CandidateRecommender(**params).fit(inter, side)
+        first.candidate_set(users, 30)
+        calls = _count_lists(first.sources_["covisit"])
+        again = CandidateRecommender(**params, weights={"covisit": 0.5}).fit(copy, side)
+        assert again.sources_ is first.sources_  # no refit ...
+        got = again.candidate_set(users, 30)
+        assert calls["n"] == 0  # ... and the lists the first fit returned for these users are reused
+        other_data = CandidateRecommender(**params).fit(fewer, side)
+        other_sources = CandidateRecommender(**{**params, "quotas": {"popularity": 20}}).fit(inter, side)
+        assert other_data.sources_ is not first.sources_ and other_sources.sources_ is not first.sources_
+    for name in ("row", "item", "rrf", "rank", "score"):  # what a fresh fit with the same weights gives
+        np.testing.assert_array_equal(getattr(got, name), getattr(reference, name))
+    assert "_memo" not in again.__dict__ and "_memo" not in first.__dict__  # nothing memoized after the block
+    outside = CandidateRecommender(**params).fit(copy, side)
+    assert outside.sources_ is not first.sources_

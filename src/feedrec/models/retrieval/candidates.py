@@ -10,9 +10,11 @@ it highest.
 from __future__ import annotations
 
 import importlib
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,38 @@ from feedrec.data.side import SideInfo
 from feedrec.models.base import PAD_ID, NotFittedError, Recommender, top_k
 from feedrec.models.retrieval.fresh import FreshRecommender
 from feedrec.models.retrieval.trending import TrendingRecommender
+
+
+@dataclass
+class _Fits:
+    """What ``reusing_fits`` keeps: (sources, interactions, side) -> (the fitted sources, hidden
+    pairs, the memo of their lists, the side information itself, so that its id stays its own),
+    and the models that share a memo (released at the end)."""
+
+    fits: dict[tuple[str, str, int], tuple[dict[str, Recommender], np.ndarray, dict[Any, Any], object]] = field(
+        default_factory=dict
+    )
+    sharing: list[CandidateRecommender] = field(default_factory=list)
+
+
+_FITS: ContextVar[_Fits | None] = ContextVar("feedrec_candidate_fits", default=None)
+
+
+@contextmanager
+def reusing_fits() -> Iterator[None]:
+    """Within the block, fitting a CandidateRecommender with the same sources on interactions and
+    side information it was already fitted on reuses that fit, and the lists its sources already
+    returned for the same users: a training run fits the same split more than once (tuning, then
+    the pipeline), and each fit of the sources costs minutes at scale. The fits are kept until
+    the block ends; after it, the models fitted inside it stop memoizing lists."""
+    cache = _Fits()
+    token = _FITS.set(cache)
+    try:
+        yield
+    finally:
+        _FITS.reset(token)
+        for model in cache.sharing:
+            model.__dict__.pop("_memo", None)
 
 
 @dataclass
@@ -87,6 +121,16 @@ class CandidateRecommender(Recommender):
         return model
 
     def _fit(self, interactions: Interactions, side: SideInfo | None = None) -> None:
+        cache = _FITS.get()
+        key = None
+        if cache is not None:
+            spec = json.dumps({name: self.sources[name] for name in self.quotas}, sort_keys=True, default=str)
+            key = (spec, interactions.fingerprint(), id(side))
+            if key in cache.fits:
+                self.sources_, self.hidden_, memo, _ = cache.fits[key]
+                self.__dict__["_memo"] = memo
+                cache.sharing.append(self)
+                return
         self.sources_ = {name: self._make(self.sources[name]).fit(interactions, side) for name in self.quotas}
         hidden = np.empty(0, np.int64)
         if side is not None and side.hidden is not None and side.hidden.num_rows:
@@ -95,6 +139,9 @@ class CandidateRecommender(Recommender):
             ok = (hu >= 0) & (hi >= 0)
             hidden = np.unique(hu[ok] * interactions.n_items + hi[ok])
         self.hidden_ = hidden
+        if cache is not None and key is not None:
+            self.__dict__["_memo"] = cache.fits.setdefault(key, (self.sources_, self.hidden_, {}, side))[2]
+            cache.sharing.append(self)
 
     def _score(self, user_idx: np.ndarray) -> np.ndarray:
         raise NotImplementedError("the candidate set is a merge of ranked lists, not a dense score")
@@ -160,6 +207,9 @@ class CandidateRecommender(Recommender):
     def reusing_source_lists(self) -> Iterator[None]:
         """Within the block, each source's list for the same users is computed once and reused:
         re-weighting the fusion (tuning) changes nothing a source returns. Quotas must not change."""
+        if "_memo" in self.__dict__:  # already reusing (a fit made inside ``reusing_fits``)
+            yield
+            return
         self.__dict__["_memo"] = {}
         try:
             yield
