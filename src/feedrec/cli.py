@@ -349,6 +349,7 @@ def train_cmd(
                     "reason": result.reason,
                     "bundle": result.bundle,
                     "metrics": m.metrics,
+                    "seconds": result.seconds,
                 }
             )
         )
@@ -364,6 +365,7 @@ def train_cmd(
     verdict = "[green]promoted to production[/]" if result.promoted else "[yellow]not promoted[/]"
     out.print(f"{verdict}: {result.reason}")
     out.print(f"report: {result.bundle}/report.html")
+    out.print("time per stage: " + ", ".join(f"{stage} {sec:.0f} s" for stage, sec in result.seconds.items()))
 
 
 models_app = typer.Typer(help="The model registry: list, show, promote, roll back bundles.", no_args_is_help=True)

@@ -170,6 +170,9 @@ def test_train_registers_gates_and_rolls_back(tmp_path: Path):
     result = json.loads(first.stdout)
     assert result["version"] == "v0001" and result["promoted"]
     assert {"valid", "test", "ranker"} <= set(result["metrics"])
+    stages = result["seconds"]  # wall time per stage, in the order they ran
+    assert list(stages)[:2] == ["load events", "split"] and list(stages)[-1] == "register the bundle"
+    assert all(seconds >= 0 for seconds in stages.values()) and sum(stages.values()) > 0
     bundle = tmp_path / "ws" / "registry" / "bundles" / "v0001"
     assert (bundle / "report.html").read_text().count(
         "data:image/png"

@@ -10,8 +10,10 @@ losing AUC or calibration).
 
 from __future__ import annotations
 
+import resource
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import polars as pl
@@ -19,8 +21,10 @@ import polars as pl
 from feedrec.config import FeedrecConfig
 from feedrec.data.side import SideInfo
 from feedrec.data.store import LocalEventStore
+from feedrec.logs import get_logger
 from feedrec.models import build_model
 from feedrec.models.base import Recommender
+from feedrec.models.retrieval.candidates import reusing_fits
 from feedrec.offline.jobs import load_store_side
 from feedrec.offline.protocol import (
     dedupe_earliest,
@@ -34,6 +38,9 @@ from feedrec.offline.report import render_report
 from feedrec.offline.split import chronological_split
 from feedrec.offline.tuning import tune
 from feedrec.registry import GatePolicy, LocalRegistry, Manifest, build_manifest, gate_decision
+from feedrec.schemas import EVENT_SCHEMA
+
+log = get_logger("train")
 
 
 @dataclass
@@ -42,6 +49,31 @@ class TrainResult:
     promoted: bool
     reason: str
     bundle: str
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time per stage, in order
+
+
+@dataclass
+class _StageClock:
+    """Passes each stage on to ``report``, logs it, and times it (until the next one starts)."""
+
+    report: Callable[[str], None]
+    seconds: dict[str, float] = field(default_factory=dict)
+    _current: tuple[str, float] | None = None
+
+    def start(self, stage: str) -> None:
+        self.stop()
+        log.info("train stage", extra={"fields": {"stage": stage}})
+        self._current = (stage, time.perf_counter())
+        self.report(stage)
+
+    def stop(self) -> None:
+        if self._current is not None:
+            stage, began = self._current
+            self.seconds[stage] = round(self.seconds.get(stage, 0.0) + time.perf_counter() - began, 1)
+            peak_gib = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)  # KiB on Linux
+            fields = {"stage": stage, "seconds": self.seconds[stage], "peak_rss_gib_so_far": peak_gib}
+            log.info("train stage done", extra={"fields": fields})
+            self._current = None
 
 
 def _fit_and_score(
@@ -65,9 +97,12 @@ def train(
     policy: GatePolicy | None = None,
     on_stage: Callable[[str], None] = lambda _: None,
 ) -> TrainResult:
+    clock = _StageClock(on_stage)
+    on_stage = clock.start
     on_stage("load events")
     # One scan: impressions feed the ranker, the positive types feed retrieval.
-    all_events = pl.DataFrame(pl.from_arrow(LocalEventStore(cfg.workspace).scan()))
+    columns = [c for c in EVENT_SCHEMA.names if c != "event_id"]
+    all_events = pl.DataFrame(pl.from_arrow(LocalEventStore(cfg.workspace).scan(columns=columns)))
     events = all_events.filter(pl.col("type").is_in([t.value for t in cfg.eval.positive_types]))
     side = load_store_side(cfg.workspace)
     if events.height == 0:
@@ -80,6 +115,53 @@ def train(
 
     registry = LocalRegistry(cfg.workspace / "registry")
     version = registry.next_version()
+    # Tuning fits the candidate sources on the training part, and so does the pipeline's fit scored on
+    # validation (for serving, after its ranker's stage 1): the second reuses the first, lists included.
+    # The fits are released when the block ends, before the impression ranker builds its features.
+    with reusing_fits():
+        tuned = _tune(cfg, events, side, version, on_stage)
+        on_stage(f"fit {model_name} on train, score on validation")
+        _, valid_metrics = _fit_and_score(model_name, train_part, valid, side, cfg)
+        on_stage(f"refit {model_name} on train + validation, score on test")
+        model, test_metrics = _fit_and_score(model_name, rest, test, side, cfg)
+
+    ranker: RankerReport | None = None
+    if all_events.filter(pl.col("type") == "impression").height > 1000:
+        on_stage("impression ranker")
+        items = pl.DataFrame(pl.from_arrow(side.items)) if side.items is not None else None
+        ranker = evaluate_rankers(
+            all_events, items, threads=cfg.threads, max_impressions=cfg.train.ranker_max_impressions
+        )
+
+    on_stage("register the bundle")
+    manifest = build_manifest(
+        version,
+        model_name,
+        df,
+        cfg,
+        {"valid": valid_metrics, "test": test_metrics}
+        | ({"ranker": ranker.models["lightgbm_calibrated"]} if ranker else {}),
+        extra_params={"tuning": tuned},
+    )
+    decision = gate_decision(manifest, registry.production(), policy or GatePolicy(metric=f"ndcg@{cfg.eval.k}"))
+    manifest.gate = decision
+    registry.register(model, manifest, render_report(manifest, ranker))
+    if decision["promote"]:
+        registry.promote(manifest.version, reason=decision["reason"])
+    clock.stop()
+    return TrainResult(
+        manifest,
+        bool(decision["promote"]),
+        str(decision["reason"]),
+        str(registry.bundles / manifest.version),
+        clock.seconds,
+    )
+
+
+def _tune(
+    cfg: FeedrecConfig, events: pl.DataFrame, side: SideInfo, version: str, on_stage: Callable[[str], None]
+) -> dict[str, dict[str, Any]]:
+    """Tune each model in ``train.tune`` (validation only) and put the best parameters into ``cfg``."""
     tuned: dict[str, dict[str, Any]] = {}
     for name in cfg.train.tune:
         on_stage(f"tune {name} (validation only, {cfg.train.tune_trials} trials or {cfg.train.tune_timeout_s:.0f} s)")
@@ -105,35 +187,4 @@ def train(
             "defaults": result.default_value,
             "trials": result.n_trials,
         }
-
-    on_stage(f"fit {model_name} on train, score on validation")
-    _, valid_metrics = _fit_and_score(model_name, train_part, valid, side, cfg)
-    on_stage(f"refit {model_name} on train + validation, score on test")
-    model, test_metrics = _fit_and_score(model_name, rest, test, side, cfg)
-
-    ranker: RankerReport | None = None
-    if all_events.filter(pl.col("type") == "impression").height > 1000:
-        on_stage("impression ranker")
-        items = pl.DataFrame(pl.from_arrow(side.items)) if side.items is not None else None
-        ranker = evaluate_rankers(
-            all_events, items, threads=cfg.threads, max_impressions=cfg.train.ranker_max_impressions
-        )
-
-    on_stage("register the bundle")
-    manifest = build_manifest(
-        version,
-        model_name,
-        df,
-        cfg,
-        {"valid": valid_metrics, "test": test_metrics}
-        | ({"ranker": ranker.models["lightgbm_calibrated"]} if ranker else {}),
-        extra_params={"tuning": tuned},
-    )
-    decision = gate_decision(manifest, registry.production(), policy or GatePolicy(metric=f"ndcg@{cfg.eval.k}"))
-    manifest.gate = decision
-    registry.register(model, manifest, render_report(manifest, ranker))
-    if decision["promote"]:
-        registry.promote(manifest.version, reason=decision["reason"])
-    return TrainResult(
-        manifest, bool(decision["promote"]), str(decision["reason"]), str(registry.bundles / manifest.version)
-    )
+    return tuned
