@@ -31,16 +31,18 @@ SCALE = {
     "eval.max_test_users": "20000",  # metrics on a fixed sample of test users
     "train.tune_trials": "8",
     "train.tune_timeout_s": "240",
-    "models.two_tower.epochs": "1",  # one pass: each of the five source fits costs minutes here
+    "models.two_tower.epochs": "1",  # one pass (about a minute): the sources are fitted four times
     "models.two_tower.batch_size": "1024",
     "train.ranker_max_impressions": "2000000",
 }
 
+# Runs the command in argv[2:], then writes "exit code, wall seconds, peak RSS in KiB" to argv[1].
 MEASURE = """
-import resource, subprocess, sys, time
+import pathlib, resource, subprocess, sys, time
 start = time.perf_counter()
-code = subprocess.run(sys.argv[1:]).returncode
-print(f"{code} {time.perf_counter() - start:.1f} {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}", file=sys.stderr)
+code = subprocess.run(sys.argv[2:]).returncode
+peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+pathlib.Path(sys.argv[1]).write_text(f"{code} {time.perf_counter() - start:.1f} {peak}")
 sys.exit(code)
 """
 
@@ -89,14 +91,24 @@ def main() -> int:
     shutil.rmtree(store / "registry", ignore_errors=True)
     shutil.rmtree(store / "tuning", ignore_errors=True)
     overrides = [arg for key, value in SCALE.items() for arg in ("--set", f"{key}={value}")]
-    run = subprocess.run(
-        [sys.executable, "-c", MEASURE, *feedrec("train", "-w", str(store), *overrides, "--json")],
-        capture_output=True,
-        text=True,
-    )
-    code, seconds, peak_kib = run.stderr.strip().splitlines()[-1].split()
+    measured, train_log = ws / "measured.txt", ws / "train.log"
+    print(f"feedrec train: its log (a line per stage) goes to {train_log}", file=sys.stderr)
+    with train_log.open("w") as log:
+        run = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                MEASURE,
+                str(measured),
+                *feedrec("--log-level", "info", "train", "-w", str(store), *overrides, "--json"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+        )
+    code, seconds, peak_kib = measured.read_text().split()
     if int(code) != 0:
-        print(run.stderr, file=sys.stderr)
+        print(train_log.read_text()[-5000:], file=sys.stderr)
         return 1
     trained = json.loads(run.stdout)
     result = {
@@ -107,6 +119,7 @@ def main() -> int:
         "train_seconds": float(seconds),
         "peak_rss_gib": round(int(peak_kib) / 2**20, 2),
         "settings": SCALE,
+        "stage_seconds": trained["seconds"],
         "metrics": trained["metrics"],
         "version": trained["version"],
     }
