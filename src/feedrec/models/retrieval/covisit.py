@@ -81,7 +81,9 @@ class CovisitRecommender(Recommender):
     def _score(self, user_idx: np.ndarray) -> np.ndarray:
         scores = (self.history_[user_idx] @ self.covisit_).toarray()
         # Items with no co-visitation evidence still rank, by popularity, below every covisited one.
+        # Per user (a score must not depend on which other users share the batch): a thousandth of
+        # the user's smallest co-visitation score.
         tie_break = self.item_counts_ / (self.item_counts_.max() + 1.0)
-        nz = scores[scores > 0]
-        scale = (nz.min() if nz.size else 1.0) * 1e-3
-        return scores + scale * tie_break
+        smallest = np.where(scores > 0, scores, np.inf).min(axis=1, initial=np.inf)
+        scale = np.where(np.isfinite(smallest), smallest, 1.0) * 1e-3
+        return scores + scale[:, None] * tie_break[None, :]
