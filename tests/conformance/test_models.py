@@ -198,3 +198,23 @@ def test_pair_scores_match_the_dense_scores(make, data):
     rng = np.random.default_rng(0)
     u, i = rng.integers(0, model.user_ids_.size, 500), rng.integers(0, model.item_ids_.size, 500)
     np.testing.assert_allclose(model._score_pairs(u, i), dense[u, i], rtol=1e-5, atol=1e-7)
+
+
+def test_recommending_many_users_in_blocks_changes_nothing(make, data, monkeypatch):
+    """Evaluations and batch jobs recommend for many users a block at a time (memory stays bounded);
+    the result must be what one pass over every user gives."""
+    import feedrec.models.feed as feed_module
+    import feedrec.models.retrieval.candidates as candidates_module
+
+    model = data.fit(make())
+    users = data.users.ids
+    whole_ids, whole_scores = model.recommend(users, k=7)
+    table = model.candidate_table(users, 30) if isinstance(model, CandidateRecommender) else None
+    monkeypatch.setattr(candidates_module, "USER_BLOCK", 6)
+    monkeypatch.setattr(feed_module, "USER_BLOCK", 6)
+    assert len(candidates_module.user_blocks(users.size)) > 1
+    ids, scores = model.recommend(users, k=7)
+    np.testing.assert_array_equal(ids, whole_ids)
+    np.testing.assert_allclose(scores, whole_scores, rtol=1e-6)
+    if table is not None:  # the ranker's training candidates, likewise
+        assert model.candidate_table(users, 30).equals(table)

@@ -27,7 +27,7 @@ from feedrec.models.base import PAD_ID, NotFittedError, Recommender
 from feedrec.models.ranking.base import RankingSet
 from feedrec.models.ranking.gbdt import GBDTRanker
 from feedrec.models.rerank import BusinessRules, ItemCatalog, ReRanker
-from feedrec.models.retrieval.candidates import CandidateRecommender, CandidateSet
+from feedrec.models.retrieval.candidates import USER_BLOCK, CandidateRecommender, CandidateSet, user_blocks
 
 
 class FeedRecommender(Recommender):
@@ -196,8 +196,15 @@ class FeedRecommender(Recommender):
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(item_ids (n, k), scores (n, k), the candidate source of each item (n, k); "rule" for a pin)."""
         users = np.atleast_1d(np.asarray(user_ids).astype(str))
-        candidates = self.retrieve(users, k, exclude_seen=exclude_seen)
-        return self.arrange(users.size, candidates, self.rank(users, candidates), k)
+        if users.size <= USER_BLOCK:
+            candidates = self.retrieve(users, k, exclude_seen=exclude_seen)
+            return self.arrange(users.size, candidates, self.rank(users, candidates), k)
+        # Many users (an evaluation, a batch job): a block at a time, so candidates x features stay bounded.
+        parts = [
+            self.recommend_with_sources(users[block], k, exclude_seen=exclude_seen) for block in user_blocks(users.size)
+        ]
+        ids, scores, sources = (np.concatenate(column) for column in zip(*parts, strict=True))
+        return ids, scores, sources
 
     # The three serving stages, callable one by one so that a server can time and budget each.
     def retrieve(self, users: np.ndarray, k: int = 10, *, exclude_seen: bool = True) -> CandidateSet:

@@ -10,6 +10,7 @@ losing AUC or calibration).
 
 from __future__ import annotations
 
+import gc
 import resource
 import time
 from collections.abc import Callable
@@ -125,6 +126,8 @@ def train(
         on_stage(f"refit {model_name} on train + validation, score on test")
         model, test_metrics = _fit_and_score(model_name, rest, test, side, cfg)
 
+    del events, rest, train_part, valid, test  # the retrieval stages' frames: the ranker needs the memory
+    gc.collect()
     ranker: RankerReport | None = None
     if all_events.filter(pl.col("type") == "impression").height > 1000:
         on_stage("impression ranker")

@@ -27,6 +27,14 @@ from feedrec.models.base import PAD_ID, NotFittedError, Recommender, top_k
 from feedrec.models.retrieval.fresh import FreshRecommender
 from feedrec.models.retrieval.trending import TrendingRecommender
 
+USER_BLOCK = 2048  # users per candidate set when recommending for many: memory stays bounded
+
+
+def user_blocks(n_users: int) -> list[slice]:
+    """Consecutive blocks of at most ``USER_BLOCK`` users. Every batch path cuts the same way, so
+    the lists one memoized (``reusing_fits``, ``reusing_source_lists``) serve the others."""
+    return [slice(lo, min(lo + USER_BLOCK, n_users)) for lo in range(0, n_users, USER_BLOCK)]
+
 
 @dataclass
 class _Fits:
@@ -221,31 +229,37 @@ class CandidateRecommender(Recommender):
         ``user_ids``), ``item``, ``rrf`` (fused score), ``pos`` (fused rank), ``source`` (the source
         that ranked it highest), and per source ``rank_<name>`` / ``score_<name>`` (null when that
         source did not propose it). The ranking stage's training reads its features from here."""
-        c = self.candidate_set(user_ids, k, exclude_seen=exclude_seen)
-        columns: dict[str, object] = {
-            "row": c.row,
-            "item": self.item_ids_[c.item],
-            "rrf": c.rrf,
-            "source": np.asarray(c.names)[c.source] if c.names else np.empty(0, str),
-            "pos": c.pos,
-        }
-        for s, name in enumerate(c.names):
-            columns[f"rank_{name}"] = pl.Series(c.rank[:, s], nan_to_null=True)
-            columns[f"score_{name}"] = pl.Series(c.score[:, s], nan_to_null=True)
-        return pl.DataFrame(columns).with_columns(pl.col("pos").cast(pl.Int64), pl.col("row").cast(pl.Int64))
+        users = np.atleast_1d(np.asarray(user_ids).astype(str))
+        frames = []
+        for block in user_blocks(users.size) or [slice(0, 0)]:  # a block at a time: bounded memory
+            c = self.candidate_set(users[block], k, exclude_seen=exclude_seen)
+            columns: dict[str, object] = {
+                "row": block.start + c.row,
+                "item": self.item_ids_[c.item],
+                "rrf": c.rrf,
+                "source": np.asarray(c.names)[c.source] if c.names else np.empty(0, str),
+                "pos": c.pos,
+            }
+            for s, name in enumerate(c.names):
+                columns[f"rank_{name}"] = pl.Series(c.rank[:, s], nan_to_null=True)
+                columns[f"score_{name}"] = pl.Series(c.score[:, s], nan_to_null=True)
+            frames.append(pl.DataFrame(columns))
+        return pl.concat(frames).with_columns(pl.col("pos").cast(pl.Int64), pl.col("row").cast(pl.Int64))
 
     def recommend_with_sources(
         self, user_ids: np.ndarray | list[str], k: int = 10, *, exclude_seen: bool = True
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(item_ids (n, k), fused scores (n, k), source of each candidate (n, k))."""
         users = np.atleast_1d(np.asarray(user_ids).astype(str))
-        c = self.candidate_set(users, k, exclude_seen=exclude_seen)
         out_ids = np.full((users.size, k), PAD_ID, dtype=object)
         out_scores = np.full((users.size, k), np.nan, np.float32)
         out_src = np.full((users.size, k), "", dtype=object)
-        out_ids[c.row, c.pos] = self.item_ids_[c.item]
-        out_scores[c.row, c.pos] = c.rrf
-        out_src[c.row, c.pos] = np.asarray(c.names, dtype=object)[c.source]
+        for block in user_blocks(users.size):
+            c = self.candidate_set(users[block], k, exclude_seen=exclude_seen)
+            rows = block.start + c.row
+            out_ids[rows, c.pos] = self.item_ids_[c.item]
+            out_scores[rows, c.pos] = c.rrf
+            out_src[rows, c.pos] = np.asarray(c.names, dtype=object)[c.source]
         return out_ids.astype(str), out_scores, out_src.astype(str)
 
     def recommend(
