@@ -69,7 +69,7 @@ def impression_dataset(
     is_impression = pl.col("type") == "impression"
     if max_impressions is not None:
         # The cut-off time first, from one column: a sorted copy of every impression is gigabytes.
-        times = events.filter(is_impression)["timestamp"]
+        times = events.select(pl.col("timestamp").filter(is_impression)).to_series()
         if times.len() > max_impressions:
             is_impression &= pl.col("timestamp") >= times.sort()[times.len() - max_impressions]
     impressions = events.filter(is_impression)
