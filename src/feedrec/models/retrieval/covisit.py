@@ -84,6 +84,6 @@ class CovisitRecommender(Recommender):
         # Per user (a score must not depend on which other users share the batch): a thousandth of
         # the user's smallest co-visitation score.
         tie_break = self.item_counts_ / (self.item_counts_.max() + 1.0)
-        smallest = np.where(scores > 0, scores, np.inf).min(axis=1, initial=np.inf)
+        smallest = np.min(scores, axis=1, where=scores > 0, initial=np.inf)
         scale = np.where(np.isfinite(smallest), smallest, 1.0) * 1e-3
         return scores + scale[:, None] * tie_break[None, :]
