@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -500,9 +499,7 @@ def serve(
     ] = None,
 ) -> None:
     """Serve feeds from the production bundle (FastAPI + uvicorn); docs at /docs."""
-    import uvicorn
-
-    from feedrec.online.api import create_app
+    from feedrec.online.server import run_server
     from feedrec.online.settings import ServeSettings
 
     given = {"workspace": workspace, "host": host, "port": port, "workers": workers}
@@ -512,19 +509,7 @@ def serve(
         f"serving {settings.workspace} on http://{settings.host}:{settings.port} with {settings.workers} "
         f"worker(s) (docs: /docs)"
     )
-    if settings.workers == 1:
-        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
-        return
-    for key, value in overrides.items():  # worker processes build their settings from the environment
-        os.environ[f"FEEDREC_{key.upper()}"] = str(value)
-    uvicorn.run(
-        "feedrec.online.api:create_app_from_env",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        log_level="warning",
-    )
+    run_server(settings, overrides)
 
 
 @app.command("recommend-batch")
@@ -711,10 +696,8 @@ def demo(
 
 def _serve_demo(workspace: Path, version: str, port: int) -> None:
     """The demo's last step: serve the bundle it just registered, and say how to call it."""
-    import uvicorn
-
     from feedrec.data.store import LocalEventStore
-    from feedrec.online.api import create_app
+    from feedrec.online.server import run_server
     from feedrec.online.settings import ServeSettings
 
     settings = ServeSettings(workspace=workspace, port=port)
@@ -729,7 +712,7 @@ def _serve_demo(workspace: Path, version: str, port: int) -> None:
     )
     out.print(f"  docs:    {base}/docs    metrics: {base}/metrics")
     sys.stdout.flush()
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
+    run_server(settings)
 
 
 def run() -> None:  # pragma: no cover - console entry

@@ -10,11 +10,14 @@ a stack (promotions push, rollbacks pop) tells a rollback where to return.
 from __future__ import annotations
 
 import builtins
+import fcntl
 import json
 import os
 import shutil
 import subprocess
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -106,10 +109,10 @@ class ModelRegistry(ABC):
     def production(self) -> Manifest | None: ...
 
     @abstractmethod
-    def promote(self, version: str, *, reason: str = "manual") -> Manifest: ...
+    def promote(self, version: str, *, reason: str = "manual", key: str | None = None) -> Manifest: ...
 
     @abstractmethod
-    def rollback(self) -> Manifest: ...
+    def rollback(self, *, key: str | None = None) -> Manifest: ...
 
     @abstractmethod
     def load_model(self, version: str | None = None) -> Recommender: ...
@@ -167,34 +170,83 @@ class LocalRegistry(ModelRegistry):
             return None
         return self.get(json.loads(path.read_text())["version"])
 
-    def _set_production(self, version: str, action: str, reason: str) -> None:
+    @contextmanager
+    def _lock(self) -> Iterator[None]:
+        """Promotions and rollbacks by any process take effect one at a time, in history order."""
+        with (self.root / ".lock").open("a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def history(self) -> builtins.list[dict[str, Any]]:
+        """Every change of production, in the order it took effect (``seq`` counts from 1)."""
+        path = self.root / "history.jsonl"
+        if not path.exists():
+            return []
+        entries = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        for n, entry in enumerate(entries, start=1):
+            entry.setdefault("seq", n)
+        return entries
+
+    def _set_production(self, version: str, action: str, reason: str, key: str | None) -> None:
         self._write_json(self.root / "production.json", {"version": version})
-        entry = {"time": datetime.now(UTC).isoformat(), "action": action, "version": version, "reason": reason}
+        entry: dict[str, Any] = {
+            "seq": len(self.history()) + 1,
+            "time": datetime.now(UTC).isoformat(),
+            "action": action,
+            "version": version,
+            "reason": reason,
+        }
+        if key is not None:
+            entry["key"] = key
         with (self.root / "history.jsonl").open("a") as fh:
             fh.write(json.dumps(entry) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
 
-    def promote(self, version: str, *, reason: str = "manual") -> Manifest:
+    def _done_before(self, key: str | None, action: str) -> dict[str, Any] | None:
+        if key is None:
+            return None
+        for entry in self.history():
+            if entry.get("key") == key:
+                if entry["action"] != action:
+                    raise RegistryError(f"idempotency key {key!r} was used for a {entry['action']} already")
+                return entry
+        return None
+
+    def promote(self, version: str, *, reason: str = "manual", key: str | None = None) -> Manifest:
+        """Make ``version`` production; promoting the production bundle again changes nothing. With
+        ``key`` (an idempotency key), a repeat of a request that took effect already changes nothing."""
         manifest = self.get(version)
-        self._set_production(version, "promote", reason)
+        with self._lock():
+            current = self.production()
+            already = current is not None and current.version == version
+            if not already and self._done_before(key, "promote") is None:
+                self._set_production(version, "promote", reason, key)
         return manifest
 
     def _served_stack(self) -> builtins.list[str]:
         """Versions in production order, replaying promotions (push) and rollbacks (pop)."""
-        history = self.root / "history.jsonl"
         stack: builtins.list[str] = []
-        for line in history.read_text().splitlines() if history.exists() else []:
-            entry = json.loads(line)
+        for entry in self.history():
             if entry["action"] == "promote":
                 stack.append(entry["version"])
             elif stack:
                 stack.pop()
         return stack
 
-    def rollback(self) -> Manifest:
-        stack = self._served_stack()
-        if len(stack) < 2:
-            raise RegistryError("nothing to roll back to: no bundle was in production before the current one")
-        self._set_production(stack[-2], "rollback", f"rolled back from {stack[-1]}")
+    def rollback(self, *, key: str | None = None) -> Manifest:
+        """Go back to the bundle that was production before the current one (``key``: as for promote)."""
+        with self._lock():
+            done = self._done_before(key, "rollback")
+            if done is not None:
+                return self.get(done["version"])
+            stack = self._served_stack()
+            if len(stack) < 2:
+                raise RegistryError("nothing to roll back to: no bundle was in production before the current one")
+            self._set_production(stack[-2], "rollback", f"rolled back from {stack[-1]}", key)
         return self.get(stack[-2])
 
     def load_model(self, version: str | None = None) -> Recommender:

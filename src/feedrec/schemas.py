@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt
 
 
 class EventType(StrEnum):
@@ -37,20 +37,39 @@ POSITIVE_EVENT_TYPES: tuple[EventType, ...] = (
 )
 
 
+#: The largest value a stored ``position`` (int32) can hold.
+MAX_POSITION = 2**31 - 1
+#: Ids, surfaces and request ids are short texts; longer ones are refused rather than stored.
+MAX_ID_LENGTH = 256
+
+
+def _iso_text(value: Any) -> Any:
+    """An event's time is ISO-8601 text (or a datetime, from Python): a bare number is ambiguous
+    (seconds? milliseconds?) and is refused rather than guessed."""
+    if isinstance(value, bool | int | float):
+        raise ValueError("give the timestamp as ISO-8601 text, such as 2024-01-05T12:00:00Z")
+    return value
+
+
 class Event(BaseModel):
-    """One interaction between a user and an item."""
+    """One interaction between a user and an item (what ``POST /v1/events`` takes). Types are
+    strict (``"position": false`` or ``"3"`` is refused) and numbers bounded to what the store holds;
+    the rules beyond types (timestamp range, a dwell needs its seconds, ...) are
+    ``feedrec.data.validation``'s, shared with file ingestion."""
 
     model_config = ConfigDict(extra="forbid")
 
-    event_id: str = Field(min_length=1)
-    user_id: str = Field(min_length=1)
-    item_id: str = Field(min_length=1)
-    timestamp: datetime
+    event_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
+    user_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
+    item_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
+    timestamp: Annotated[datetime, BeforeValidator(_iso_text)] = Field(
+        description="ISO-8601; UTC when no zone is given"
+    )
     type: EventType = EventType.CLICK
-    value: float | None = None  # dwell seconds, rating, ...
-    position: int | None = Field(default=None, ge=0)  # 0-based slot in the feed
-    surface: str | None = None  # where it was shown: "home", "explore", ...
-    request_id: str | None = None  # the feed request that showed the item
+    value: float | None = Field(None, allow_inf_nan=False, description="dwell seconds, rating, ...")
+    position: StrictInt | None = Field(None, ge=0, le=MAX_POSITION, description="0-based slot in the feed")
+    surface: str | None = Field(None, max_length=64, description='where it was shown: "home", "explore", ...')
+    request_id: str | None = Field(None, max_length=MAX_ID_LENGTH, description="the feed request that showed the item")
 
 
 class Item(BaseModel):

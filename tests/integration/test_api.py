@@ -115,7 +115,7 @@ def test_feed_for_known_and_unknown_users(server: str):
         ({"k": 5}, "user_id"),
         ({"user_id": "u1", "k": 0}, "greater than or equal"),
         ({"user_id": "u1", "k": "ten"}, "integer"),
-        ({"user_id": "u1", "k": 10_000}, "at most"),
+        ({"user_id": "u1", "k": 10_000}, "less than or equal to 200"),
     ],
 )
 def test_bad_feed_requests_get_a_4xx_that_says_what_to_fix(server: str, params, needle):

@@ -2,28 +2,38 @@
 
 ``EventStore`` is the small interface every backend implements (a Spark backend can follow). The
 embedded default, ``LocalEventStore``, keeps Parquet files in a workspace folder and queries them
-with DuckDB: events are appended as immutable, fsync'ed part files; items and users are upserted
-by id. Appends are idempotent by ``event_id``: a second append of the same events stores nothing.
+with DuckDB: events are appended as immutable, fsync'ed part files, named in a SQLite catalog that
+also indexes every event_id (``feedrec.data.catalog``), and merged in the background; items and
+users are upserted by id. Appends are idempotent by ``event_id``: a second append of the same
+events stores nothing, and a repeated id inside one append is stored once.
 """
 
 from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
+import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import duckdb
+import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from feedrec.data.catalog import Catalog, Part
 from feedrec.schemas import EVENT_SCHEMA, ITEM_SCHEMA, USER_SCHEMA
+
+#: A part file holds the events plus ``_seq``, the append that stored them (``read_since``).
+_PART_SCHEMA = EVENT_SCHEMA.append(pa.field("_seq", pa.int64(), nullable=False))
+_EVENT_COLUMNS = ", ".join(f'"{c}"' for c in EVENT_SCHEMA.names)
 
 
 @dataclass(frozen=True)
@@ -32,6 +42,7 @@ class AppendResult:
     already_stored: int  # events whose event_id the store held already
     stored_ids: tuple[str, ...] = ()  # the event_ids written by this append
     part: str | None = None  # the file they were written to (LocalEventStore)
+    position: int | None = None  # the store's position once they were stored (``read_since``)
 
 
 class EventStore(ABC):
@@ -54,6 +65,15 @@ class EventStore(ABC):
 
     @abstractmethod
     def count(self) -> int: ...
+
+    @abstractmethod
+    def position(self) -> int:
+        """An opaque, increasing mark of what the store holds now (for ``read_since``)."""
+
+    @abstractmethod
+    def read_since(self, position: int, *, skip: Collection[int] = ()) -> tuple[pa.Table, int]:
+        """The events appended after ``position`` (except by the appends whose positions are in
+        ``skip``: a reader's own), and the position to ask from next time."""
 
     @abstractmethod
     def put_items(self, items: pa.Table) -> int:
@@ -88,7 +108,23 @@ def write_parquet_atomic(table: pa.Table, path: Path) -> None:
 
 
 class LocalEventStore(EventStore):
-    """Parquet files in ``root``, queried with DuckDB. Safe for several writer processes (file lock)."""
+    """Parquet files in ``root``, queried with DuckDB. Safe for several writer processes (file lock).
+
+    An append costs O(batch): its ids are checked against the catalog's id index (SQLite), the new
+    events go to one fsync'ed part file, and one catalog transaction names the part and indexes
+    its ids. ``compact()`` merges parts of similar size (size-tiered, ``fanout`` at a time) so the
+    part count stays logarithmic in the number of appends. After a crash, ``recover()`` (run when
+    a store is opened, and by every compaction) reconciles the folder with the catalog:
+
+    - a part the catalog does not name was fsync'ed by an append that died before its commit (or
+      predates the catalog): its events are appended again, deduplicated, and the file removed;
+    - a merged part the catalog does not name is an unfinished compaction: removed (the parts it
+      merged are still live);
+    - parts a committed compaction replaced are removed after ``grace_s`` seconds, so a reader that
+      listed them a moment before can still read them.
+    """
+
+    grace_s: float = 30.0
 
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
@@ -96,19 +132,28 @@ class LocalEventStore(EventStore):
         self.events_dir.mkdir(parents=True, exist_ok=True)
         self._items_path = self.root / "items.parquet"
         self._users_path = self.root / "users.parquet"
+        self.catalog = Catalog(self.events_dir / "catalog.sqlite")
+        self.recover()
+
+    def close(self) -> None:
+        self.catalog.close()
 
     # -- internals -------------------------------------------------------------------------------
     @contextmanager
-    def _lock(self) -> Iterator[None]:
-        with (self.root / ".lock").open("a") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
+    def _lock(self, name: str = ".lock", *, wait: bool = True) -> Iterator[bool]:
+        with (self.root / name).open("a") as fh:
             try:
-                yield
+                fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
     def _parts(self) -> list[str]:
-        return sorted(str(p) for p in self.events_dir.glob("part-*.parquet"))
+        return [str(self.events_dir / p.name) for p in self.catalog.parts()]
 
     def connect(self) -> duckdb.DuckDBPyConnection:
         """A DuckDB connection with views ``events``, ``items`` and ``users`` over the store."""
@@ -116,7 +161,9 @@ class LocalEventStore(EventStore):
         con.execute("SET TimeZone = 'UTC'")
         parts = self._parts()
         if parts:
-            con.execute(f"CREATE VIEW events AS SELECT * FROM read_parquet({parts!r})")
+            con.execute(
+                f"CREATE VIEW events AS SELECT {_EVENT_COLUMNS} FROM read_parquet({parts!r}, union_by_name=true)"
+            )
         else:
             con.register("_empty_events", EVENT_SCHEMA.empty_table())
             con.execute("CREATE VIEW events AS SELECT * FROM _empty_events")
@@ -137,34 +184,129 @@ class LocalEventStore(EventStore):
         if events.num_rows == 0:
             return AppendResult(0, 0)
         with self._lock():
-            con = self.connect()
-            try:
-                con.register("incoming", events)
-                new = con.sql(
-                    "SELECT * FROM incoming WHERE event_id NOT IN (SELECT event_id FROM events) ORDER BY timestamp"
-                ).to_arrow_table()
-            finally:
-                con.close()
-            part = None
-            if new.num_rows:
-                seq = len(self._parts())
-                part = self.events_dir / f"part-{seq:06d}-{uuid.uuid4().hex[:8]}.parquet"
-                write_parquet_atomic(new.cast(EVENT_SCHEMA), part)
+            return self._append_locked(events)
+
+    def _append_locked(self, events: pa.Table) -> AppendResult:
+        frame = pl.DataFrame(pl.from_arrow(events))
+        unique = frame.unique(subset="event_id", keep="first", maintain_order=True)  # first of a repeated id wins
+        ids = unique["event_id"].to_list()
+        known = self.catalog.known(ids) if self.catalog.last_seq() else set()
+        new = unique.filter(~pl.col("event_id").is_in(list(known))) if known else unique
+        if new.height == 0:
+            return AppendResult(0, events.num_rows)
+        seq = self.catalog.next_seq()
+        new = new.sort("timestamp", maintain_order=True).with_columns(pl.lit(seq, pl.Int64).alias("_seq"))
+        name = f"part-a-{seq:012d}-{uuid.uuid4().hex[:8]}.parquet"
+        write_parquet_atomic(new.to_arrow().cast(_PART_SCHEMA), self.events_dir / name)
+        stored_ids = new["event_id"].to_list()
+        self.catalog.commit_append(Part(name, seq, seq, new.height), stored_ids)
         return AppendResult(
-            stored=new.num_rows,
-            already_stored=events.num_rows - new.num_rows,
-            stored_ids=tuple(new.column("event_id").to_pylist()),
-            part=part.name if part is not None else None,
+            stored=new.height,
+            already_stored=events.num_rows - new.height,
+            stored_ids=tuple(stored_ids),
+            part=name,
+            position=seq,
         )
 
-    def part_names(self) -> list[str]:
-        """The event files, oldest first: a reader that remembers them can fold in only what is new."""
-        return sorted(p.name for p in self.events_dir.glob("part-*.parquet"))
+    def position(self) -> int:
+        """Where the store is now: the seq of its latest append (see ``read_since``)."""
+        return self.catalog.last_seq()
 
-    def read_parts(self, names: Sequence[str]) -> pa.Table:
-        """The events of the named files (from ``part_names``)."""
-        tables = [pq.read_table(self.events_dir / name, schema=EVENT_SCHEMA) for name in names]
-        return pa.concat_tables(tables) if tables else EVENT_SCHEMA.empty_table()
+    def read_since(self, position: int, *, skip: Collection[int] = ()) -> tuple[pa.Table, int]:
+        """The events appended after ``position`` (from ``position()`` or an earlier call), less
+        those of the appends in ``skip`` (the reader's own), and the position to pass next time:
+        how a reader in another process folds in only what is new."""
+        last = self.catalog.last_seq()
+        names = [str(self.events_dir / p.name) for p in self.catalog.parts() if p.max_seq > position]
+        if last <= position or not names:
+            return EVENT_SCHEMA.empty_table(), max(last, position)
+        con = duckdb.connect()
+        try:
+            table = con.sql(
+                f"SELECT {_EVENT_COLUMNS} FROM read_parquet({names!r}, union_by_name=true) "
+                "WHERE _seq > $pos AND _seq <= $last AND _seq NOT IN (SELECT unnest($skip)) "
+                "ORDER BY _seq, timestamp",
+                params={"pos": position, "last": last, "skip": [int(x) for x in skip if x > position] or [-1]},
+            ).to_arrow_table()
+        finally:
+            con.close()
+        return table.cast(EVENT_SCHEMA), last
+
+    def part_names(self) -> list[str]:
+        """The live event files, oldest first."""
+        return [p.name for p in self.catalog.parts()]
+
+    def recover(self) -> dict[str, int]:
+        """Reconcile the folder with the catalog after a crash (see the class docstring); returns
+        how many files of each kind it handled."""
+        done = {"reappended": 0, "unfinished_merges": 0, "retired": 0, "temporary": 0}
+        with self._lock(), self._lock(".compact.lock", wait=False) as compacting_here:
+            live = {p.name for p in self.catalog.parts()}
+            retired = self.catalog.retired()
+            now = time.time()
+            gone = [n for n, at in retired.items() if now - at >= self.grace_s]
+            for name in gone:
+                (self.events_dir / name).unlink(missing_ok=True)
+            if gone:
+                self.catalog.forget_retired(gone)
+                done["retired"] = len(gone)
+            for tmp in self.events_dir.glob(".part-a-*.tmp"):  # an append's unfinished write
+                tmp.unlink(missing_ok=True)
+                done["temporary"] += 1
+            if compacting_here:  # no compaction runs, so its files are leftovers too
+                for tmp in self.events_dir.glob(".part-c-*.tmp"):
+                    tmp.unlink(missing_ok=True)
+                    done["temporary"] += 1
+            for path in sorted(self.events_dir.glob("part-*.parquet")):
+                name = path.name
+                if name in live or name in retired:
+                    continue
+                if name.startswith("part-c-"):
+                    if compacting_here:
+                        path.unlink()
+                        done["unfinished_merges"] += 1
+                    continue
+                orphan = pq.read_table(path, columns=EVENT_SCHEMA.names).cast(EVENT_SCHEMA)
+                self._append_locked(orphan)
+                path.unlink()
+                done["reappended"] += 1
+            if any(done.values()):
+                _fsync_dir(self.events_dir)
+        return done
+
+    def compact(self, *, fanout: int = 10, base_rows: int = 1_000, max_rows: int = 5_000_000) -> int:
+        """Merge one tier of parts of similar size (``fanout`` or more parts with rows in
+        ``[base_rows * fanout**(t-1), base_rows * fanout**t)``) into one; returns how many parts it
+        merged (0: nothing to do, or another process is compacting). Reading and writing happen
+        without the append lock; only the swap takes it. Call it until it returns 0."""
+        with self._lock(".compact.lock", wait=False) as mine:
+            if not mine:
+                return 0
+            tiers: dict[int, list[Part]] = {}
+            for part in self.catalog.parts():
+                if part.rows < max_rows:
+                    tier = 0 if part.rows < base_rows else 1 + int(math.log(part.rows / base_rows, fanout))
+                    tiers.setdefault(tier, []).append(part)
+            group = next((tiers[t] for t in sorted(tiers) if len(tiers[t]) >= fanout), None)
+            if group is None:
+                return 0
+            group = group[: fanout * 4]
+            merged = pa.concat_tables(
+                [pq.read_table(self.events_dir / p.name, schema=_PART_SCHEMA) for p in group]
+            ).sort_by([("timestamp", "ascending"), ("_seq", "ascending")])
+            lo, hi = min(p.min_seq for p in group), max(p.max_seq for p in group)
+            name = f"part-c-{lo:012d}-{hi:012d}-{uuid.uuid4().hex[:8]}.parquet"
+            tmp = self.events_dir / f".{name}.tmp"
+            pq.write_table(merged, tmp, compression="zstd")
+            with tmp.open("rb+") as fh:
+                os.fsync(fh.fileno())
+            with self._lock():
+                os.replace(tmp, self.events_dir / name)
+                _fsync_dir(self.events_dir)
+                if not self.catalog.commit_compaction(Part(name, lo, hi, merged.num_rows), [p.name for p in group]):
+                    (self.events_dir / name).unlink()
+                    return 0
+            return len(group)
 
     def scan(
         self,
@@ -200,12 +342,7 @@ class LocalEventStore(EventStore):
         return table.cast(pa.schema([EVENT_SCHEMA.field(c) for c in cols]))
 
     def count(self) -> int:
-        con = self.connect()
-        try:
-            row = con.execute("SELECT count(*) FROM events").fetchone()
-        finally:
-            con.close()
-        return int(row[0]) if row else 0
+        return sum(p.rows for p in self.catalog.parts())
 
     def stats(self) -> dict[str, object]:
         """Counts by event type, distinct users and items, and the time range."""

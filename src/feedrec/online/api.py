@@ -10,26 +10,32 @@ A promoted bundle is also picked up without a call: a watcher looks at the regis
 FEEDREC_WATCH_INTERVAL_S seconds, loads the new bundle in the background and swaps it in at once.
 """
 
-from __future__ import annotations
-
+import asyncio
 import secrets
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Annotated
+from typing import Annotated, Any
 
 import orjson
-from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
-from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi_offline import FastAPIOffline
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 from feedrec import __version__
+from feedrec.config import load_config
 from feedrec.logs import get_logger
+from feedrec.online.admin import AdminQueue, Late
+from feedrec.online.http import Guard
+from feedrec.online.ingest import Busy, Expired, Rejected
 from feedrec.online.service import Budgets, Bundle, FeedService, NoModelError
 from feedrec.online.settings import ServeSettings
+from feedrec.online.telemetry import Metrics
 from feedrec.registry import RegistryError
 from feedrec.schemas import Event
 
@@ -58,63 +64,31 @@ class EventsIn(BaseModel):
 
 
 class EventsOut(BaseModel):
-    stored: int
-    duplicates: int
+    stored: int = Field(description="events stored by this request")
+    duplicates: int = Field(description="events the store held already (or repeated in this batch)")
 
 
-class Metrics:
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.requests = Counter("feedrec_requests", "HTTP requests", ["route", "status"], registry=self.registry)
-        self.latency = Histogram(
-            "feedrec_latency_seconds",
-            "Latency by stage",
-            ["stage"],
-            registry=self.registry,
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0),
-        )
-        self.fallbacks = Counter("feedrec_fallbacks", "Feeds served from the fallback path", registry=self.registry)
-        self.events = Counter("feedrec_events", "Events received", ["outcome"], registry=self.registry)
-        self.model = Gauge("feedrec_model_info", "The bundle being served", ["version"], registry=self.registry)
-
-    def set_model(self, version: str | None) -> None:
-        self.model.clear()
-        if version:
-            self.model.labels(version=version).set(1)
+class ErrorOut(BaseModel):
+    detail: str
 
 
-class LimitsAndMetrics:
-    """Refuses bodies over the size limit (413, before reading them) and counts requests by route
-    and status. Plain ASGI rather than ``@app.middleware``: it costs microseconds per request."""
+class AdminOut(BaseModel):
+    model_version: str
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
-        self.app = app
-        self.max_body_bytes = max_body_bytes
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and int(length) > self.max_body_bytes:
-            detail = f"request body of {int(length)} bytes is over the limit of {self.max_body_bytes}"
-            await JSONResponse(status_code=413, content={"detail": detail})(scope, receive, send)
-            return
-        status = 500
-
-        async def send_and_count(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_and_count)
-        finally:
-            route = scope.get("route")
-            metrics: Metrics | None = getattr(scope["app"].state, "metrics", None)
-            if metrics is not None:
-                metrics.requests.labels(route=getattr(route, "path", "unmatched"), status=str(status)).inc()
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the error answers a route can give (422 is FastAPI's own)."""
+    what = {
+        400: "the request is malformed",
+        401: "the admin token is missing or wrong",
+        403: "admin endpoints are disabled (no FEEDREC_ADMIN_TOKEN)",
+        404: "no such bundle",
+        408: "the request body did not arrive in time",
+        409: "the action cannot be done in the registry's current state",
+        413: "the body or the batch is over its limit",
+        503: "not ready, or busy: retry later (Retry-After says when)",
+    }
+    return {code: {"model": ErrorOut, "description": what[code]} for code in codes}
 
 
 def _watch(app: FastAPI, interval: float, stop: threading.Event) -> None:
@@ -174,6 +148,33 @@ SettingsDep = Annotated[ServeSettings, Depends(get_settings)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 
 
+def _build_service(settings: ServeSettings) -> FeedService:
+    rules = load_config(settings.config).ingest if settings.config is not None else None
+    return FeedService(
+        settings.workspace,
+        precomputed=settings.precomputed,
+        budgets=Budgets(
+            settings.retrieve_budget_ms / 1e3, settings.rank_budget_ms / 1e3, settings.rerank_budget_ms / 1e3
+        ),
+        snapshot_every_s=settings.snapshot_every_s,
+        rules=rules,
+        max_pending_batches=settings.max_pending_batches,
+        served_log_max_bytes=settings.served_log_max_bytes,
+        served_log_keep=settings.served_log_keep,
+    )
+
+
+def _count(scope: Scope, status: int) -> None:
+    metrics: Metrics | None = getattr(scope["app"].state, "metrics", None) if "app" in scope else None
+    if metrics is not None:
+        route = scope.get("route")
+        metrics.requests.labels(route=getattr(route, "path", "unmatched"), status=str(status)).inc()
+
+
+def _arrived(request: Request) -> float:
+    return float(request.scope.get("state", {}).get("arrived", time.monotonic()))
+
+
 def create_app(settings: ServeSettings | None = None, service: FeedService | None = None) -> FastAPI:
     settings = settings or ServeSettings()
 
@@ -182,14 +183,8 @@ def create_app(settings: ServeSettings | None = None, service: FeedService | Non
         limit_inference_threads(settings.inference_threads)
         app.state.settings = settings
         app.state.metrics = Metrics()
-        app.state.service = service or FeedService(
-            settings.workspace,
-            precomputed=settings.precomputed,
-            budgets=Budgets(
-                settings.retrieve_budget_ms / 1e3, settings.rank_budget_ms / 1e3, settings.rerank_budget_ms / 1e3
-            ),
-            snapshot_every_s=settings.snapshot_every_s,
-        )
+        app.state.admin = AdminQueue(settings.admin_timeout_s)
+        app.state.service = service or _build_service(settings)
         bundle = app.state.service.try_reload()
         app.state.metrics.set_model(bundle.version if bundle else None)
         stop = threading.Event()
@@ -203,40 +198,58 @@ def create_app(settings: ServeSettings | None = None, service: FeedService | Non
             ).start()
         yield
         stop.set()
+        app.state.admin.close()
         app.state.service.close()
 
-    app = FastAPI(
+    app = FastAPIOffline(
         title="feedrec",
         version=__version__,
         lifespan=lifespan,
         description="A personalized feed: retrieve, rank, re-rank; events flow back into features.",
     )
+    app.add_middleware(
+        Guard, max_body_bytes=settings.max_body_bytes, body_timeout_s=settings.body_timeout_s, count=_count
+    )
+    _add_probe_routes(app)
+    _add_feed_route(app, settings.max_k)
+    _add_events_route(app)
+    _add_admin_routes(app)
+    return app
 
-    app.add_middleware(LimitsAndMetrics, max_body_bytes=settings.max_body_bytes)
 
+def _add_probe_routes(app: FastAPI) -> None:
     @app.get("/healthz")
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz")
-    def readyz(service: ServiceDep) -> JSONResponse:
+    @app.get("/readyz", responses=_errors(503))
+    async def readyz(service: ServiceDep) -> JSONResponse:
         bundle = service.bundle
         if bundle is None:
-            return JSONResponse(status_code=503, content={"status": "no model", "detail": "no bundle in production"})
+            return JSONResponse(status_code=503, content={"detail": "no bundle in production"})
         return JSONResponse(content={"status": "ready", "model_version": bundle.version})
 
-    @app.get("/v1/feed", response_model=FeedOut)
+    @app.get(
+        "/metrics",
+        response_class=PlainTextResponse,
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text"}},
+    )
+    async def prometheus(metrics: MetricsDep, service: ServiceDep) -> Response:
+        metrics.ingest_queue.set(service.writer.pending)
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+
+def _add_feed_route(app: FastAPI, max_k: int) -> None:
+    @app.get("/v1/feed", response_model=FeedOut, responses=_errors(503))
     async def feed(
         service: ServiceDep,
         settings: SettingsDep,
         metrics: MetricsDep,
         user_id: Annotated[str, Query(min_length=1, max_length=256, description="who the feed is for")],
-        k: Annotated[int | None, Query(ge=1, description="how many items (at most FEEDREC_MAX_K)")] = None,
+        k: Annotated[int | None, Query(ge=1, le=max_k, description=f"how many items (at most {max_k})")] = None,
         surface: Annotated[str | None, Query(max_length=64)] = None,
     ) -> Response:
         k = k or settings.default_k
-        if k > settings.max_k:
-            raise HTTPException(422, f"k={k} is over the limit; ask for at most {settings.max_k} items")
         start = time.perf_counter()
         try:
             result = service.feed(user_id, k, surface)
@@ -258,68 +271,129 @@ def create_app(settings: ServeSettings | None = None, service: FeedService | Non
         }
         return Response(orjson.dumps(body), media_type="application/json")
 
-    @app.post("/v1/events", response_model=EventsOut)
-    def events(body: EventsIn, service: ServiceDep, settings: SettingsDep, metrics: MetricsDep) -> EventsOut:
+
+def _add_events_route(app: FastAPI) -> None:
+    @app.post("/v1/events", response_model=EventsOut, responses=_errors(400, 408, 413, 503))
+    async def events(
+        request: Request, body: EventsIn, service: ServiceDep, settings: SettingsDep, metrics: MetricsDep
+    ) -> EventsOut:
+        """Store a batch of events: validated by the rules file ingestion uses (422 names each
+        field that breaks one), durable when the answer comes, idempotent by event_id, stored whole
+        or not at all. A busy server answers 503 with Retry-After and stores nothing."""
         if len(body.events) > settings.max_events_per_batch:
             raise HTTPException(
                 413, f"{len(body.events)} events in one batch; send at most {settings.max_events_per_batch}"
             )
         start = time.perf_counter()
-        stored, duplicates = service.ingest(body.events)
+        waited = time.monotonic() - _arrived(request)
+        retry = {"Retry-After": "1"}
+        try:
+            future = service.submit_events(body.events, timeout_s=max(0.1, settings.ingest_timeout_s - waited))
+            outcome = await asyncio.wrap_future(future)
+        except (Busy, Expired) as exc:
+            metrics.events.labels(outcome="refused_busy").inc(len(body.events))
+            raise HTTPException(503, f"events not stored: {exc}", headers=retry) from exc
+        except OSError as exc:  # the disk refused (full, read-only): nothing was acknowledged
+            log.exception("storing events failed")
+            raise HTTPException(
+                503, f"events not stored: the event store failed ({type(exc).__name__})", headers=retry
+            ) from exc
+        if isinstance(outcome, Rejected):
+            metrics.events.labels(outcome="rejected").inc(len(body.events))
+            detail = [
+                {"loc": ["body", "events", n, field], "msg": reason, "type": reason.split(":", 1)[0]}
+                for n, field, reason in outcome.errors
+            ]
+            return JSONResponse(status_code=422, content={"detail": detail})  # type: ignore[return-value]
         metrics.latency.labels(stage="events").observe(time.perf_counter() - start)
-        metrics.events.labels(outcome="stored").inc(stored)
-        metrics.events.labels(outcome="duplicate").inc(duplicates)
-        return EventsOut(stored=stored, duplicates=duplicates)
+        metrics.events.labels(outcome="stored").inc(outcome.stored)
+        metrics.events.labels(outcome="duplicate").inc(outcome.duplicates)
+        return EventsOut(stored=outcome.stored, duplicates=outcome.duplicates)
 
-    @app.get("/metrics")
-    def prometheus(metrics: MetricsDep) -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    def require_admin(settings: SettingsDep, authorization: Annotated[str | None, Header()] = None) -> None:
-        if settings.admin_token is None:
-            raise HTTPException(403, "admin endpoints are disabled: set FEEDREC_ADMIN_TOKEN to enable them")
-        given = (authorization or "").removeprefix("Bearer ").strip()
-        if not given or not secrets.compare_digest(given, settings.admin_token):
-            raise HTTPException(401, "send the admin token as 'Authorization: Bearer <token>'")
+_bearer = HTTPBearer(auto_error=False, description="the admin token (FEEDREC_ADMIN_TOKEN)")
 
-    Admin = Depends(require_admin)
 
-    @app.post("/admin/reload", dependencies=[Admin])
-    def reload(service: ServiceDep, metrics: MetricsDep) -> dict[str, str]:
+async def require_admin(
+    settings: SettingsDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> None:
+    """Exactly ``Authorization: Bearer <token>``: a bare token or another scheme is refused."""
+    if settings.admin_token is None:
+        raise HTTPException(403, "admin endpoints are disabled: set FEEDREC_ADMIN_TOKEN to enable them")
+    given = credentials.credentials if credentials is not None and credentials.scheme.lower() == "bearer" else ""
+    if not given or not secrets.compare_digest(given.encode(), settings.admin_token.encode()):
+        raise HTTPException(
+            401, "send the admin token as 'Authorization: Bearer <token>'", headers={"WWW-Authenticate": "Bearer"}
+        )
+
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(max_length=128, description="a repeat of a request with the same key that took effect changes nothing"),
+]
+
+
+def _add_admin_routes(app: FastAPI) -> None:
+    admin = {"dependencies": [Depends(require_admin)], "response_model": AdminOut}
+
+    async def run(request: Request, action: Callable[[], Bundle]) -> AdminOut:
+        try:
+            bundle = await request.app.state.admin.run(_arrived(request), action)
+        except Late as exc:
+            raise HTTPException(503, str(exc), headers={"Retry-After": "1"}) from exc
+        request.app.state.metrics.set_model(bundle.version)
+        return AdminOut(model_version=bundle.version)
+
+    @app.post("/admin/reload", responses=_errors(401, 403, 409, 503), **admin)  # type: ignore[arg-type]
+    async def reload(request: Request, service: ServiceDep) -> AdminOut:
         """Load the production bundle now (the watcher would, within FEEDREC_WATCH_INTERVAL_S)."""
-        try:
-            bundle = service.reload()
-        except NoModelError as exc:
-            raise HTTPException(409, str(exc)) from exc
-        metrics.set_model(bundle.version)
-        return {"model_version": bundle.version}
 
-    def load(service: FeedService, version: str) -> Bundle:
-        try:
-            return service.reload(version)
-        except RegistryError as exc:
-            raise HTTPException(404, str(exc)) from exc
-        except Exception as exc:  # a bundle that cannot load: say so; the current one keeps serving
-            raise HTTPException(409, f"bundle {version} could not be loaded: {exc}") from exc
+        def action() -> Bundle:
+            try:
+                return service.reload()
+            except NoModelError as exc:
+                raise HTTPException(409, str(exc)) from exc
 
-    @app.post("/admin/promote/{version}", dependencies=[Admin])
-    def promote(version: str, service: ServiceDep, metrics: MetricsDep) -> dict[str, str]:
+        return await run(request, action)
+
+    @app.post("/admin/promote/{version}", responses=_errors(401, 403, 404, 409, 503), **admin)  # type: ignore[arg-type]
+    async def promote(
+        request: Request,
+        service: ServiceDep,
+        version: Annotated[str, Path(max_length=64, description="a registered bundle version")],
+        idempotency_key: IdempotencyKey = None,
+    ) -> AdminOut:
         """Serve ``version`` and make it production (loaded first: a bundle that cannot load is
-        refused and production does not change)."""
-        bundle = load(service, version)
-        service.registry.promote(version, reason="admin API")
-        metrics.set_model(bundle.version)
-        return {"model_version": bundle.version}
+        refused and production does not change). Promoting the production bundle changes nothing."""
 
-    @app.post("/admin/rollback", dependencies=[Admin])
-    def rollback(service: ServiceDep, metrics: MetricsDep) -> dict[str, str]:
+        def action() -> Bundle:
+            bundle = _load(service, version)
+            service.registry.promote(version, reason="admin API", key=idempotency_key)
+            return bundle
+
+        return await run(request, action)
+
+    @app.post("/admin/rollback", responses=_errors(401, 403, 409, 503), **admin)  # type: ignore[arg-type]
+    async def rollback(request: Request, service: ServiceDep, idempotency_key: IdempotencyKey = None) -> AdminOut:
         """Go back to the bundle that was production before the current one, and serve it."""
-        try:
-            manifest = service.registry.rollback()
-        except RegistryError as exc:
-            raise HTTPException(409, str(exc)) from exc
-        bundle = load(service, manifest.version)
-        metrics.set_model(bundle.version)
-        return {"model_version": bundle.version}
 
-    return app
+        def action() -> Bundle:
+            try:
+                manifest = service.registry.rollback(key=idempotency_key)
+            except RegistryError as exc:
+                raise HTTPException(409, str(exc)) from exc
+            return _load(service, manifest.version)
+
+        return await run(request, action)
+
+
+def _load(service: FeedService, version: str) -> Bundle:
+    try:
+        return service.reload(version)
+    except RegistryError as exc:
+        raise HTTPException(404, str(exc)) from exc
+    except Exception as exc:  # a bundle that cannot load: say so (not where it lives); the current one keeps serving
+        log.exception("bundle %s could not be loaded", version)
+        raise HTTPException(
+            409, f"bundle {version} could not be loaded ({type(exc).__name__}); see the server log"
+        ) from exc

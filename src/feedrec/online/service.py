@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,20 +29,31 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from feedrec.data.store import LocalEventStore
+from feedrec.config import IngestConfig
+from feedrec.data.store import AppendResult, LocalEventStore
 from feedrec.features.online import LocalOnlineStore
 from feedrec.models.base import PAD_ID, Recommender
 from feedrec.models.feed import FeedRecommender
 from feedrec.models.retrieval.candidates import CandidateRecommender
 from feedrec.online.batch import PrecomputedFeeds
+from feedrec.online.ingest import EventWriter, Outcome, Rejected
+from feedrec.online.servedlog import RotatingLog
 from feedrec.registry import LocalRegistry, RegistryError
-from feedrec.schemas import EVENT_SCHEMA, POSITIVE_EVENT_TYPES, Event, EventType
+from feedrec.schemas import POSITIVE_EVENT_TYPES, Event, EventType
 
 T = TypeVar("T")
 
 
 class NoModelError(RuntimeError):
     """No bundle is in production yet."""
+
+
+class EventsRejected(ValueError):
+    """Events that break the ingestion rules; ``errors`` are (index, field, reason)."""
+
+    def __init__(self, rejected: Rejected) -> None:
+        self.errors = rejected.errors
+        super().__init__("; ".join(f"event {n} {field}: {reason}" for n, field, reason in rejected.errors))
 
 
 class StageLate(TimeoutError):
@@ -120,6 +131,10 @@ class FeedService:
         budgets: Budgets | None = None,
         snapshot_every_s: float = 5.0,
         stage_workers: int = 8,
+        rules: IngestConfig | None = None,
+        max_pending_batches: int = 256,
+        served_log_max_bytes: int = 64 * 2**20,
+        served_log_keep: int = 5,
     ) -> None:
         self.workspace = Path(workspace)
         self.precomputed = PrecomputedFeeds(precomputed) if precomputed is not None else None
@@ -130,9 +145,11 @@ class FeedService:
             items if items.height else None, path=self.workspace / "online" / "features.parquet"
         )
         self.recent = RecentActions()
-        # Events already reflected here: the history (in the bundle and the feature snapshot) and,
-        # later, what this process stored itself. catch_up() folds in what other processes stored.
-        self._folded_parts = set(self.store.part_names())
+        # Events already reflected here: the history (in the bundle and the feature snapshot) up to
+        # this position, and the appends this process made itself (``_own``). catch_up() folds in
+        # what other processes stored since.
+        self._position = self.store.position()
+        self._own: set[int] = set()
         self.budgets = budgets or Budgets()
         self.snapshot_every_s = snapshot_every_s
         self._last_snapshot = 0.0
@@ -145,18 +162,21 @@ class FeedService:
         barrier = threading.Barrier(stage_workers)
         for future in [self._pool.submit(barrier.wait) for _ in range(stage_workers)]:
             future.result()
-        self._served_log = self.workspace / "serving" / "impressions.jsonl"
-        self._served_log.parent.mkdir(parents=True, exist_ok=True)
-        self._served_fh = self._served_log.open("a", buffering=1)  # line-buffered: one write per feed
-        self._log_lock = threading.Lock()
+        self.served_log = RotatingLog(
+            self.workspace / "serving" / "impressions.jsonl", max_bytes=served_log_max_bytes, keep=served_log_keep
+        )
         self.fallbacks = 0
+        self.writer = EventWriter(self.store, self._fold_own, rules=rules, max_pending=max_pending_batches)
 
     def close(self) -> None:
-        """Persist the online features and stop the stage workers (the server calls this on shutdown)."""
+        """Store the queued events, persist the online features and stop the workers (the server
+        calls this on shutdown)."""
+        self.writer.close()
+        self.store.close()
         with self._write_lock:
             self.features.save()
         self._pool.shutdown(wait=False, cancel_futures=True)
-        self._served_fh.close()
+        self.served_log.close()
 
     # -- model -----------------------------------------------------------------------------------
     @property
@@ -298,37 +318,38 @@ class FeedService:
             "model_version": version,
             "items": [i.item_id for i in items],
         }
-        line = json.dumps(record) + "\n"
-        with self._log_lock:
-            self._served_fh.write(line)
+        self.served_log.write(json.dumps(record) + "\n")
 
     # -- events ----------------------------------------------------------------------------------
+    def submit_events(self, events: list[Event], *, timeout_s: float = 5.0) -> Future[Outcome | Rejected]:
+        """Queue a batch for the writer (``feedrec.online.ingest``); raises ``Busy`` when it is full."""
+        return self.writer.submit([e.model_dump() for e in events], timeout_s=timeout_s)
+
     def ingest(self, events: list[Event]) -> tuple[int, int]:
-        """Store new events (durable when this returns) and update the online features; (stored, duplicates)."""
-        rows = [e.model_dump() for e in events]
-        for row in rows:
-            row["type"] = str(row["type"])
-            row["timestamp"] = row["timestamp"].astimezone(UTC)
-        table = pa.Table.from_pylist(rows, EVENT_SCHEMA)
+        """Store new events (durable when this returns) and update the online features; (stored,
+        duplicates). Raises ``EventsRejected`` when an event breaks the ingestion rules."""
+        outcome = self.submit_events(events).result()
+        if isinstance(outcome, Rejected):
+            raise EventsRejected(outcome)
+        return outcome.stored, outcome.duplicates
+
+    def _fold_own(self, events: pa.Table, result: AppendResult) -> None:
         with self._write_lock:
-            result = self.store.append(table)
-            if result.stored:  # only what is new: a retried batch must not count twice
-                fresh = pl.DataFrame(pl.from_arrow(table)).filter(pl.col("event_id").is_in(list(result.stored_ids)))
-                self._fold(fresh)
-            if result.part is not None:
-                self._folded_parts.add(result.part)
-        return result.stored, result.already_stored
+            self._fold(pl.DataFrame(pl.from_arrow(events)))
+            if result.position is not None:
+                self._own.add(result.position)
 
     def catch_up(self) -> int:
         """Fold in the events other processes (other server workers, ``feedrec ingest``) stored since
         this one last looked; returns how many. The server calls it every FEEDREC_TAIL_INTERVAL_S."""
         with self._write_lock:
-            new = [name for name in self.store.part_names() if name not in self._folded_parts]
-            if not new:
+            table, position = self.store.read_since(self._position, skip=self._own)
+            self._position = position
+            self._own = {p for p in self._own if p > position}
+            if table.num_rows == 0:
                 return 0
-            events = pl.DataFrame(pl.from_arrow(self.store.read_parts(new)))
+            events = pl.DataFrame(pl.from_arrow(table))
             self._fold(events)
-            self._folded_parts.update(new)
             return events.height
 
     def _fold(self, events: pl.DataFrame) -> None:

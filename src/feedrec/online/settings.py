@@ -32,3 +32,15 @@ class ServeSettings(BaseSettings):
     tail_interval_s: float = Field(0.5, ge=0)
     workers: int = Field(1, ge=1)  # server processes; each holds the bundle and tails the event store
     snapshot_every_s: float = Field(5.0, ge=0)  # how often the online features are written to disk
+    # Slow clients: a request whose headers (or body) have not arrived after this long is dropped (408).
+    header_timeout_s: float = Field(10.0, gt=0)
+    body_timeout_s: float = Field(10.0, gt=0)
+    # Event batches wait for the writer at most this long (then 503, not stored); at most this many wait.
+    ingest_timeout_s: float = Field(5.0, gt=0)
+    max_pending_batches: int = Field(256, ge=1)
+    # An admin action that cannot start within this long of its arrival is refused (503), never applied late.
+    admin_timeout_s: float = Field(10.0, gt=0)
+    # The served-feed log (serving/impressions.jsonl) rotates at this size, keeping this many old files.
+    served_log_max_bytes: int = Field(64 * 2**20, ge=1024)
+    served_log_keep: int = Field(5, ge=1)
+    config: Path | None = None  # a feedrec YAML config: its `ingest` rules validate posted events

@@ -1,0 +1,70 @@
+"""Prometheus metrics of the server, correct across worker processes.
+
+With several workers (``feedrec serve --workers N``) each process counts its own requests, so
+``/metrics`` answered by one of them would show only its share. The server then runs
+prometheus_client in multiprocess mode: every worker writes its values to memory-mapped files in
+``PROMETHEUS_MULTIPROC_DIR`` (set by ``feedrec serve`` before the workers start, emptied at each
+start), and ``/metrics`` sums them (counters and histograms) or lists them per live worker (the
+model gauge). A single process (tests, ``--workers 1`` without the variable) keeps an ordinary
+in-process registry.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def prepare_multiprocess_dir(path: Path) -> None:
+    """Empty ``path`` and point prometheus_client at it (before any worker starts)."""
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True, exist_ok=True)
+    os.environ[MULTIPROC_ENV] = str(path)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.multiprocess = bool(os.environ.get(MULTIPROC_ENV))
+        # In multiprocess mode values live in the shared files; the exposition registry only collects.
+        own = None if self.multiprocess else CollectorRegistry()
+        self.registry = own if own is not None else CollectorRegistry()
+        if self.multiprocess:
+            MultiProcessCollector(self.registry)
+        self.requests = Counter("feedrec_requests", "HTTP requests", ["route", "status"], registry=own)
+        self.latency = Histogram(
+            "feedrec_latency_seconds",
+            "Latency by stage",
+            ["stage"],
+            registry=own,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0),
+        )
+        self.fallbacks = Counter("feedrec_fallbacks", "Feeds served from the fallback path", registry=own)
+        self.events = Counter("feedrec_events", "Events received", ["outcome"], registry=own)
+        self.model = Gauge(
+            "feedrec_model_info",
+            "The bundle being served (1 per worker)",
+            ["version"],
+            registry=own,
+            multiprocess_mode="liveall",
+        )
+        self.ingest_queue = Gauge(
+            "feedrec_ingest_queue", "Event batches waiting to be stored", registry=own, multiprocess_mode="livesum"
+        )
+        self._version: str | None = None
+
+    def set_model(self, version: str | None) -> None:
+        # Not Gauge.clear(): in multiprocess mode a cleared child's last value stays in the file.
+        if self._version is not None and self._version != version:
+            self.model.labels(version=self._version).set(0)
+        if version:
+            self.model.labels(version=version).set(1)
+        self._version = version
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
