@@ -51,13 +51,36 @@ def _iso_text(value: Any) -> Any:
     return value
 
 
+def _not_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("a number, not true or false")
+    return value
+
+
+#: The rules between fields, as JSON Schema, so that the API's spec states them too (the same rules
+#: are enforced by ``feedrec.data.validation``; the timestamp's range depends on the clock, which a
+#: schema cannot say).
+_EVENT_RULES = {
+    "allOf": [
+        {
+            "if": {"properties": {"type": {"const": "rating"}}, "required": ["type"]},
+            "then": {"properties": {"value": {"type": "number"}}, "required": ["value"]},
+        },
+        {
+            "if": {"properties": {"type": {"const": "dwell"}}, "required": ["type"]},
+            "then": {"properties": {"value": {"type": "number", "minimum": 0}}, "required": ["value"]},
+        },
+    ]
+}
+
+
 class Event(BaseModel):
     """One interaction between a user and an item (what ``POST /v1/events`` takes). Types are
     strict (``"position": false`` or ``"3"`` is refused) and numbers bounded to what the store holds;
     the rules beyond types (timestamp range, a dwell needs its seconds, ...) are
     ``feedrec.data.validation``'s, shared with file ingestion."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_EVENT_RULES)
 
     event_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
     user_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
@@ -66,7 +89,9 @@ class Event(BaseModel):
         description="ISO-8601; UTC when no zone is given"
     )
     type: EventType = EventType.CLICK
-    value: float | None = Field(None, allow_inf_nan=False, description="dwell seconds, rating, ...")
+    value: Annotated[float, BeforeValidator(_not_bool)] | None = Field(
+        None, allow_inf_nan=False, description="dwell seconds (>= 0), the rating, ...; a dwell or rating needs one"
+    )
     position: StrictInt | None = Field(None, ge=0, le=MAX_POSITION, description="0-based slot in the feed")
     surface: str | None = Field(None, max_length=64, description='where it was shown: "home", "explore", ...')
     request_id: str | None = Field(None, max_length=MAX_ID_LENGTH, description="the feed request that showed the item")

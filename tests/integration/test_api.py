@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -17,68 +13,19 @@ import httpx
 import polars as pl
 import pytest
 
-from feedrec.config import SimulatorConfig
 from feedrec.data.interactions import Interactions
 from feedrec.data.side import SideInfo
-from feedrec.data.simulator import simulate
 from feedrec.data.store import LocalEventStore
-from feedrec.features.definitions import schema_hash
-from feedrec.models.retrieval.covisit import CovisitRecommender
 from feedrec.models.retrieval.popularity import PopularityRecommender
-from feedrec.registry import LocalRegistry, Manifest
+from feedrec.registry import LocalRegistry
+from tests.integration.servers import TOKEN, _manifest, _start_server, build_workspace
 
 pytestmark = pytest.mark.integration
-TOKEN = "s3cret"
-
-
-def _manifest(version: str, model: str) -> Manifest:
-    return Manifest(
-        version=version,
-        model=model,
-        created_at="now",
-        data_window={},
-        feature_schema=schema_hash(),
-        params={},
-        metrics={"valid": {"ndcg@10": 0.1}},
-        code_version="test",
-    )
 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    ws = tmp_path_factory.mktemp("ws")
-    feed = simulate(SimulatorConfig(n_users=100, n_items=200, days=5, seed=1))
-    store = LocalEventStore(ws)
-    store.append(feed.events)
-    store.put_items(feed.items)
-    positives = pl.DataFrame(pl.from_arrow(feed.events)).filter(pl.col("type") == "click")
-    model = PopularityRecommender().fit(Interactions.from_frame(positives))
-    registry = LocalRegistry(ws / "registry")
-    registry.register(model, _manifest("v0001", "popularity"))
-    registry.promote("v0001")
-    registry.register(CovisitRecommender().fit(Interactions.from_frame(positives)), _manifest("v0002", "covisit"))
-    return ws
-
-
-def _start_server(workspace: Path, **env: str) -> tuple[subprocess.Popen[bytes], str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "feedrec.cli", "serve", "-w", str(workspace), "--port", str(port)],
-        env=os.environ | env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            if httpx.get(f"{url}/healthz", timeout=0.5).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError(proc.stdout.read().decode() if proc.stdout else "server did not start")
+    return build_workspace(tmp_path_factory.mktemp("ws"))
 
 
 @pytest.fixture(scope="module")

@@ -242,14 +242,8 @@ class LocalEventStore(EventStore):
         done = {"reappended": 0, "unfinished_merges": 0, "retired": 0, "temporary": 0}
         with self._lock(), self._lock(".compact.lock", wait=False) as compacting_here:
             live = {p.name for p in self.catalog.parts()}
+            done["retired"] = self._drop_retired()
             retired = self.catalog.retired()
-            now = time.time()
-            gone = [n for n, at in retired.items() if now - at >= self.grace_s]
-            for name in gone:
-                (self.events_dir / name).unlink(missing_ok=True)
-            if gone:
-                self.catalog.forget_retired(gone)
-                done["retired"] = len(gone)
             for tmp in self.events_dir.glob(".part-a-*.tmp"):  # an append's unfinished write
                 tmp.unlink(missing_ok=True)
                 done["temporary"] += 1
@@ -273,6 +267,16 @@ class LocalEventStore(EventStore):
             if any(done.values()):
                 _fsync_dir(self.events_dir)
         return done
+
+    def _drop_retired(self) -> int:
+        """Delete the files compactions replaced more than ``grace_s`` ago (under the store lock)."""
+        now = time.time()
+        gone = [n for n, at in self.catalog.retired().items() if now - at >= self.grace_s]
+        for name in gone:
+            (self.events_dir / name).unlink(missing_ok=True)
+        if gone:
+            self.catalog.forget_retired(gone)
+        return len(gone)
 
     def compact(self, *, fanout: int = 10, base_rows: int = 1_000, max_rows: int = 5_000_000) -> int:
         """Merge one tier of parts of similar size (``fanout`` or more parts with rows in
@@ -301,6 +305,7 @@ class LocalEventStore(EventStore):
             with tmp.open("rb+") as fh:
                 os.fsync(fh.fileno())
             with self._lock():
+                self._drop_retired()
                 os.replace(tmp, self.events_dir / name)
                 _fsync_dir(self.events_dir)
                 if not self.catalog.commit_compaction(Part(name, lo, hi, merged.num_rows), [p.name for p in group]):

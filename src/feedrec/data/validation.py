@@ -98,7 +98,7 @@ def validate_events(raw: pa.Table, cfg: IngestConfig, *, now: datetime | None = 
                 CASE WHEN value_raw IS NOT NULL AND (value IS NULL OR isnan(value) OR isinf(value))
                      THEN 'mistyped_field: value ' || value_raw || ' is not a finite number'
                      WHEN type IN ('rating', 'dwell') AND value IS NULL THEN 'missing_field: a ' || type || ' event needs a value'
-                     WHEN type = 'dwell' AND value < 0 THEN 'invalid_value: dwell seconds ' || value_raw || ' < 0'
+                     WHEN type = 'dwell' AND value < 0 THEN 'invalid_value: value ' || value_raw || ' < 0 (dwell seconds)'
                 END,
                 CASE WHEN position_raw IS NOT NULL AND position IS NULL
                      THEN 'mistyped_field: position ' || position_raw || ' is not an integer'

@@ -11,6 +11,8 @@ FEEDREC_WATCH_INTERVAL_S seconds, loads the new bundle in the background and swa
 """
 
 import asyncio
+import json
+import math
 import secrets
 import threading
 import time
@@ -20,6 +22,8 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi_offline import FastAPIOffline
@@ -210,11 +214,36 @@ def create_app(settings: ServeSettings | None = None, service: FeedService | Non
     app.add_middleware(
         Guard, max_body_bytes=settings.max_body_bytes, body_timeout_s=settings.body_timeout_s, count=_count
     )
+    app.add_exception_handler(RequestValidationError, _invalid_request)
     _add_probe_routes(app)
     _add_feed_route(app, settings.max_k)
     _add_events_route(app)
     _add_admin_routes(app)
     return app
+
+
+class AsciiJSONResponse(JSONResponse):
+    """JSON with every non-ASCII character escaped: an error that echoes a client's input must
+    render even when that input holds text UTF-8 cannot encode (a lone surrogate)."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
+async def _invalid_request(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    return AsciiJSONResponse(status_code=422, content={"detail": _finite(jsonable_encoder(exc.errors()))})
+
+
+def _finite(value: Any) -> Any:
+    """NaN and infinities (a client's input echoed in an error) as text: JSON has no such numbers."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    return value
 
 
 def _add_probe_routes(app: FastAPI) -> None:
@@ -315,13 +344,16 @@ _bearer = HTTPBearer(auto_error=False, description="the admin token (FEEDREC_ADM
 
 
 async def require_admin(
-    settings: SettingsDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    request: Request, settings: SettingsDep, _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> None:
-    """Exactly ``Authorization: Bearer <token>``: a bare token or another scheme is refused."""
+    """Exactly ``Authorization: Bearer <token>`` (the scheme in any case, one space, nothing
+    around): a bare token, another scheme or stray whitespace is refused. ``_bearer`` only
+    documents the scheme in the OpenAPI spec; the raw header is what is checked."""
     if settings.admin_token is None:
         raise HTTPException(403, "admin endpoints are disabled: set FEEDREC_ADMIN_TOKEN to enable them")
-    given = credentials.credentials if credentials is not None and credentials.scheme.lower() == "bearer" else ""
-    if not given or not secrets.compare_digest(given.encode(), settings.admin_token.encode()):
+    scheme, _sep, given = request.headers.get("authorization", "").partition(" ")
+    expected = settings.admin_token.encode()
+    if scheme.lower() != "bearer" or not given or not secrets.compare_digest(given.encode(), expected):
         raise HTTPException(
             401, "send the admin token as 'Authorization: Bearer <token>'", headers={"WWW-Authenticate": "Bearer"}
         )

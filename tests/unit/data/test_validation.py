@@ -32,7 +32,7 @@ GOOD = {"user_id": "u1", "item_id": "i1", "timestamp": "1700000000", "type": "cl
         ({"type": "purchase"}, "unknown_event_type: purchase"),
         ({"value": "abc"}, "mistyped_field: value"),
         ({"type": "dwell"}, "missing_field: a dwell event needs a value"),
-        ({"type": "dwell", "value": "-3"}, "invalid_value: dwell"),
+        ({"type": "dwell", "value": "-3"}, "invalid_value: value -3 < 0 (dwell seconds)"),
         ({"position": "first"}, "mistyped_field: position"),
         ({"position": "-1"}, "invalid_value: position"),
     ],
@@ -86,3 +86,52 @@ def test_defaults_and_types():
 def test_timestamp_unit_from_config():
     out = validate_events(_raw([GOOD | {"timestamp": "1700000000123"}]), IngestConfig(timestamp_unit="ms"), now=NOW)
     assert out.events.column("timestamp")[0].as_py() == datetime(2023, 11, 14, 22, 13, 20, 123000, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("reason", "field"),
+    [
+        ("missing_field: user_id", "user_id"),
+        ("mistyped_field: timestamp yesterday is neither a number nor an ISO-8601 time", "timestamp"),
+        ("timestamp_out_of_range: 9999-01-01 is in the future", "timestamp"),
+        ("unknown_event_type: purchase", "type"),
+        ("missing_field: a dwell event needs a value", "value"),
+        ("invalid_value: value -3 < 0 (dwell seconds)", "value"),
+        ("invalid_value: position -1 < 0", "position"),
+        ("duplicate_event_id: e1 first seen at row 1", "event_id"),
+    ],
+)
+def test_each_reason_names_its_field(reason, field):
+    from feedrec.data.validation import reason_field
+
+    assert reason_field(reason) == field
+
+
+def test_api_records_share_the_file_rules():
+    """The API's typed events go through the same query as file rows: same reasons."""
+    from datetime import UTC, datetime
+
+    from feedrec.data.validation import records_to_raw
+
+    records = [
+        {
+            "event_id": "a",
+            "user_id": "u",
+            "item_id": "i",
+            "timestamp": datetime(2024, 1, 1, tzinfo=UTC),
+            "type": "click",
+        },
+        {"event_id": "b", "user_id": "u", "item_id": "i", "timestamp": datetime(1, 1, 1), "type": "click"},
+        {"event_id": "c", "user_id": "\ud800", "item_id": "i", "timestamp": datetime(2024, 1, 1), "type": "click"},
+        {"event_id": "d", "user_id": "u", "item_id": "i", "timestamp": datetime(2024, 1, 1), "type": "dwell"},
+    ]
+    raw, unwritable = records_to_raw(records)
+    assert unwritable == {2: "mistyped_field: user_id is not valid UTF-8 text"}
+    out = validate_events(raw, IngestConfig())
+    assert out.events.column("event_id").to_pylist() == ["a"]
+    reasons = dict(
+        zip(out.quarantined.column("_row").to_pylist(), out.quarantined.column("reason").to_pylist(), strict=True)
+    )
+    assert (
+        reasons[1].startswith("timestamp_out_of_range") and reasons[3] == "missing_field: a dwell event needs a value"
+    )
