@@ -60,7 +60,7 @@ def _not_bool(value: Any) -> Any:
 #: The rules between fields, as JSON Schema, so that the API's spec states them too (the same rules
 #: are enforced by ``feedrec.data.validation``; the timestamp's range depends on the clock, which a
 #: schema cannot say).
-_EVENT_RULES = {
+_EVENT_RULES: dict[str, Any] = {
     "allOf": [
         {
             "if": {"properties": {"type": {"const": "rating"}}, "required": ["type"]},

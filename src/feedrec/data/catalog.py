@@ -85,9 +85,9 @@ class Catalog:
             self._con.execute("CREATE TEMP TABLE IF NOT EXISTS probe(event_id TEXT PRIMARY KEY) WITHOUT ROWID")
             self._con.execute("DELETE FROM probe")
             self._con.executemany("INSERT OR IGNORE INTO probe VALUES (?)", ((i,) for i in sorted(ids)))
-            rows = self._con.execute("SELECT event_id FROM probe JOIN ids USING (event_id)").fetchall()
+            found = self._con.execute("SELECT event_id FROM probe JOIN ids USING (event_id)").fetchall()
             self._con.execute("DELETE FROM probe")
-            return {r[0] for r in rows}
+            return {r[0] for r in found}
 
     def retired(self) -> dict[str, float]:
         with self._lock:

@@ -145,22 +145,22 @@ def _run(sql: str, raw: pa.Table, params: list[datetime]) -> pa.Table:
             return con.execute(sql, params).to_arrow_table()
         finally:
             con.close()
-    con = getattr(_local, "con", None)
-    if con is None:
-        con = _local.con = duckdb.connect()
-        con.execute("SET threads = 1")
-        con.execute("SET TimeZone = 'UTC'")
+    local: duckdb.DuckDBPyConnection | None = getattr(_local, "con", None)
+    if local is None:
+        local = _local.con = duckdb.connect()
+        local.execute("SET threads = 1")
+        local.execute("SET TimeZone = 'UTC'")
         _local.prepared = {}
-    con.register("raw", raw)
+    local.register("raw", raw)
     try:
         name = _local.prepared.get(sql)
         if name is None:
             name = _local.prepared[sql] = f"validate_{len(_local.prepared)}"
-            con.execute(f"PREPARE {name} AS {sql}")
+            local.execute(f"PREPARE {name} AS {sql}")
         literals = ", ".join(f"TIMESTAMPTZ '{p.isoformat()}'" for p in params)
-        return con.sql(f"EXECUTE {name}({literals})").to_arrow_table()
+        return local.sql(f"EXECUTE {name}({literals})").to_arrow_table()
     finally:
-        con.unregister("raw")
+        local.unregister("raw")
 
 
 def _select(field: str) -> str:

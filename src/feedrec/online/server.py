@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
 import uvicorn
 
@@ -11,7 +12,7 @@ from feedrec.online.settings import ServeSettings
 from feedrec.online.telemetry import MULTIPROC_ENV, prepare_multiprocess_dir
 
 
-def run_server(settings: ServeSettings, overrides: dict[str, object] | None = None) -> None:
+def run_server(settings: ServeSettings, overrides: Mapping[str, object] | None = None) -> None:
     """Serve until stopped. With several workers, metrics are kept in prometheus_client's
     multiprocess mode (one set for all of them); connections whose headers do not arrive within
     ``header_timeout_s`` are closed."""
