@@ -168,13 +168,13 @@ def ingest(
 ) -> None:
     """Validate a file and store its good rows; quarantine the rest with the reason."""
     from feedrec.data.ingest import ingest_entities, ingest_events
-    from feedrec.data.store import LocalEventStore
+    from feedrec.workspace import Workspace
 
     try:
         cfg = _config(config, overrides, workspace)
         if kind not in ("events", "items", "users"):
             raise ValueError(f"--kind must be events, items or users, not {kind!r}")
-        store = LocalEventStore(cfg.workspace)
+        store = Workspace.from_config(cfg).events
         with err.status(f"ingesting {file} ..."):
             if kind == "events":
                 report = ingest_events(file, store, cfg.workspace, cfg.ingest, fmt=fmt, mapping=parse_mapping(mapping))
@@ -196,10 +196,10 @@ def ingest(
 @app.command()
 def stats(workspace: WorkspaceOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """What the workspace's event store holds."""
-    from feedrec.data.store import LocalEventStore
+    from feedrec.workspace import Workspace
 
     cfg = _config(config, None, workspace)
-    data = LocalEventStore(cfg.workspace).stats()
+    data = Workspace.from_config(cfg).events.stats()
     if as_json:
         print(json.dumps(data, default=str))
         return
@@ -372,9 +372,9 @@ app.add_typer(models_app, name="models")
 
 
 def _registry(workspace: Path | None, config: Path | None) -> Any:
-    from feedrec.registry import LocalRegistry
+    from feedrec.workspace import Workspace
 
-    return LocalRegistry(_config(config, None, workspace).workspace / "registry")
+    return Workspace.from_config(_config(config, None, workspace)).registry
 
 
 @models_app.command("list")
@@ -527,11 +527,12 @@ def recommend_batch_cmd(
 ) -> None:
     """Precompute the top-k of every user (or a list) from the production bundle; rerun to resume."""
     from feedrec.online.batch import recommend_batch
-    from feedrec.registry import LocalRegistry, RegistryError
+    from feedrec.registry import RegistryError
+    from feedrec.workspace import Workspace
 
     try:
         cfg = _config(config, None, workspace)
-        registry = LocalRegistry(cfg.workspace / "registry")
+        registry = Workspace.from_config(cfg).registry
         manifest = registry.production()
         if manifest is None:
             raise RegistryError("no bundle in production: train one with `feedrec train`")
@@ -544,7 +545,7 @@ def recommend_batch_cmd(
         with _progress() as bar:
             task = bar.add_task("recommending", total=len(users))
             result = recommend_batch(
-                registry.bundles / manifest.version / "model",
+                registry.model_dir(manifest.version),
                 manifest.version,
                 users,
                 output,
@@ -696,12 +697,12 @@ def demo(
 
 def _serve_demo(workspace: Path, version: str, port: int) -> None:
     """The demo's last step: serve the bundle it just registered, and say how to call it."""
-    from feedrec.data.store import LocalEventStore
     from feedrec.online.server import run_server
     from feedrec.online.settings import ServeSettings
+    from feedrec.workspace import Workspace
 
     settings = ServeSettings(workspace=workspace, port=port)
-    users = LocalEventStore(workspace).scan(columns=["user_id"], types=["click"])
+    users = Workspace(workspace).events.scan(columns=["user_id"], types=["click"])
     user = users.column("user_id")[0].as_py() if users.num_rows else "u0"
     base = f"http://{settings.host}:{settings.port}"
     out.print(f"\n[bold]serving bundle {version}[/bold] from {workspace} on {base}  (Ctrl-C stops it)")

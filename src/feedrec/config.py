@@ -231,10 +231,20 @@ class TrainConfig(StrictModel):
     tune_timeout_s: float = Field(300.0, gt=0)
 
 
+class BackendsConfig(StrictModel):
+    """Which class holds each store, by name (as Feast names its store types): a new backend is one
+    class and one line in ``feedrec.workspace.BACKENDS``."""
+
+    event_store: str = "local"
+    online_store: str = "local"
+    registry: str = "local"
+
+
 class FeedrecConfig(StrictModel):
     """The whole configuration: one file, every knob."""
 
     workspace: Path = Path("workspace")
+    backends: BackendsConfig = Field(default_factory=BackendsConfig)
     threads: int = Field(2, ge=1)
     simulator: SimulatorConfig = Field(default_factory=SimulatorConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)

@@ -97,6 +97,18 @@ def gate_decision(new: Manifest, current: Manifest | None, policy: GatePolicy) -
 
 class ModelRegistry(ABC):
     @abstractmethod
+    def next_version(self) -> str:
+        """The version the next registered bundle should take."""
+
+    @abstractmethod
+    def model_dir(self, version: str) -> Path:
+        """A local folder holding ``version``'s saved model (what worker processes load)."""
+
+    @abstractmethod
+    def history(self) -> builtins.list[dict[str, Any]]:
+        """Every change of production, in the order it took effect."""
+
+    @abstractmethod
     def register(self, model: Recommender, manifest: Manifest, report_html: str | None = None) -> Manifest: ...
 
     @abstractmethod
@@ -248,6 +260,9 @@ class LocalRegistry(ModelRegistry):
                 raise RegistryError("nothing to roll back to: no bundle was in production before the current one")
             self._set_production(stack[-2], "rollback", f"rolled back from {stack[-1]}", key)
         return self.get(stack[-2])
+
+    def model_dir(self, version: str) -> Path:
+        return self.bundles / self.get(version).version / "model"
 
     def load_model(self, version: str | None = None) -> Recommender:
         manifest = self.get(version) if version else self.production()

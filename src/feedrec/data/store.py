@@ -67,6 +67,17 @@ class EventStore(ABC):
     def count(self) -> int: ...
 
     @abstractmethod
+    def stats(self) -> dict[str, object]:
+        """Counts by event type, distinct users and items, and the time range."""
+
+    def compact(self) -> int:
+        """Merge small parts, if the backend has any; returns how many it merged (0: nothing to do)."""
+        return 0
+
+    def close(self) -> None:  # noqa: B027 (optional: most backends hold nothing open)
+        """Release what the store holds open (connections)."""
+
+    @abstractmethod
     def position(self) -> int:
         """An opaque, increasing mark of what the store holds now (for ``read_since``)."""
 

@@ -34,6 +34,10 @@ class OnlineFeatureStore(ABC):
     def get_online_features(self, entity_rows: pl.DataFrame, features: list[str] | None = None) -> pl.DataFrame:
         """Feature rows for requests (user_id, item_id, timestamp, surface, position)."""
 
+    @abstractmethod
+    def save(self, path: Path | None = None) -> Path | None:
+        """Persist what the store holds (a no-op where the backend is durable itself)."""
+
 
 class LocalOnlineStore(OnlineFeatureStore):
     def __init__(self, items: pl.DataFrame | None = None, path: Path | None = None) -> None:

@@ -23,7 +23,7 @@ from feedrec.offline.protocol import (
     targets_after,
 )
 from feedrec.offline.split import chronological_split
-from feedrec.registry import LocalRegistry
+from feedrec.workspace import Workspace
 
 
 @dataclass
@@ -39,17 +39,18 @@ def compress_bundle(
     cfg: FeedrecConfig, version: str, *, kind: str | None = None, gate: CompressionGate | None = None
 ) -> CompressResult:
     gate = gate or CompressionGate(metric=f"ndcg@{cfg.eval.k}")
-    registry = LocalRegistry(cfg.workspace / "registry")
+    space = Workspace.from_config(cfg)
+    registry = space.registry
     manifest = registry.get(version)
     model = registry.load_model(version)
     compressed = compress_retrieval(model, kind)
     if compressed is model:
         raise ValueError(f"{version} ({manifest.model}) has no two-tower item index to compress")
 
-    events = load_store_events(cfg.workspace, cfg).select("user_id", "item_id", "timestamp")
+    events = load_store_events(space, cfg).select("user_id", "item_id", "timestamp")
     rest, test = chronological_split(dedupe_earliest(events), protocol=cfg.split.protocol, ratio=cfg.split.test_ratio)
     data = sample_test_users(targets_after(rest, test), cfg.eval.max_test_users)
-    side = load_store_side(cfg.workspace)
+    side = load_store_side(space)
     metric = f"ndcg@{cfg.eval.k}"
 
     def score(m: object) -> float:

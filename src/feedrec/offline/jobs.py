@@ -14,7 +14,6 @@ from feedrec.data.movielens import side_tables
 from feedrec.data.side import SideInfo
 from feedrec.data.simulator import SimulatedFeed, simulate
 from feedrec.data.sources import read_events
-from feedrec.data.store import LocalEventStore
 from feedrec.data.validation import validate_events
 from feedrec.logs import get_logger
 from feedrec.models.base import Recommender
@@ -22,7 +21,8 @@ from feedrec.offline.protocol import EvalReport, run_protocol
 from feedrec.offline.ranking_eval import RankerReport, evaluate_rankers
 from feedrec.offline.report import render_report
 from feedrec.offline.split import Protocol, train_valid_test
-from feedrec.registry import LocalRegistry, build_manifest
+from feedrec.registry import build_manifest
+from feedrec.workspace import Workspace
 
 log = get_logger("jobs")
 SERVED_MODEL = "feedrec"  # the model `feedrec demo` registers and serves
@@ -49,8 +49,8 @@ def load_file_side(path: Path, *, fmt: str) -> SideInfo:
     return SideInfo()
 
 
-def load_store_side(workspace: Path) -> SideInfo:
-    store = LocalEventStore(workspace)
+def load_store_side(workspace: Workspace) -> SideInfo:
+    store = workspace.events
     return SideInfo(items=store.items(), users=store.users())
 
 
@@ -61,13 +61,13 @@ def load_events_and_side(
     if events is not None:
         frame = load_file_events(events, fmt=fmt, mapping=mapping, cfg=cfg)
         return frame, load_file_side(events, fmt=fmt), f"{events.parent.name}/{events.name}"
-    return load_store_events(cfg.workspace, cfg), load_store_side(cfg.workspace), str(cfg.workspace)
+    space = Workspace.from_config(cfg)
+    return load_store_events(space, cfg), load_store_side(space), str(cfg.workspace)
 
 
-def load_store_events(workspace: Path, cfg: FeedrecConfig) -> pl.DataFrame:
+def load_store_events(workspace: Workspace, cfg: FeedrecConfig) -> pl.DataFrame:
     """Positive interactions from the workspace's event store."""
-    store = LocalEventStore(workspace)
-    table = store.scan(
+    table = workspace.events.scan(
         columns=["user_id", "item_id", "timestamp", "type"], types=[t.value for t in cfg.eval.positive_types]
     )
     df = pl.from_arrow(table)
@@ -124,13 +124,14 @@ def demo(cfg: FeedrecConfig, *, on_stage: Callable[[str], None], progress: Progr
     files = feed.write(workspace / "simulated")
 
     on_stage("ingest")
-    store = LocalEventStore(workspace / "store")
-    ingested = ingest_events(files["events"], store, workspace / "store", cfg.ingest)
+    space = Workspace(workspace / "store", cfg.backends)
+    store = space.events
+    ingested = ingest_events(files["events"], store, space.root, cfg.ingest)
     store.put_items(feed.items)
     store.put_users(feed.users)
 
     on_stage("split")
-    events = load_store_events(workspace / "store", cfg)
+    events = load_store_events(space, cfg)
     split = train_valid_test(events, cfg.split)  # raises LeakageError if a split saw the future
     sizes = {"train": split.train.height, "valid": split.valid.height, "test": split.test.height}
 
@@ -143,7 +144,7 @@ def demo(cfg: FeedrecConfig, *, on_stage: Callable[[str], None], progress: Progr
         k=cfg.eval.k,
         models=cfg.eval.models,
         cfg=cfg,
-        side=load_store_side(workspace / "store"),
+        side=load_store_side(space),
         on_model=lambda name: on_stage(f"fit + evaluate: {name}"),
         on_fitted=lambda name, model: fitted.update({name: model}) if name == SERVED_MODEL else None,
     )
@@ -155,14 +156,14 @@ def demo(cfg: FeedrecConfig, *, on_stage: Callable[[str], None], progress: Progr
     version = None
     if SERVED_MODEL in fitted:  # the whole pipeline, as evaluated, becomes the bundle the demo serves
         on_stage("register the bundle")
-        registry = LocalRegistry(workspace / "store" / "registry")
+        registry = space.registry
         manifest = build_manifest(
             registry.next_version(), SERVED_MODEL, events, cfg, {"test": report.models[SERVED_MODEL]}
         )
         registry.register(fitted[SERVED_MODEL], manifest, render_report(manifest, rankers))
         registry.promote(manifest.version, reason="feedrec demo")
         version = manifest.version
-    return DemoResult(files, feed.events.num_rows, ingested, sizes, report, rankers, workspace / "store", version)
+    return DemoResult(files, feed.events.num_rows, ingested, sizes, report, rankers, space.root, version)
 
 
 def run_simulation(cfg: FeedrecConfig, out: Path, *, progress: Progress) -> tuple[SimulatedFeed, dict[str, str]]:

@@ -21,7 +21,6 @@ import polars as pl
 
 from feedrec.config import FeedrecConfig
 from feedrec.data.side import SideInfo
-from feedrec.data.store import LocalEventStore
 from feedrec.logs import get_logger
 from feedrec.models import build_model
 from feedrec.models.base import Recommender
@@ -38,8 +37,9 @@ from feedrec.offline.ranking_eval import RankerReport, evaluate_rankers
 from feedrec.offline.report import render_report
 from feedrec.offline.split import chronological_split
 from feedrec.offline.tuning import tune
-from feedrec.registry import GatePolicy, LocalRegistry, Manifest, build_manifest, gate_decision
+from feedrec.registry import GatePolicy, Manifest, build_manifest, gate_decision
 from feedrec.schemas import EVENT_SCHEMA
+from feedrec.workspace import Workspace
 
 log = get_logger("train")
 
@@ -103,9 +103,10 @@ def train(
     on_stage("load events")
     # One scan: impressions feed the ranker, the positive types feed retrieval.
     columns = [c for c in EVENT_SCHEMA.names if c != "event_id"]
-    all_events = pl.DataFrame(pl.from_arrow(LocalEventStore(cfg.workspace).scan(columns=columns)))
+    space = Workspace.from_config(cfg)
+    all_events = pl.DataFrame(pl.from_arrow(space.events.scan(columns=columns)))
     events = all_events.filter(pl.col("type").is_in([t.value for t in cfg.eval.positive_types]))
-    side = load_store_side(cfg.workspace)
+    side = load_store_side(space)
     if events.height == 0:
         raise ValueError(f"{cfg.workspace} holds no positive interactions: ingest events first (feedrec ingest)")
 
@@ -114,7 +115,7 @@ def train(
     rest, test = chronological_split(df, protocol=cfg.split.protocol, ratio=cfg.split.test_ratio)
     train_part, valid = chronological_split(rest, protocol=cfg.split.protocol, ratio=cfg.split.valid_ratio)
 
-    registry = LocalRegistry(cfg.workspace / "registry")
+    registry = space.registry
     version = registry.next_version()
     # Tuning fits the candidate sources on the training part, and so does the pipeline's fit scored on
     # validation (for serving, after its ranker's stage 1): the second reuses the first, lists included.
@@ -156,7 +157,7 @@ def train(
         manifest,
         bool(decision["promote"]),
         str(decision["reason"]),
-        str(registry.bundles / manifest.version),
+        str(registry.model_dir(manifest.version).parent),
         clock.seconds,
     )
 

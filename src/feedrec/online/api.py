@@ -153,7 +153,7 @@ MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 
 
 def _build_service(settings: ServeSettings) -> FeedService:
-    rules = load_config(settings.config).ingest if settings.config is not None else None
+    cfg = load_config(settings.config) if settings.config is not None else None
     return FeedService(
         settings.workspace,
         precomputed=settings.precomputed,
@@ -161,7 +161,8 @@ def _build_service(settings: ServeSettings) -> FeedService:
             settings.retrieve_budget_ms / 1e3, settings.rank_budget_ms / 1e3, settings.rerank_budget_ms / 1e3
         ),
         snapshot_every_s=settings.snapshot_every_s,
-        rules=rules,
+        rules=cfg.ingest if cfg is not None else None,
+        backends=cfg.backends if cfg is not None else None,
         max_pending_batches=settings.max_pending_batches,
         served_log_max_bytes=settings.served_log_max_bytes,
         served_log_keep=settings.served_log_keep,

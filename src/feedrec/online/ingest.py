@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from feedrec.config import IngestConfig
-from feedrec.data.store import AppendResult, LocalEventStore
+from feedrec.data.store import AppendResult, EventStore
 from feedrec.data.validation import reason_field, records_to_raw, validate_events
 from feedrec.logs import get_logger
 
@@ -75,7 +75,7 @@ def lower_priority(increment: int) -> None:
 class EventWriter:
     def __init__(
         self,
-        store: LocalEventStore,
+        store: EventStore,
         on_stored: Callable[[pa.Table, AppendResult], None],
         *,
         rules: IngestConfig | None = None,

@@ -29,17 +29,17 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from feedrec.config import IngestConfig
-from feedrec.data.store import AppendResult, LocalEventStore
-from feedrec.features.online import LocalOnlineStore
+from feedrec.config import BackendsConfig, IngestConfig
+from feedrec.data.store import AppendResult
 from feedrec.models.base import PAD_ID, Recommender
 from feedrec.models.feed import FeedRecommender
 from feedrec.models.retrieval.candidates import CandidateRecommender
 from feedrec.online.batch import PrecomputedFeeds
 from feedrec.online.ingest import EventWriter, Outcome, Rejected
 from feedrec.online.servedlog import RotatingLog
-from feedrec.registry import LocalRegistry, RegistryError
+from feedrec.registry import RegistryError
 from feedrec.schemas import POSITIVE_EVENT_TYPES, Event, EventType
+from feedrec.workspace import Workspace
 
 T = TypeVar("T")
 
@@ -132,18 +132,18 @@ class FeedService:
         snapshot_every_s: float = 5.0,
         stage_workers: int = 8,
         rules: IngestConfig | None = None,
+        backends: BackendsConfig | None = None,
         max_pending_batches: int = 256,
         served_log_max_bytes: int = 64 * 2**20,
         served_log_keep: int = 5,
     ) -> None:
         self.workspace = Path(workspace)
         self.precomputed = PrecomputedFeeds(precomputed) if precomputed is not None else None
-        self.registry = LocalRegistry(self.workspace / "registry")
-        self.store = LocalEventStore(self.workspace)
+        self.space = Workspace(self.workspace, backends)
+        self.registry = self.space.registry
+        self.store = self.space.events
         items = pl.DataFrame(pl.from_arrow(self.store.items()))
-        self.features = LocalOnlineStore(
-            items if items.height else None, path=self.workspace / "online" / "features.parquet"
-        )
+        self.features = self.space.online_store(items if items.height else None)
         self.recent = RecentActions()
         # Events already reflected here: the history (in the bundle and the feature snapshot) up to
         # this position, and the appends this process made itself (``_own``). catch_up() folds in
@@ -163,7 +163,7 @@ class FeedService:
         for future in [self._pool.submit(barrier.wait) for _ in range(stage_workers)]:
             future.result()
         self.served_log = RotatingLog(
-            self.workspace / "serving" / "impressions.jsonl", max_bytes=served_log_max_bytes, keep=served_log_keep
+            self.space.serving_dir / "impressions.jsonl", max_bytes=served_log_max_bytes, keep=served_log_keep
         )
         self.fallbacks = 0
         self.writer = EventWriter(self.store, self._fold_own, rules=rules, max_pending=max_pending_batches)
