@@ -295,7 +295,7 @@ def tune(
 
             result = run_tune(
                 model,
-                frame,
+                jobs.split_interactions(frame, cfg),
                 side,
                 cfg,
                 out_dir=cfg.workspace / "tuning",

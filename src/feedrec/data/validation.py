@@ -142,7 +142,7 @@ def _run(sql: str, raw: pa.Table, params: list[datetime]) -> pa.Table:
         try:
             con.execute("SET TimeZone = 'UTC'")
             con.register("raw", raw)
-            return con.execute(sql, params).to_arrow_table()
+            return con.sql(sql, params=params).to_arrow_table()
         finally:
             con.close()
     local: duckdb.DuckDBPyConnection | None = getattr(_local, "con", None)

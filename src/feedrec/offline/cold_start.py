@@ -28,7 +28,7 @@ from feedrec.metrics import ndcg_at_k, recall_at_k
 from feedrec.models import build_model
 from feedrec.models.retrieval.candidates import CandidateRecommender
 from feedrec.offline.protocol import dedupe_earliest
-from feedrec.offline.split import chronological_split
+from feedrec.offline.split import train_valid_test
 
 
 @dataclass
@@ -72,7 +72,9 @@ def evaluate_cold_start(
     if side.items is None:
         raise ValueError("cold-start evaluation needs the items table (publish times)")
     df = dedupe_earliest(events.select("user_id", "item_id", "timestamp"))
-    train_df, test_df = chronological_split(df, protocol="global", ratio=cfg.split.test_ratio)
+    # One time cut for everyone, so "new" users and items are new at the same moment.
+    split = train_valid_test(df, cfg.split.model_copy(update={"protocol": "global"}))
+    train_df, test_df = split.rest, split.test
     cut, end = test_df["timestamp"].min(), test_df["timestamp"].max()
     items = pl.DataFrame(pl.from_arrow(side.items)).select("item_id", "created_at")
     published = items.filter(pl.col("created_at").is_null() | (pl.col("created_at") <= end))["item_id"]

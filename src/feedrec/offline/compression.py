@@ -22,7 +22,7 @@ from feedrec.offline.protocol import (
     sample_test_users,
     targets_after,
 )
-from feedrec.offline.split import chronological_split
+from feedrec.offline.split import train_valid_test
 from feedrec.workspace import Workspace
 
 
@@ -48,8 +48,8 @@ def compress_bundle(
         raise ValueError(f"{version} ({manifest.model}) has no two-tower item index to compress")
 
     events = load_store_events(space, cfg).select("user_id", "item_id", "timestamp")
-    rest, test = chronological_split(dedupe_earliest(events), protocol=cfg.split.protocol, ratio=cfg.split.test_ratio)
-    data = sample_test_users(targets_after(rest, test), cfg.eval.max_test_users)
+    split = train_valid_test(dedupe_earliest(events), cfg.split)  # the test part train set aside
+    data = sample_test_users(targets_after(split.rest, split.test), cfg.eval.max_test_users)
     side = load_store_side(space)
     metric = f"ndcg@{cfg.eval.k}"
 

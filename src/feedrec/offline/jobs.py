@@ -17,10 +17,10 @@ from feedrec.data.sources import read_events
 from feedrec.data.validation import validate_events
 from feedrec.logs import get_logger
 from feedrec.models.base import Recommender
-from feedrec.offline.protocol import EvalReport, run_protocol
+from feedrec.offline.protocol import EvalReport, dedupe_earliest, run_protocol
 from feedrec.offline.ranking_eval import RankerReport, evaluate_rankers
 from feedrec.offline.report import render_report
-from feedrec.offline.split import Protocol, train_valid_test
+from feedrec.offline.split import Protocol, Split, train_valid_test
 from feedrec.registry import build_manifest
 from feedrec.workspace import Workspace
 
@@ -47,6 +47,12 @@ def load_file_side(path: Path, *, fmt: str) -> SideInfo:
         items, users = side_tables(path)
         return SideInfo(items=items, users=users)
     return SideInfo()
+
+
+def split_interactions(events: pl.DataFrame, cfg: FeedrecConfig) -> Split:
+    """The one split of a log of positive events: deduplicated to each (user, item)'s earliest
+    interaction, then train / validation / test by ``cfg.split``."""
+    return train_valid_test(dedupe_earliest(events.select("user_id", "item_id", "timestamp")), cfg.split)
 
 
 def load_store_side(workspace: Workspace) -> SideInfo:
@@ -86,8 +92,10 @@ def evaluate(
     side: SideInfo | None = None,
     on_model: Callable[[str], None] | None = None,
     on_fitted: Callable[[str, Recommender], None] | None = None,
+    split: Split | None = None,
 ) -> EvalReport:
-    """``feedrec eval``: the benchmark protocol over the named models."""
+    """``feedrec eval``: the benchmark protocol over the named models (on ``split`` when the caller
+    made it already, with the same protocol)."""
     if events.height == 0:
         raise ValueError(f"{dataset}: no positive interactions of types {[t.value for t in cfg.eval.positive_types]}")
     return run_protocol(
@@ -100,6 +108,7 @@ def evaluate(
         side=side,
         on_model=on_model,
         on_fitted=on_fitted,
+        split=split,
     )
 
 
@@ -132,7 +141,7 @@ def demo(cfg: FeedrecConfig, *, on_stage: Callable[[str], None], progress: Progr
 
     on_stage("split")
     events = load_store_events(space, cfg)
-    split = train_valid_test(events, cfg.split)  # raises LeakageError if a split saw the future
+    split = split_interactions(events, cfg)  # raises LeakageError if a split saw the future
     sizes = {"train": split.train.height, "valid": split.valid.height, "test": split.test.height}
 
     on_stage("fit + evaluate")
@@ -147,6 +156,7 @@ def demo(cfg: FeedrecConfig, *, on_stage: Callable[[str], None], progress: Progr
         side=load_store_side(space),
         on_model=lambda name: on_stage(f"fit + evaluate: {name}"),
         on_fitted=lambda name, model: fitted.update({name: model}) if name == SERVED_MODEL else None,
+        split=split,
     )
 
     on_stage("rank impressions")

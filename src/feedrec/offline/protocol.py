@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from feedrec.config import FeedrecConfig
+from feedrec.config import FeedrecConfig, SplitConfig
 from feedrec.data.interactions import Interactions
 from feedrec.data.side import SideEncoder, SideInfo
 from feedrec.metrics import (
@@ -32,7 +32,7 @@ from feedrec.metrics import (
 )
 from feedrec.models import build_model
 from feedrec.models.base import Recommender
-from feedrec.offline.split import Protocol, chronological_split
+from feedrec.offline.split import Protocol, Split, train_valid_test
 
 
 @dataclass
@@ -79,10 +79,18 @@ def dedupe_earliest(df: pl.DataFrame) -> pl.DataFrame:
 
 
 def prepare(df: pl.DataFrame, *, protocol: Protocol, test_ratio: float = 0.1) -> ProtocolData:
-    """Steps 1-3 of the protocol on a frame of ``user_id``, ``item_id``, ``timestamp``."""
+    """Steps 1-3 of the protocol on a frame of ``user_id``, ``item_id``, ``timestamp``: the split's
+    test part against everything before it."""
     df = dedupe_earliest(df.select("user_id", "item_id", "timestamp"))
-    train_df, test_df = chronological_split(df, protocol=protocol, ratio=test_ratio)
-    return targets_after(train_df, test_df, n_users=df["user_id"].n_unique(), n_items=df["item_id"].n_unique())
+    split = train_valid_test(df, SplitConfig(protocol=protocol, test_ratio=test_ratio))
+    return for_split(split, df)
+
+
+def for_split(split: Split, whole: pl.DataFrame) -> ProtocolData:
+    """The protocol's data for a split made already: train + validation against the test part."""
+    return targets_after(
+        split.rest, split.test, n_users=whole["user_id"].n_unique(), n_items=whole["item_id"].n_unique()
+    )
 
 
 def targets_after(train_df: pl.DataFrame, test_df: pl.DataFrame, *, n_users: int = 0, n_items: int = 0) -> ProtocolData:
@@ -167,10 +175,16 @@ def run_protocol(
     side: SideInfo | None = None,
     on_model: Callable[[str], None] | None = None,
     on_fitted: Callable[[str, Recommender], None] | None = None,
+    split: Split | None = None,
 ) -> EvalReport:
-    """Prepare the split once, then fit and evaluate each named model on it (``on_fitted`` gets
-    each fitted model, for a caller that keeps one)."""
-    data = prepare(df, protocol=protocol, test_ratio=cfg.split.test_ratio)
+    """Prepare the split once (or take ``split``, made by the caller from ``df``), then fit and
+    evaluate each named model on it (``on_fitted`` gets each fitted model, for a caller that keeps one)."""
+    if split is not None and split.protocol != protocol:
+        raise ValueError(f"the split was made with protocol {split.protocol!r}, not {protocol!r}")
+    if split is not None:
+        data = for_split(split, dedupe_earliest(df.select("user_id", "item_id", "timestamp")))
+    else:
+        data = prepare(df, protocol=protocol, test_ratio=cfg.split.test_ratio)
     if data.test_users.size == 0:
         raise ValueError("no test users: every user's test items are new or already seen; more data is needed")
     report = EvalReport(

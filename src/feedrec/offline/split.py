@@ -9,7 +9,7 @@ benchmark protocol; the guard checks the per-user order.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import polars as pl
@@ -23,11 +23,18 @@ class LeakageError(AssertionError):
     """A split put an interaction in train that happens after one in test."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class Split:
+    """The one split every stage takes: test carved from the whole, validation from the rest the
+    same way. ``rest`` (train + validation) is what models are refit on before they meet the test
+    part; ``cuts`` describes the split for a manifest."""
+
     train: pl.DataFrame
     valid: pl.DataFrame
     test: pl.DataFrame
+    rest: pl.DataFrame
+    protocol: Protocol = "user"
+    cuts: dict[str, object] = field(default_factory=dict)
 
 
 def _with_order(df: pl.DataFrame) -> pl.DataFrame:
@@ -82,7 +89,26 @@ def assert_no_leakage(train: pl.DataFrame, test: pl.DataFrame, *, protocol: Prot
 
 
 def train_valid_test(df: pl.DataFrame, cfg: SplitConfig) -> Split:
-    """Carve test from the whole, then validation from the rest, the same way."""
+    """Carve test from the whole, then validation from the rest, the same way (the only place
+    that does), and record where the cuts fell."""
     rest, test = chronological_split(df, protocol=cfg.protocol, ratio=cfg.test_ratio)
     train, valid = chronological_split(rest, protocol=cfg.protocol, ratio=cfg.valid_ratio)
-    return Split(train=train, valid=valid, test=test)
+    return Split(
+        train=train, valid=valid, test=test, rest=rest, protocol=cfg.protocol, cuts=_cuts(train, valid, test, cfg)
+    )
+
+
+def _cuts(train: pl.DataFrame, valid: pl.DataFrame, test: pl.DataFrame, cfg: SplitConfig) -> dict[str, object]:
+    def span(part: pl.DataFrame) -> dict[str, object]:
+        if part.height == 0:
+            return {"rows": 0}
+        return {"rows": part.height, "first": str(part["timestamp"].min()), "last": str(part["timestamp"].max())}
+
+    return {
+        "protocol": cfg.protocol,
+        "test_ratio": cfg.test_ratio,
+        "valid_ratio": cfg.valid_ratio,
+        "train": span(train),
+        "valid": span(valid),
+        "test": span(test),
+    }

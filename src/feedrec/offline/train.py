@@ -35,7 +35,7 @@ from feedrec.offline.protocol import (
 )
 from feedrec.offline.ranking_eval import RankerReport, evaluate_rankers
 from feedrec.offline.report import render_report
-from feedrec.offline.split import chronological_split
+from feedrec.offline.split import Split, train_valid_test
 from feedrec.offline.tuning import tune
 from feedrec.registry import GatePolicy, Manifest, build_manifest, gate_decision
 from feedrec.schemas import EVENT_SCHEMA
@@ -98,6 +98,7 @@ def train(
     policy: GatePolicy | None = None,
     on_stage: Callable[[str], None] = lambda _: None,
 ) -> TrainResult:
+    cfg = cfg.model_copy(deep=True)  # tuning writes its best parameters here, not into the caller's config
     clock = _StageClock(on_stage)
     on_stage = clock.start
     on_stage("load events")
@@ -112,8 +113,7 @@ def train(
 
     on_stage("split")
     df = dedupe_earliest(events.select("user_id", "item_id", "timestamp"))
-    rest, test = chronological_split(df, protocol=cfg.split.protocol, ratio=cfg.split.test_ratio)
-    train_part, valid = chronological_split(rest, protocol=cfg.split.protocol, ratio=cfg.split.valid_ratio)
+    split = train_valid_test(df, cfg.split)  # the one split: tuning, the gate and the test all take it
 
     registry = space.registry
     version = registry.next_version()
@@ -121,13 +121,14 @@ def train(
     # validation (for serving, after its ranker's stage 1): the second reuses the first, lists included.
     # The fits are released when the block ends, before the impression ranker builds its features.
     with reusing_fits():
-        tuned = _tune(cfg, events, side, version, on_stage)
+        tuned = _tune(cfg, split, side, version, on_stage)
         on_stage(f"fit {model_name} on train, score on validation")
-        _, valid_metrics = _fit_and_score(model_name, train_part, valid, side, cfg)
+        _, valid_metrics = _fit_and_score(model_name, split.train, split.valid, side, cfg)
         on_stage(f"refit {model_name} on train + validation, score on test")
-        model, test_metrics = _fit_and_score(model_name, rest, test, side, cfg)
+        model, test_metrics = _fit_and_score(model_name, split.rest, split.test, side, cfg)
 
-    del events, rest, train_part, valid, test  # the retrieval stages' frames: the ranker needs the memory
+    cuts = split.cuts
+    del events, split  # the retrieval stages' frames: the ranker needs the memory
     gc.collect()
     ranker: RankerReport | None = None
     if all_events.filter(pl.col("type") == "impression").height > 1000:
@@ -147,6 +148,7 @@ def train(
         | ({"ranker": ranker.models["lightgbm_calibrated"]} if ranker else {}),
         extra_params={"tuning": tuned},
     )
+    manifest.data_window["split"] = cuts  # where train, validation and test began and ended
     decision = gate_decision(manifest, registry.production(), policy or GatePolicy(metric=f"ndcg@{cfg.eval.k}"))
     manifest.gate = decision
     registry.register(model, manifest, render_report(manifest, ranker))
@@ -163,16 +165,16 @@ def train(
 
 
 def _tune(
-    cfg: FeedrecConfig, events: pl.DataFrame, side: SideInfo, version: str, on_stage: Callable[[str], None]
+    cfg: FeedrecConfig, split: Split, side: SideInfo, version: str, on_stage: Callable[[str], None]
 ) -> dict[str, dict[str, Any]]:
-    """Tune each model in ``train.tune`` (validation only) and put the best parameters into ``cfg``."""
+    """Tune each model in ``train.tune`` on the split's train vs validation parts and put the best
+    parameters into ``cfg`` (train's own copy)."""
     tuned: dict[str, dict[str, Any]] = {}
     for name in cfg.train.tune:
         on_stage(f"tune {name} (validation only, {cfg.train.tune_trials} trials or {cfg.train.tune_timeout_s:.0f} s)")
-        # tune() sets the same test part aside itself and searches on train vs validation.
         result = tune(
             name,
-            events,
+            split,
             side,
             cfg,
             out_dir=cfg.workspace / "tuning",

@@ -21,15 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import polars as pl
 import yaml
 
 from feedrec.config import FeedrecConfig
 from feedrec.data.side import SideInfo
 from feedrec.models import build_model
 from feedrec.models.retrieval.candidates import CandidateRecommender
-from feedrec.offline.protocol import dedupe_earliest, evaluate_recommender, prepare, sample_test_users
-from feedrec.offline.split import chronological_split
+from feedrec.offline.protocol import evaluate_recommender, sample_test_users, targets_after
+from feedrec.offline.split import Split
 
 SearchSpace = Callable[[optuna.Trial], dict[str, Any]]
 
@@ -48,7 +47,7 @@ SPACES: dict[str, SearchSpace] = {
         "id_dropout": t.suggest_float("id_dropout", 0.0, 0.3),
         "n_random_negatives": t.suggest_categorical("n_random_negatives", [0, 256]),
     },
-    "candidates": lambda t: {},  # filled in by tune(): one fusion weight per configured source
+    "candidates": lambda t: {},  # tune() searches one fusion weight per configured source instead
     "covisit": lambda t: {
         "window_hours": t.suggest_float("window_hours", 0.5, 168.0, log=True),
         "gap_half_life_hours": t.suggest_float("gap_half_life_hours", 0.1, 48.0, log=True),
@@ -84,7 +83,7 @@ class TuneResult:
 
 def tune(
     model: str,
-    events: pl.DataFrame,
+    split: Split,
     side: SideInfo | None,
     cfg: FeedrecConfig,
     *,
@@ -97,18 +96,22 @@ def tune(
     study_name: str | None = None,
     on_trial: Callable[[int, float], None] | None = None,
 ) -> TuneResult:
-    """Search ``model``'s hyperparameters; returns the best ones (validation NDCG@k)."""
+    """Search ``model``'s hyperparameters on ``split``'s train part scored on its validation part
+    (the test part is never looked at); returns the best ones. Changes neither ``cfg`` nor any
+    module state."""
     if model not in SPACES:
         raise ValueError(f"no search space for {model!r}; tunable: {', '.join(SPACES)}")
+    space = SPACES[model]
     if model == "candidates":
         sources = list(cfg.models.candidates.quotas)
-        SPACES["candidates"] = lambda t: {
-            "weights": {s: t.suggest_float(f"weight_{s}", 0.0, 1.0) for s in sources},
-            "fusion_k": t.suggest_float("fusion_k", 1.0, 100.0, log=True),
-        }
-    df = dedupe_earliest(events.select("user_id", "item_id", "timestamp"))
-    rest, _test = chronological_split(df, protocol=cfg.split.protocol, ratio=cfg.split.test_ratio)
-    data = prepare(rest, protocol=cfg.split.protocol, test_ratio=cfg.split.valid_ratio)  # train / validation
+
+        def space(t: optuna.Trial) -> dict[str, Any]:
+            return {
+                "weights": {s: t.suggest_float(f"weight_{s}", 0.0, 1.0) for s in sources},
+                "fusion_k": t.suggest_float("fusion_k", 1.0, 100.0, log=True),
+            }
+
+    data = targets_after(split.train, split.valid)  # train / validation
     data = sample_test_users(data, cfg.eval.max_test_users, seed=seed)
 
     reuse = contextlib.ExitStack()
@@ -146,7 +149,7 @@ def tune(
     )
 
     def objective(trial: optuna.Trial) -> float:
-        value = score(SPACES[model](trial))
+        value = score(space(trial))
         if on_trial:
             on_trial(trial.number, value)
         return value
