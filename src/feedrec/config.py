@@ -6,9 +6,11 @@ never falls back silently to a default.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -193,20 +195,146 @@ class FeedParams(StrictModel):
     rerank: RerankParams | None = Field(default_factory=RerankParams)  # null: the ranker's order as is
 
 
-class ModelsConfig(StrictModel):
-    """Hyperparameters of every model, by model name."""
+@dataclass(frozen=True)
+class ModelDecl:
+    """What a model is, besides its hyperparameters: attached to its field of ``ModelsConfig``, so
+    that each model is declared once, there (name = the field, config section = the field's type,
+    class, whether it takes the thread count, search space, fast settings for the conformance
+    suite). Every list of models is derived from it (``model_table``)."""
 
-    popularity: PopularityParams = Field(default_factory=PopularityParams)
-    popularity_recent: PopularityParams = Field(default_factory=lambda: PopularityParams(window_days=7))
-    covisit: CovisitParams = Field(default_factory=CovisitParams)
-    als: ALSParams = Field(default_factory=ALSParams)
-    two_tower: TwoTowerParams = Field(default_factory=TwoTowerParams)
-    trending: TrendingParams = Field(default_factory=TrendingParams)
-    fresh: FreshParams = Field(default_factory=FreshParams)
-    content: ContentParams = Field(default_factory=ContentParams)
-    ease: EASEParams = Field(default_factory=EASEParams)
-    candidates: CandidatesParams = Field(default_factory=CandidatesParams)
-    feedrec: FeedParams = Field(default_factory=FeedParams)
+    cls: str  # "module:Class", imported only when the model is built
+    threads: bool = False  # takes ``num_threads`` from ``FeedrecConfig.threads``
+    source: bool = True  # may be a source of the candidate set
+    space: Callable[[Any], dict[str, Any]] | None = None  # Optuna: trial -> parameters
+    test_params: dict[str, Any] = field(default_factory=dict)  # small and fast, for tests/conformance
+
+
+_TINY_TOWER = {"dim": 8, "hidden": 16, "history_size": 4, "batch_size": 32, "epochs": 2, "num_threads": 1}
+_R = "feedrec.models.retrieval"
+
+
+class ModelsConfig(StrictModel):
+    """Hyperparameters of every model, by model name; each field is also the model's declaration."""
+
+    popularity: Annotated[PopularityParams, ModelDecl(f"{_R}.popularity:PopularityRecommender")] = Field(
+        default_factory=PopularityParams
+    )
+    popularity_recent: Annotated[
+        PopularityParams,
+        ModelDecl(f"{_R}.popularity:PopularityRecommender", test_params={"window_days": 0.5}),
+    ] = Field(default_factory=lambda: PopularityParams(window_days=7))
+    covisit: Annotated[
+        CovisitParams,
+        ModelDecl(
+            f"{_R}.covisit:CovisitRecommender",
+            space=lambda t: {
+                "window_hours": t.suggest_float("window_hours", 0.5, 168.0, log=True),
+                "gap_half_life_hours": t.suggest_float("gap_half_life_hours", 0.1, 48.0, log=True),
+                "history_size": t.suggest_int("history_size", 5, 100, log=True),
+                "history_half_life": t.suggest_float("history_half_life", 1.0, 50.0, log=True),
+            },
+        ),
+    ] = Field(default_factory=CovisitParams)
+    als: Annotated[
+        ALSParams,
+        ModelDecl(
+            f"{_R}.als:ALSRecommender",
+            threads=True,
+            space=lambda t: {
+                "factors": t.suggest_int("factors", 16, 256, log=True),
+                "regularization": t.suggest_float("regularization", 1e-4, 1.0, log=True),
+                "alpha": t.suggest_float("alpha", 0.1, 50.0, log=True),
+                "iterations": t.suggest_int("iterations", 5, 30),
+            },
+            test_params={"factors": 8, "iterations": 5, "num_threads": 1},
+        ),
+    ] = Field(default_factory=ALSParams)
+    two_tower: Annotated[
+        TwoTowerParams,
+        ModelDecl(
+            f"{_R}.two_tower:TwoTowerRecommender",
+            threads=True,
+            space=lambda t: {
+                "dim": t.suggest_categorical("dim", [32, 64, 128]),
+                "lr": t.suggest_float("lr", 1e-3, 1e-2, log=True),
+                "temperature": t.suggest_float("temperature", 0.02, 0.2, log=True),
+                "history_size": t.suggest_int("history_size", 5, 50, log=True),
+                "id_dropout": t.suggest_float("id_dropout", 0.0, 0.3),
+                "n_random_negatives": t.suggest_categorical("n_random_negatives", [0, 256]),
+            },
+            test_params=_TINY_TOWER,
+        ),
+    ] = Field(default_factory=TwoTowerParams)
+    trending: Annotated[
+        TrendingParams, ModelDecl(f"{_R}.trending:TrendingRecommender", test_params={"window_days": 1.0})
+    ] = Field(default_factory=TrendingParams)
+    fresh: Annotated[FreshParams, ModelDecl(f"{_R}.fresh:FreshRecommender", test_params={"max_age_days": 10})] = Field(
+        default_factory=FreshParams
+    )
+    content: Annotated[ContentParams, ModelDecl(f"{_R}.content:ContentRecommender")] = Field(
+        default_factory=ContentParams
+    )
+    ease: Annotated[EASEParams, ModelDecl(f"{_R}.ease:EASERecommender", test_params={"l2_grid": [1.0, 10.0]})] = Field(
+        default_factory=EASEParams
+    )
+    # The two composites: the merged candidate set (its space: one fusion weight per configured
+    # source, built by tuning from the quotas) and the whole pipeline.
+    candidates: Annotated[
+        CandidatesParams,
+        ModelDecl(
+            f"{_R}.candidates:CandidateRecommender",
+            source=False,
+            space=lambda t: {},
+            test_params={
+                "sources": {
+                    "two_tower": {
+                        "class": f"{_R}.two_tower.TwoTowerRecommender",
+                        "params": {"ann": "hnsw", **_TINY_TOWER},
+                    },
+                    "covisit": {"class": f"{_R}.covisit.CovisitRecommender", "params": {}},
+                    "trending": {"class": f"{_R}.trending.TrendingRecommender", "params": {"window_days": 1.0}},
+                },
+                "quotas": {"two_tower": 100, "covisit": 100, "trending": 100},
+                "weights": {"trending": 0.5},
+            },
+        ),
+    ] = Field(default_factory=CandidatesParams)
+    feedrec: Annotated[
+        FeedParams,
+        ModelDecl(
+            "feedrec.models.feed:FeedRecommender",
+            threads=True,
+            source=False,
+            test_params={
+                "candidates": {
+                    "sources": {
+                        "popularity": {"class": f"{_R}.popularity.PopularityRecommender", "params": {}},
+                        "covisit": {"class": f"{_R}.covisit.CovisitRecommender", "params": {}},
+                    },
+                    "quotas": {"popularity": 100, "covisit": 100},
+                },
+                "ranker": {"n_estimators": 20, "min_data_in_leaf": 5, "num_threads": 1},
+                "n_candidates": 100,
+                "valid_ratio": 0.3,
+            },
+        ),
+    ] = Field(default_factory=FeedParams)
+
+
+def model_table() -> dict[str, ModelDecl]:
+    """Every model, by name, in declaration order."""
+    table: dict[str, ModelDecl] = {}
+    for name, info in ModelsConfig.model_fields.items():
+        decl = next((m for m in info.metadata if isinstance(m, ModelDecl)), None)
+        if decl is None:
+            raise TypeError(f"ModelsConfig.{name} carries no ModelDecl")
+        table[name] = decl
+    return table
+
+
+#: Every model ``feedrec eval --models`` knows; ``candidates`` merges the retrieval sources and
+#: ``feedrec`` is the whole pipeline (candidates, then a learned ranker).
+MODEL_NAMES: tuple[str, ...] = tuple(model_table())
 
 
 class EvalConfig(StrictModel):
@@ -256,14 +384,13 @@ class FeedrecConfig(StrictModel):
 
     @model_validator(mode="after")
     def _known_models(self) -> FeedrecConfig:
-        from feedrec.models import MODEL_NAMES  # late: models import config types
-
         unknown = [m for m in self.eval.models if m not in MODEL_NAMES]
         if unknown:
             raise ValueError(f"eval.models: unknown model(s) {unknown}; known: {sorted(MODEL_NAMES)}")
         if self.train.model not in MODEL_NAMES:
             raise ValueError(f"train.model: unknown model {self.train.model!r}; known: {sorted(MODEL_NAMES)}")
-        bad = [s for s in self.models.candidates.quotas if s not in MODEL_NAMES or s in ("candidates", "feedrec")]
+        table = model_table()
+        bad = [s for s in self.models.candidates.quotas if s not in table or not table[s].source]
         if bad:
             raise ValueError(f"models.candidates.quotas: unknown source(s) {bad}; known: {sorted(MODEL_NAMES)}")
         return self

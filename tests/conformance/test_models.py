@@ -1,71 +1,28 @@
-"""Every recommender passes the same suite: a new model gets it by adding one line to MODELS."""
+"""Every recommender passes the same suite: a model declared in feedrec.config gets it for free."""
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from feedrec.models import MODEL_NAMES, model_for_tests
 from feedrec.models.base import PAD_ID, NotFittedError, Recommender, top_k
-from feedrec.models.feed import FeedRecommender
-from feedrec.models.retrieval.als import ALSRecommender
 from feedrec.models.retrieval.candidates import CandidateRecommender
-from feedrec.models.retrieval.content import ContentRecommender
-from feedrec.models.retrieval.covisit import CovisitRecommender
-from feedrec.models.retrieval.ease import EASERecommender
-from feedrec.models.retrieval.fresh import FreshRecommender
-from feedrec.models.retrieval.popularity import PopularityRecommender
-from feedrec.models.retrieval.trending import TrendingRecommender
-from feedrec.models.retrieval.two_tower import TwoTowerRecommender
 from tests.conftest import make_interactions, make_side
 
-TINY_TOWER = {"dim": 8, "hidden": 16, "history_size": 4, "batch_size": 32, "epochs": 2, "num_threads": 1}
+
+def _feed() -> Recommender:
+    return model_for_tests("feedrec")
 
 
-def _candidates() -> CandidateRecommender:
-    def spec(klass: type, **params: object) -> dict[str, object]:
-        return {"class": f"{klass.__module__}.{klass.__qualname__}", "params": params}
-
-    return CandidateRecommender(
-        sources={
-            "two_tower": spec(TwoTowerRecommender, ann="hnsw", **TINY_TOWER),
-            "covisit": spec(CovisitRecommender),
-            "trending": spec(TrendingRecommender, window_days=1.0),
-        },
-        quotas={"two_tower": 100, "covisit": 100, "trending": 100},
-        weights={"trending": 0.5},
-    )
-
-
-def _feed() -> FeedRecommender:
-    spec = lambda k, **p: {"class": f"{k.__module__}.{k.__qualname__}", "params": p}  # noqa: E731
-    return FeedRecommender(
-        candidates={
-            "sources": {"popularity": spec(PopularityRecommender), "covisit": spec(CovisitRecommender)},
-            "quotas": {"popularity": 100, "covisit": 100},
-        },
-        ranker={"n_estimators": 20, "min_data_in_leaf": 5, "num_threads": 1},
-        n_candidates=100,
-        valid_ratio=0.3,
-    )
-
-
-MODELS: dict[str, Callable[[], Recommender]] = {
-    "popularity": PopularityRecommender,
-    "popularity_recent": lambda: PopularityRecommender(window_days=0.5),
-    "covisit": CovisitRecommender,
-    "als": lambda: ALSRecommender(factors=8, iterations=5, num_threads=1),
-    "two_tower": lambda: TwoTowerRecommender(**TINY_TOWER),
-    "two_tower_hnsw": lambda: TwoTowerRecommender(ann="hnsw", **TINY_TOWER),
-    "trending": lambda: TrendingRecommender(window_days=1.0),
-    "fresh": lambda: FreshRecommender(max_age_days=10),
-    "content": ContentRecommender,
-    "candidates": _candidates,
-    "ease": lambda: EASERecommender(l2_grid=[1.0, 10.0]),
-    "feedrec": _feed,
+#: Every declared model (``ModelDecl.test_params`` in feedrec.config), plus the two-tower over HNSW.
+MODELS: dict[str, Callable[[], Recommender]] = {name: partial(model_for_tests, name) for name in MODEL_NAMES} | {
+    "two_tower_hnsw": partial(model_for_tests, "two_tower", ann="hnsw")
 }
 
 pytestmark = pytest.mark.parametrize("make", MODELS.values(), ids=MODELS.keys())
@@ -218,3 +175,13 @@ def test_recommending_many_users_in_blocks_changes_nothing(make, data, monkeypat
     np.testing.assert_allclose(scores, whole_scores, rtol=1e-6)
     if table is not None:  # the ranker's training candidates, likewise
         assert model.candidate_table(users, 30).equals(table)
+
+
+def test_clone_and_set_params(make):
+    model = make()
+    twin = model.clone()
+    assert type(twin) is type(model) and repr(twin) == repr(model) and twin is not model
+    name, value = next(iter(model.get_params().items()))
+    with pytest.raises(ValueError, match="no parameter"):
+        twin.set_params(not_a_parameter=1)
+    assert twin.set_params(**{name: value}) is twin

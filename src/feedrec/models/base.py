@@ -11,6 +11,7 @@ users it has never seen (the cold-start feed).
 
 from __future__ import annotations
 
+import copy
 import importlib
 import inspect
 import json
@@ -71,6 +72,20 @@ class Recommender(ABC):
     def get_params(self) -> dict[str, Any]:
         names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
         return {name: getattr(self, name) for name in names}
+
+    def set_params(self, **params: Any) -> Self:
+        """Change hyperparameters (before ``fit``); an unknown name is an error that lists the known."""
+        known = self.get_params()
+        unknown = sorted(set(params) - set(known))
+        if unknown:
+            raise ValueError(f"{type(self).__name__} has no parameter(s) {unknown}; its parameters: {sorted(known)}")
+        for name, value in params.items():
+            setattr(self, name, value)
+        return self
+
+    def clone(self) -> Self:
+        """A new, unfitted model with the same hyperparameters (copied, so changing one changes neither)."""
+        return type(self)(**copy.deepcopy(self.get_params()))
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())

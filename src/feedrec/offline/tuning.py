@@ -23,7 +23,7 @@ from typing import Any
 import optuna
 import yaml
 
-from feedrec.config import FeedrecConfig
+from feedrec.config import FeedrecConfig, model_table
 from feedrec.data.side import SideInfo
 from feedrec.models import build_model
 from feedrec.models.retrieval.candidates import CandidateRecommender
@@ -32,29 +32,9 @@ from feedrec.offline.split import Split
 
 SearchSpace = Callable[[optuna.Trial], dict[str, Any]]
 
-SPACES: dict[str, SearchSpace] = {
-    "als": lambda t: {
-        "factors": t.suggest_int("factors", 16, 256, log=True),
-        "regularization": t.suggest_float("regularization", 1e-4, 1.0, log=True),
-        "alpha": t.suggest_float("alpha", 0.1, 50.0, log=True),
-        "iterations": t.suggest_int("iterations", 5, 30),
-    },
-    "two_tower": lambda t: {
-        "dim": t.suggest_categorical("dim", [32, 64, 128]),
-        "lr": t.suggest_float("lr", 1e-3, 1e-2, log=True),
-        "temperature": t.suggest_float("temperature", 0.02, 0.2, log=True),
-        "history_size": t.suggest_int("history_size", 5, 50, log=True),
-        "id_dropout": t.suggest_float("id_dropout", 0.0, 0.3),
-        "n_random_negatives": t.suggest_categorical("n_random_negatives", [0, 256]),
-    },
-    "candidates": lambda t: {},  # tune() searches one fusion weight per configured source instead
-    "covisit": lambda t: {
-        "window_hours": t.suggest_float("window_hours", 0.5, 168.0, log=True),
-        "gap_half_life_hours": t.suggest_float("gap_half_life_hours", 0.1, 48.0, log=True),
-        "history_size": t.suggest_int("history_size", 5, 100, log=True),
-        "history_half_life": t.suggest_float("history_half_life", 1.0, 50.0, log=True),
-    },
-}
+#: The declared search spaces (``ModelDecl.space`` in ``feedrec.config``), by model name; the candidate
+#: set's is built by ``tune`` from the configured sources.
+SPACES: dict[str, SearchSpace] = {name: d.space for name, d in model_table().items() if d.space is not None}
 
 
 def _as_config(model: str, flat: dict[str, Any]) -> dict[str, Any]:
@@ -130,11 +110,10 @@ def tune(
 
     else:
         metric = f"ndcg@{k}"
+        configured = build_model(model, cfg)
 
         def score(params: dict[str, Any]) -> float:
-            trial_cfg = cfg.model_copy(deep=True)
-            setattr(trial_cfg.models, model, getattr(cfg.models, model).model_copy(update=params))
-            fitted = build_model(model, trial_cfg).fit(data.train, side)
+            fitted = configured.clone().set_params(**params).fit(data.train, side)
             return evaluate_recommender(fitted, data, k=k)[metric]
 
     out_dir.mkdir(parents=True, exist_ok=True)
