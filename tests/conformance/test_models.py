@@ -185,3 +185,18 @@ def test_clone_and_set_params(make):
     with pytest.raises(ValueError, match="no parameter"):
         twin.set_params(not_a_parameter=1)
     assert twin.set_params(**{name: value}) is twin
+
+
+def test_the_served_pipeline_gives_the_recommended_feed(make, data):
+    """Through its stages (retrieve -> rank -> arrange), a model serves what ``recommend`` returns;
+    ``exclude`` removes items from the candidates, and ``popular`` is the most-seen items."""
+    model = data.fit(make())
+    pipeline = model.serving()
+    users = np.asarray([str(data.users.ids[0])])
+    candidates = pipeline.retrieve(users, 5)
+    ids, _, sources = pipeline.arrange(1, candidates, pipeline.rank(users, candidates), 5)
+    assert ids[0].tolist() == model.recommend(users, 5)[0][0].tolist() and all(sources[0])
+    dropped = pipeline.retrieve(users, 5, exclude=[ids[0][0]])
+    assert ids[0][0] not in model.item_ids_[dropped.item]
+    top, counts, _ = pipeline.popular(3, exclude=[str(model.item_ids_[np.argmax(model.item_counts_)])])
+    assert top.size == 3 and np.all(np.diff(counts) <= 0)

@@ -119,3 +119,27 @@ def test_a_user_with_no_candidate_left_gets_an_empty_feed_not_an_error(feed_mode
     none = candidates.take(np.zeros(candidates.row.size, bool))
     ids, scores, sources = feed_model.arrange(1, none, np.empty(0), 10)
     assert (ids == "").all() and (sources == "").all() and np.isnan(scores).all() and ids.shape == (1, 10)
+
+
+def test_the_service_holds_several_bundles_and_serves_each_by_version(tmp_path: Path):
+    from feedrec.models.retrieval.covisit import CovisitRecommender
+    from feedrec.registry import LocalRegistry
+    from tests.integration.servers import build_workspace
+
+    ws = build_workspace(tmp_path / "ws")  # v0001 (popularity) in production, v0002 (covisit) registered
+    service = FeedService(ws)
+    try:
+        assert service.reload().version == "v0001" and set(service.bundles) == {"v0001"}
+        service.hold(["v0002"])
+        assert set(service.bundles) == {"v0001", "v0002"}
+        a, b = service.feed("u1", 5), service.feed("u1", 5, version="v0002")
+        assert (a.model_version, b.model_version) == ("v0001", "v0002")
+        model = LocalRegistry(ws / "registry").load_model("v0002")
+        assert isinstance(model, CovisitRecommender)
+        assert [i.item_id for i in b.items] == model.recommend(["u1"], 5)[0][0].tolist()
+        with pytest.raises(NoModelError, match="not held"):
+            service.feed("u1", 5, version="v0003")
+        service.hold([])
+        assert set(service.bundles) == {"v0001"}
+    finally:
+        service.close()

@@ -16,8 +16,10 @@ import importlib
 import inspect
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Protocol, Self
 
 import numpy as np
 import scipy.sparse as sp
@@ -56,6 +58,107 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.take_along_axis(part, order, axis=1), np.take_along_axis(part_scores, order, axis=1)
 
 
+@dataclass
+class CandidateSet:
+    """Fused candidates of a batch of users, sorted by user row, then fused rank."""
+
+    row: np.ndarray  # (c,) the user's position in the request
+    item: np.ndarray  # (c,) position in the catalogue (item_ids_)
+    rrf: np.ndarray  # (c,) fused score
+    pos: np.ndarray  # (c,) fused rank within the user's list
+    source: np.ndarray  # (c,) index into names: the source that ranked the item highest
+    rank: np.ndarray  # (c, n_sources) each source's rank of the item; NaN where it did not propose it
+    score: np.ndarray  # (c, n_sources) each source's own score; NaN likewise
+    names: list[str]
+
+    def take(self, mask: np.ndarray) -> CandidateSet:
+        return CandidateSet(
+            self.row[mask],
+            self.item[mask],
+            self.rrf[mask],
+            self.pos[mask],
+            self.source[mask],
+            self.rank[mask],
+            self.score[mask],
+            self.names,
+        )
+
+
+class ServedPipeline(Protocol):
+    """The stages a server runs per request, one by one, so that it can time, budget and fall back
+    from each: ``retrieve`` (a candidate set, without the items in ``exclude``), ``rank`` (a score
+    per candidate), ``arrange`` (each user's top ``k``, shaped by the re-ranker unless ``rerank``
+    is off) and ``popular`` (the fallback when retrieval fails). ``Recommender.serving()`` gives a
+    model's pipeline: the whole feed's own stages, or ``SingleStage`` for a one-stage model."""
+
+    def retrieve(self, users: np.ndarray, k: int, *, exclude: Sequence[str] = ()) -> CandidateSet: ...
+
+    def rank(self, users: np.ndarray, candidates: CandidateSet) -> np.ndarray: ...
+
+    def arrange(
+        self, n_users: int, candidates: CandidateSet, scores: np.ndarray, k: int, *, rerank: bool = True
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+
+    def popular(self, k: int, *, exclude: Sequence[str] = ()) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+
+
+def arrange_by_score(
+    item_ids: np.ndarray, n_users: int, c: CandidateSet, scores: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each user's top ``k`` candidates by ``scores`` (ties: the earlier candidate), unshaped:
+    (item_ids, scores, sources), each (n_users, k), padded with PAD_ID."""
+    out_ids = np.full((n_users, k), PAD_ID, dtype=object)
+    out_scores = np.full((n_users, k), np.nan, np.float32)
+    out_src = np.full((n_users, k), "", dtype=object)
+    if c.row.size:
+        names = np.asarray(c.names, dtype=object)
+        order = np.lexsort((c.item, c.pos, -scores, c.row))
+        rows = c.row[order]
+        slot = np.arange(rows.size) - np.searchsorted(rows, rows)  # rank within the user's list
+        keep = slot < k
+        take = order[keep]
+        out_ids[rows[keep], slot[keep]] = item_ids[c.item[take]]
+        out_scores[rows[keep], slot[keep]] = scores[take]
+        out_src[rows[keep], slot[keep]] = names[c.source[take]]
+    return out_ids.astype(str), out_scores, out_src.astype(str)
+
+
+class SingleStage:
+    """A one-stage model as a served pipeline: its own top-k (with sources, when it has them) is
+    the candidate set, in its order; ranking keeps that order and arranging cuts it to ``k``."""
+
+    def __init__(self, model: Recommender) -> None:
+        self.model = model
+
+    def retrieve(self, users: np.ndarray, k: int, *, exclude: Sequence[str] = ()) -> CandidateSet:
+        model = self.model
+        with_sources = getattr(model, "recommend_with_sources", None)
+        if with_sources is not None:
+            ids, scores, sources = with_sources(users, k + len(exclude))
+        else:
+            ids, scores = model.recommend(users, k + len(exclude))
+            sources = np.full(ids.shape, type(model).__name__, dtype=object)
+        rows, cols = np.nonzero((ids != PAD_ID) & ~np.isin(ids, list(exclude)))
+        names = sorted({str(s) for s in np.asarray(sources)[rows, cols].tolist()}) or [type(model).__name__]
+        source = np.searchsorted(np.asarray(names), np.asarray(sources, dtype=str)[rows, cols]).astype(np.int64)
+        item = model.item_index().lookup(ids[rows, cols])
+        score = np.asarray(scores, np.float64)[rows, cols]
+        pos = cols.astype(np.int64)
+        nan = np.full((rows.size, 1), np.nan)
+        return CandidateSet(rows.astype(np.int64), item, score, pos, source, nan, nan, names)
+
+    def rank(self, users: np.ndarray, candidates: CandidateSet) -> np.ndarray:
+        return candidates.rrf
+
+    def arrange(
+        self, n_users: int, candidates: CandidateSet, scores: np.ndarray, k: int, *, rerank: bool = True
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return arrange_by_score(self.model.item_ids_, n_users, candidates, scores, k)
+
+    def popular(self, k: int, *, exclude: Sequence[str] = ()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self.model.popular(k, exclude=exclude)
+
+
 class Recommender(ABC):
     """Base of every retrieval model."""
 
@@ -72,6 +175,19 @@ class Recommender(ABC):
     def get_params(self) -> dict[str, Any]:
         names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
         return {name: getattr(self, name) for name in names}
+
+    def serving(self) -> ServedPipeline:
+        """The stages a server runs for this model (``ServedPipeline``); one stage unless overridden."""
+        return SingleStage(self)
+
+    def popular(self, k: int, *, exclude: Sequence[str] = ()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The ``k`` most interacted-with training items, less ``exclude``: (item_ids, counts,
+        sources), each (k,) or shorter. The served pipelines' fallback when retrieval fails."""
+        order = np.argsort(-self.item_counts_, kind="stable")[: k + len(exclude)]
+        if exclude:
+            order = order[~np.isin(self.item_ids_[order], list(exclude))]
+        order = order[:k]
+        return self.item_ids_[order], self.item_counts_[order], np.full(order.size, "popularity")
 
     def set_params(self, **params: Any) -> Self:
         """Change hyperparameters (before ``fit``); an unknown name is an error that lists the known."""

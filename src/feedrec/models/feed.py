@@ -14,6 +14,7 @@ Fitting is two-stage, as production feeds train:
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +24,11 @@ import scipy.sparse as sp
 
 from feedrec.data.interactions import Interactions
 from feedrec.data.side import SideEncoder, SideInfo
-from feedrec.models.base import PAD_ID, NotFittedError, Recommender
+from feedrec.models.base import PAD_ID, CandidateSet, NotFittedError, Recommender, ServedPipeline
 from feedrec.models.ranking.base import RankingSet
 from feedrec.models.ranking.gbdt import GBDTRanker
 from feedrec.models.rerank import BusinessRules, ItemCatalog, ReRanker
-from feedrec.models.retrieval.candidates import USER_BLOCK, CandidateRecommender, CandidateSet, user_blocks
+from feedrec.models.retrieval.candidates import USER_BLOCK, CandidateRecommender, user_blocks
 
 
 class FeedRecommender(Recommender):
@@ -206,14 +207,26 @@ class FeedRecommender(Recommender):
         ids, scores, sources = (np.concatenate(column) for column in zip(*parts, strict=True))
         return ids, scores, sources
 
-    # The three serving stages, callable one by one so that a server can time and budget each.
-    def retrieve(self, users: np.ndarray, k: int = 10, *, exclude_seen: bool = True) -> CandidateSet:
-        """Stage 1: the fused candidate set (at least ``n_candidates`` per user)."""
+    # The three serving stages (``ServedPipeline``), callable one by one so that a server can time
+    # and budget each.
+    def serving(self) -> ServedPipeline:
+        return self
+
+    def retrieve(
+        self, users: np.ndarray, k: int = 10, *, exclude: Sequence[str] = (), exclude_seen: bool = True
+    ) -> CandidateSet:
+        """Stage 1: the fused candidate set (at least ``n_candidates`` per user), without ``exclude``
+        (what the users did since training: the server's fresh history)."""
         if not hasattr(self, "ranker_"):
             raise NotFittedError("FeedRecommender is not fitted; call fit() or load() first")
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        return self.candidates_.candidate_set(users, max(self.n_candidates, k), exclude_seen=exclude_seen)
+        candidates = self.candidates_.candidate_set(
+            users, max(self.n_candidates, k + len(exclude)), exclude_seen=exclude_seen
+        )
+        if exclude:
+            candidates = candidates.take(~np.isin(candidates.item, self.item_index().lookup(list(exclude))))
+        return candidates
 
     def rank(self, users: np.ndarray, c: CandidateSet) -> np.ndarray:
         """Stage 2: the ranker's score of every candidate."""

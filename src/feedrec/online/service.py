@@ -17,11 +17,12 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,8 +33,6 @@ import pyarrow as pa
 from feedrec.config import BackendsConfig, IngestConfig
 from feedrec.data.store import AppendResult
 from feedrec.models.base import PAD_ID, Recommender
-from feedrec.models.feed import FeedRecommender
-from feedrec.models.retrieval.candidates import CandidateRecommender
 from feedrec.online.batch import PrecomputedFeeds
 from feedrec.online.ingest import EventWriter, Outcome, Rejected
 from feedrec.online.servedlog import RotatingLog
@@ -154,6 +153,7 @@ class FeedService:
         self.snapshot_every_s = snapshot_every_s
         self._last_snapshot = 0.0
         self._bundle: Bundle | None = None
+        self._held: dict[str, Bundle] = {}
         self._write_lock = threading.Lock()
         self._reload_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=stage_workers, thread_name_prefix="feedrec-stage")
@@ -181,7 +181,33 @@ class FeedService:
     # -- model -----------------------------------------------------------------------------------
     @property
     def bundle(self) -> Bundle | None:
+        """The production bundle."""
         return self._bundle
+
+    @property
+    def bundles(self) -> dict[str, Bundle]:
+        """Every bundle held, by version: production and those pinned with ``hold``."""
+        held = dict(self._held)
+        if self._bundle is not None:
+            held[self._bundle.version] = self._bundle
+        return held
+
+    def _load(self, version: str) -> Bundle:
+        held = self.bundles.get(version)
+        if held is not None:
+            return held
+        bundle = Bundle(version, self.registry.load_model(version))
+        self._warm(bundle.model)  # first-call costs (lazy caches) are paid here, not by a request
+        return bundle
+
+    def hold(self, versions: Collection[str]) -> dict[str, Bundle]:
+        """Keep exactly ``versions`` loaded beside production (what experiments and shadow scoring
+        serve); loads the missing ones and releases the others. Requests in flight keep theirs."""
+        with self._reload_lock:
+            held = {v: self._load(v) for v in versions}
+            self._held = held  # one reference assignment
+            _freeze_heap()
+            return held
 
     def reload(self, version: str | None = None) -> Bundle:
         """Load the production bundle (or ``version``) and swap it in atomically: requests in flight
@@ -194,8 +220,7 @@ class FeedService:
                 version = manifest.version
             if self._bundle is not None and self._bundle.version == version:
                 return self._bundle
-            bundle = Bundle(version, self.registry.load_model(version))
-            self._warm(bundle.model)  # first-call costs (lazy caches) are paid here, not by a request
+            bundle = self._load(version)
             self._bundle = bundle  # one reference assignment: readers see the old or the new bundle, whole
             _freeze_heap()
             return bundle
@@ -214,10 +239,13 @@ class FeedService:
                 return
 
     # -- feed ------------------------------------------------------------------------------------
-    def feed(self, user_id: str, k: int, surface: str | None = None) -> Feed:
+    def feed(self, user_id: str, k: int, surface: str | None = None, *, version: str | None = None) -> Feed:
+        """``user_id``'s feed from production, or from the held bundle ``version``."""
         start = time.perf_counter()
-        bundle = self._bundle
+        bundle = self._bundle if version is None else self.bundles.get(version)
         if bundle is None:
+            if version is not None:
+                raise NoModelError(f"bundle {version} is not held by this server; held: {sorted(self.bundles)}")
             raise NoModelError("no bundle in production: train one with `feedrec train`")
         model = bundle.model
         stored = self.precomputed.get(user_id, k) if self.precomputed is not None else None
@@ -237,7 +265,7 @@ class FeedService:
             ids, scores, sources, why = self._recommend(model, user_id, k, exclude, stages)
         except Exception as exc:  # retrieval failed or was late: the most popular items, minus the excluded
             why = f"retrieve: {_describe(exc)}"
-            ids, scores, sources = self._popular(model, k, exclude)
+            ids, scores, sources = model.serving().popular(k, exclude=exclude)
         if why is not None:
             self.fallbacks += 1
         items = [
@@ -274,37 +302,23 @@ class FeedService:
     def _recommend(
         self, model: Recommender, user_id: str, k: int, exclude: list[str], stages: dict[str, float]
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, str | None]:
-        """retrieve -> rank -> re-rank, each within its budget: (ids, scores, sources, fallback reason)."""
+        """retrieve -> rank -> re-rank through the model's served pipeline, each within its budget:
+        (ids, scores, sources, fallback reason)."""
         b = self.budgets
         users = np.asarray([user_id])
-        if not isinstance(model, FeedRecommender):  # a single-stage model: its own top-k is the feed
-            ids, scores, sources = self._stage(
-                "retrieve", b.retrieve, stages, _top_with_sources, model, users, k + len(exclude)
-            )
-            keep = ~np.isin(ids, exclude) if exclude else np.ones(ids.size, bool)
-            return ids[keep][:k], scores[keep][:k], sources[keep][:k], None
-        candidates = self._stage("retrieve", b.retrieve, stages, model.retrieve, users, k + len(exclude))
-        if exclude:
-            candidates = candidates.take(~np.isin(candidates.item, model.item_index().lookup(exclude)))
+        pipeline = model.serving()
+        candidates = self._stage("retrieve", b.retrieve, stages, partial(pipeline.retrieve, exclude=exclude), users, k)
         why = None
         try:
-            scores = self._stage("rank", b.rank, stages, model.rank, users, candidates)
+            scores = self._stage("rank", b.rank, stages, pipeline.rank, users, candidates)
         except Exception as exc:  # the ranker failed or is late: serve the retrieval order
             why, scores = f"rank: {_describe(exc)}", candidates.rrf
         try:
-            ids, out, sources = self._stage("rerank", b.rerank, stages, model.arrange, 1, candidates, scores, k)
+            ids, out, sources = self._stage("rerank", b.rerank, stages, pipeline.arrange, 1, candidates, scores, k)
         except Exception as exc:  # the re-ranker failed or is late: the ranked order, unshaped
             why = why or f"rerank: {_describe(exc)}"
-            ids, out, sources = model.arrange(1, candidates, scores, k, rerank=False)
+            ids, out, sources = pipeline.arrange(1, candidates, scores, k, rerank=False)
         return ids[0], out[0], sources[0], why
-
-    @staticmethod
-    def _popular(model: Recommender, k: int, exclude: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        order = np.argsort(-model.item_counts_, kind="stable")[: k + len(exclude)]
-        if exclude:
-            order = order[~np.isin(model.item_ids_[order], exclude)]
-        order = order[:k]
-        return model.item_ids_[order], model.item_counts_[order], np.full(order.size, "popularity")
 
     def _log_served(
         self, request_id: str, user_id: str, surface: str | None, items: list[FeedItem], version: str
@@ -373,11 +387,3 @@ def _freeze_heap() -> None:
 
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-
-
-def _top_with_sources(model: Recommender, users: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    if isinstance(model, CandidateRecommender):
-        ids, scores, sources = model.recommend_with_sources(users, k)
-        return ids[0], scores[0], sources[0]
-    ids, scores = model.recommend(users, k)
-    return ids[0], scores[0], np.full(ids.shape[1], type(model).__name__)

@@ -23,7 +23,7 @@ import polars as pl
 
 from feedrec.data.interactions import Interactions
 from feedrec.data.side import SideInfo
-from feedrec.models.base import PAD_ID, NotFittedError, Recommender, top_k
+from feedrec.models.base import PAD_ID, CandidateSet, NotFittedError, Recommender, top_k
 from feedrec.models.retrieval.fresh import FreshRecommender
 from feedrec.models.retrieval.trending import TrendingRecommender
 
@@ -66,32 +66,6 @@ def reusing_fits() -> Iterator[None]:
         _FITS.reset(token)
         for model in cache.sharing:
             model.__dict__.pop("_memo", None)
-
-
-@dataclass
-class CandidateSet:
-    """Fused candidates of a batch of users, sorted by user row, then fused rank."""
-
-    row: np.ndarray  # (c,) the user's position in the request
-    item: np.ndarray  # (c,) position in the catalogue (item_ids_)
-    rrf: np.ndarray  # (c,) fused score
-    pos: np.ndarray  # (c,) fused rank within the user's list
-    source: np.ndarray  # (c,) index into names: the source that ranked the item highest
-    rank: np.ndarray  # (c, n_sources) each source's rank of the item; NaN where it did not propose it
-    score: np.ndarray  # (c, n_sources) each source's own score; NaN likewise
-    names: list[str]
-
-    def take(self, mask: np.ndarray) -> CandidateSet:
-        return CandidateSet(
-            self.row[mask],
-            self.item[mask],
-            self.rrf[mask],
-            self.pos[mask],
-            self.source[mask],
-            self.rank[mask],
-            self.score[mask],
-            self.names,
-        )
 
 
 class CandidateRecommender(Recommender):
