@@ -32,6 +32,7 @@ import pyarrow as pa
 
 from feedrec.config import BackendsConfig, IngestConfig
 from feedrec.data.store import AppendResult
+from feedrec.logs import get_logger
 from feedrec.models.base import PAD_ID, Recommender
 from feedrec.online.batch import PrecomputedFeeds
 from feedrec.online.ingest import EventWriter, Outcome, Rejected
@@ -41,6 +42,7 @@ from feedrec.schemas import POSITIVE_EVENT_TYPES, Event, EventType
 from feedrec.workspace import Workspace
 
 T = TypeVar("T")
+log = get_logger("service")
 
 
 class NoModelError(RuntimeError):
@@ -154,6 +156,8 @@ class FeedService:
         self._last_snapshot = 0.0
         self._bundle: Bundle | None = None
         self._held: dict[str, Bundle] = {}
+        self._stop = threading.Event()
+        self._on_swap: Callable[[str], None] | None = None
         self._write_lock = threading.Lock()
         self._reload_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=stage_workers, thread_name_prefix="feedrec-stage")
@@ -168,9 +172,42 @@ class FeedService:
         self.fallbacks = 0
         self.writer = EventWriter(self.store, self._fold_own, rules=rules, max_pending=max_pending_batches)
 
+    # -- background loops ------------------------------------------------------------------------
+    def start_background(
+        self, *, watch_interval_s: float, tail_interval_s: float, on_swap: Callable[[str], None] | None = None
+    ) -> None:
+        """Start the two loops a server runs beside its requests: the watcher (every
+        ``watch_interval_s``: load a bundle that became production in any process, then call
+        ``on_swap`` with its version) and the tail (every ``tail_interval_s``: ``catch_up``). 0
+        turns a loop off; ``close`` stops both."""
+        loops = [
+            (self._watch_once, watch_interval_s, "feedrec-watch"),
+            (self.catch_up, tail_interval_s, "feedrec-tail"),
+        ]
+        self._on_swap = on_swap
+        for step, interval, name in loops:
+            if interval > 0:
+                threading.Thread(target=self._every, args=(step, interval), name=name, daemon=True).start()
+
+    def _every(self, step: Callable[[], object], interval: float) -> None:
+        while not self._stop.wait(interval):
+            try:
+                step()
+            except Exception:  # a broken bundle, registry or part must not stop serving; retried next time
+                log.exception("%s failed", threading.current_thread().name)
+
+    def _watch_once(self) -> None:
+        manifest = self.registry.production()
+        current = self._bundle
+        if manifest is not None and (current is None or current.version != manifest.version):
+            bundle = self.reload(manifest.version)
+            if self._on_swap is not None:
+                self._on_swap(bundle.version)
+
     def close(self) -> None:
         """Store the queued events, persist the online features and stop the workers (the server
         calls this on shutdown)."""
+        self._stop.set()
         self.writer.close()
         self.store.close()
         with self._write_lock:

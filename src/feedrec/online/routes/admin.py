@@ -1,0 +1,97 @@
+"""POST /admin/reload, /admin/promote/{version}, /admin/rollback: behind the admin token, one at a
+time in arrival order (``feedrec.online.admin``), never applied late."""
+
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, HTTPException, Path, Request
+from pydantic import BaseModel
+
+from feedrec.logs import get_logger
+from feedrec.online.admin import Late
+from feedrec.online.deps import AdminDep, MetricsDep, ServiceDep, arrived, errors, require_admin
+from feedrec.online.service import Bundle, FeedService, NoModelError
+from feedrec.registry import RegistryError
+
+log = get_logger("api")
+router = APIRouter(dependencies=[Depends(require_admin)])
+
+
+class AdminOut(BaseModel):
+    model_version: str
+
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(max_length=128, description="a repeat of a request with the same key that took effect changes nothing"),
+]
+
+
+async def _run(request: Request, admin: AdminDep, metrics: MetricsDep, action: Callable[[], Bundle]) -> AdminOut:
+    try:
+        bundle = await admin.run(arrived(request), action)
+    except Late as exc:
+        raise HTTPException(503, str(exc), headers={"Retry-After": "1"}) from exc
+    metrics.set_model(bundle.version)
+    return AdminOut(model_version=bundle.version)
+
+
+def _load(service: FeedService, version: str) -> Bundle:
+    try:
+        return service.reload(version)
+    except RegistryError as exc:
+        raise HTTPException(404, str(exc)) from exc
+    except Exception as exc:  # a bundle that cannot load: say so (not where it lives); the current one keeps serving
+        log.exception("bundle %s could not be loaded", version)
+        raise HTTPException(
+            409, f"bundle {version} could not be loaded ({type(exc).__name__}); see the server log"
+        ) from exc
+
+
+@router.post("/admin/reload", response_model=AdminOut, responses=errors(401, 403, 409, 503))
+async def reload(request: Request, service: ServiceDep, admin: AdminDep, metrics: MetricsDep) -> AdminOut:
+    """Load the production bundle now (the watcher would, within FEEDREC_WATCH_INTERVAL_S)."""
+
+    def action() -> Bundle:
+        try:
+            return service.reload()
+        except NoModelError as exc:
+            raise HTTPException(409, str(exc)) from exc
+
+    return await _run(request, admin, metrics, action)
+
+
+@router.post("/admin/promote/{version}", response_model=AdminOut, responses=errors(401, 403, 404, 409, 503))
+async def promote(
+    request: Request,
+    service: ServiceDep,
+    admin: AdminDep,
+    metrics: MetricsDep,
+    version: Annotated[str, Path(max_length=64, description="a registered bundle version")],
+    idempotency_key: IdempotencyKey = None,
+) -> AdminOut:
+    """Serve ``version`` and make it production (loaded first: a bundle that cannot load is
+    refused and production does not change). Promoting the production bundle changes nothing."""
+
+    def action() -> Bundle:
+        bundle = _load(service, version)
+        service.registry.promote(version, reason="admin API", key=idempotency_key)
+        return bundle
+
+    return await _run(request, admin, metrics, action)
+
+
+@router.post("/admin/rollback", response_model=AdminOut, responses=errors(401, 403, 409, 503))
+async def rollback(
+    request: Request, service: ServiceDep, admin: AdminDep, metrics: MetricsDep, idempotency_key: IdempotencyKey = None
+) -> AdminOut:
+    """Go back to the bundle that was production before the current one, and serve it."""
+
+    def action() -> Bundle:
+        try:
+            manifest = service.registry.rollback(key=idempotency_key)
+        except RegistryError as exc:
+            raise HTTPException(409, str(exc)) from exc
+        return _load(service, manifest.version)
+
+    return await _run(request, admin, metrics, action)
