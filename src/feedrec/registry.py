@@ -35,6 +35,10 @@ class RegistryError(ValueError):
     """A registry operation that cannot be done; the message says why."""
 
 
+class IncompatibleBundle(RegistryError):
+    """A bundle built for other feature definitions than this code's: it cannot be served."""
+
+
 @dataclass
 class Manifest:
     version: str
@@ -265,10 +269,22 @@ class LocalRegistry(ModelRegistry):
         return self.bundles / self.get(version).version / "model"
 
     def load_model(self, version: str | None = None) -> Recommender:
+        """The bundle's model, once its manifest's feature schema is this code's (``IncompatibleBundle``
+        otherwise: its features would be computed differently from how it learned them)."""
         manifest = self.get(version) if version else self.production()
         if manifest is None:
             raise RegistryError("no production bundle: train one with `feedrec train`")
+        check_feature_schema(manifest)
         return Recommender.load(self.bundles / manifest.version / "model")
+
+
+def check_feature_schema(manifest: Manifest) -> None:
+    current = schema_hash()
+    if manifest.feature_schema != current:
+        raise IncompatibleBundle(
+            f"bundle {manifest.version} was built for feature schema {manifest.feature_schema}, and this "
+            f"code's features are {current}: retrain it with `feedrec train`"
+        )
 
 
 def build_manifest(

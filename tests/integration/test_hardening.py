@@ -267,3 +267,16 @@ def _kill_tree(proc: subprocess.Popen[bytes]) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(int(pid), signal.SIGKILL)
     proc.wait(timeout=10)
+
+
+def test_promoting_a_bundle_built_for_other_features_is_a_409(server: str, ws: Path):
+    from feedrec.registry import LocalRegistry
+    from tests.integration.servers import _manifest
+
+    registry = LocalRegistry(ws / "registry")
+    old = _manifest("v0008", "popularity")
+    old.feature_schema = "0123456789abcdef"
+    registry.register(registry.load_model("v0001"), old)
+    r = httpx.post(f"{server}/admin/promote/v0008", headers=AUTH)
+    assert r.status_code == 409 and "feature schema 0123456789abcdef" in r.text
+    assert registry.production().version != "v0008"  # type: ignore[union-attr]

@@ -1,4 +1,5 @@
-"""The layering the conventions ask for: shared layers and the serving side never import offline/."""
+"""The layering, as a table: which part of the package may import which. Shared layers never
+import offline/; the serving side never imports offline/ either; config imports no models."""
 
 from __future__ import annotations
 
@@ -8,7 +9,22 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "feedrec"
-SHARED = ["data", "features", "metrics", "models", "online", "registry.py", "schemas.py", "config.py"]
+#: part -> the feedrec parts it may import (besides itself and the root ``feedrec`` module).
+ALLOWED: dict[str, set[str]] = {
+    "schemas": set(),
+    "logs": set(),
+    "config": {"schemas"},
+    "metrics": set(),
+    "data": {"config", "schemas"},
+    "features": {"schemas"},
+    "models": {"config", "data", "features", "metrics", "schemas"},
+    "registry": {"config", "features", "models", "schemas"},
+    "workspace": {"config", "data", "features", "registry"},
+    "testing": {"config", "data", "features", "models", "registry", "schemas"},
+    "online": {"config", "data", "features", "logs", "metrics", "models", "registry", "schemas", "workspace"},
+    "offline": {"config", "data", "features", "logs", "metrics", "models", "registry", "schemas", "workspace"},
+    "cli": {"config", "data", "logs", "models", "offline", "online", "registry", "workspace"},
+}
 
 
 def _imports(path: Path) -> set[str]:
@@ -21,15 +37,30 @@ def _imports(path: Path) -> set[str]:
     return names
 
 
+def _part_of(module: str) -> str | None:
+    """``feedrec.online.routes.feed`` -> ``online``; None outside feedrec or for the root package."""
+    pieces = module.split(".")
+    return pieces[1] if pieces[0] == "feedrec" and len(pieces) > 1 else None
+
+
 def _files(part: str) -> list[Path]:
-    target = SRC / part
-    return [target] if target.is_file() else sorted(target.rglob("*.py"))
+    folder, module = SRC / part, SRC / f"{part}.py"
+    return sorted(folder.rglob("*.py")) if folder.is_dir() else [module]
 
 
-@pytest.mark.parametrize("part", [p for p in SHARED if (SRC / p).exists()])
-def test_shared_layers_never_import_offline(part):
+def test_every_part_of_the_package_is_in_the_table():
+    parts = {
+        p.stem if p.is_file() else p.name for p in SRC.iterdir() if p.suffix == ".py" or (p / "__init__.py").exists()
+    }
+    assert parts - {"__init__", "__main__"} == set(ALLOWED)
+
+
+@pytest.mark.parametrize("part", sorted(ALLOWED))
+def test_each_part_imports_only_what_the_table_allows(part: str):
     offenders = {
-        str(path.relative_to(SRC)): sorted(m for m in _imports(path) if m.startswith("feedrec.offline"))
+        str(path.relative_to(SRC)): sorted(
+            m for m in _imports(path) if (p := _part_of(m)) is not None and p != part and p not in ALLOWED[part]
+        )
         for path in _files(part)
     }
     assert not {k: v for k, v in offenders.items() if v}
@@ -39,3 +70,4 @@ def test_the_check_itself_sees_imports(tmp_path: Path):
     sample = tmp_path / "x.py"
     sample.write_text("from feedrec.offline.split import chronological_split\nimport feedrec.offline.jobs\n")
     assert _imports(sample) == {"feedrec.offline.split", "feedrec.offline.jobs"}
+    assert _part_of("feedrec.offline.split") == "offline" and _part_of("feedrec") is None

@@ -5,19 +5,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from feedrec.features.definitions import schema_hash
 from feedrec.models.retrieval.popularity import PopularityRecommender
-from feedrec.registry import GatePolicy, LocalRegistry, Manifest, RegistryError, gate_decision
+from feedrec.registry import GatePolicy, IncompatibleBundle, LocalRegistry, Manifest, RegistryError, gate_decision
 from tests.conftest import make_interactions
 
 
-def manifest(version: str, ndcg: float, auc: float | None = None, ece: float | None = None) -> Manifest:
+def manifest(
+    version: str, ndcg: float, auc: float | None = None, ece: float | None = None, schema: str | None = None
+) -> Manifest:
     ranker = {k: v for k, v in (("auc", auc), ("ece", ece)) if v is not None}
     return Manifest(
         version=version,
         model="popularity",
         created_at="2026-01-01T00:00:00",
         data_window={},
-        feature_schema="x",
+        feature_schema=schema or schema_hash(),
         params={},
         metrics={"valid": {"ndcg@10": ndcg}, "test": {"ndcg@10": ndcg}} | ({"ranker": ranker} if ranker else {}),
         code_version="test",
@@ -58,3 +61,12 @@ def test_register_promote_rollback(tmp_path: Path):
         registry.get("v9")
     with pytest.raises(RegistryError, match="exists already"):
         registry.register(model, manifest("v0001", 0.5))
+
+
+def test_a_bundle_built_for_other_features_is_refused_when_it_loads(tmp_path: Path):
+    registry = LocalRegistry(tmp_path)
+    registry.register(
+        PopularityRecommender().fit(make_interactions()), manifest("v0001", 0.1, schema="0123456789abcdef")
+    )
+    with pytest.raises(IncompatibleBundle, match="built for feature schema 0123456789abcdef"):
+        registry.load_model("v0001")

@@ -11,7 +11,7 @@ from feedrec.logs import get_logger
 from feedrec.online.admin import Late
 from feedrec.online.deps import AdminDep, MetricsDep, ServiceDep, arrived, errors, require_admin
 from feedrec.online.service import Bundle, FeedService, NoModelError
-from feedrec.registry import RegistryError
+from feedrec.registry import IncompatibleBundle, RegistryError
 
 log = get_logger("api")
 router = APIRouter(dependencies=[Depends(require_admin)])
@@ -39,6 +39,8 @@ async def _run(request: Request, admin: AdminDep, metrics: MetricsDep, action: C
 def _load(service: FeedService, version: str) -> Bundle:
     try:
         return service.reload(version)
+    except IncompatibleBundle as exc:  # registered, but not servable by this code
+        raise HTTPException(409, str(exc)) from exc
     except RegistryError as exc:
         raise HTTPException(404, str(exc)) from exc
     except Exception as exc:  # a bundle that cannot load: say so (not where it lives); the current one keeps serving
