@@ -23,10 +23,12 @@ from sklearn.preprocessing import StandardScaler
 from feedrec.features.definitions import FEATURE_NAMES
 from feedrec.features.offline import build_features
 from feedrec.metrics import expected_calibration_error, log_loss, roc_auc_score
+from feedrec.models.base import Recommender
 from feedrec.models.ranking.base import RankingSet
 from feedrec.models.ranking.calibration import Calibrator
 from feedrec.models.ranking.gbdt import GBDTRanker
 from feedrec.models.ranking.multitask import MultiTaskRanker, MultiTaskSet
+from feedrec.offline.protocol import ProtocolData
 from feedrec.offline.split import assert_no_leakage
 
 NUMERIC_FEATURES = [f for f in FEATURE_NAMES if f != "surface"]
@@ -220,3 +222,32 @@ def evaluate_rankers(
         },
         top_features=[(k, round(v, 1)) for k, v in list(gbdt.feature_importance().items())[:8]],
     )
+
+
+def served_ranker_metrics(model: Recommender, data: ProtocolData, *, block: int = 2048) -> dict[str, float]:
+    """The ranker a bundle serves, judged as it serves: for each evaluation user, the candidates its
+    pipeline retrieves, scored by its ranking stage, against whether the user engaged with each in
+    the held-out part (``data.targets``). AUC over every (user, candidate); the calibration error
+    only when the scores are probabilities (a pointwise ranker): a learning-to-rank score is not.
+    Empty when no candidate is a target (nothing to separate)."""
+    pipeline = model.serving()
+    scores: list[np.ndarray] = []
+    labels: list[np.ndarray] = []
+    for lo in range(0, data.test_users.size, block):
+        users = data.test_users[lo : lo + block]
+        candidates = pipeline.retrieve(users, 10)
+        ranked = np.asarray(pipeline.rank(users, candidates), np.float64)
+        target_keys = {
+            (row, str(item)) for row, t in enumerate(data.targets[lo : lo + block]) for item in data.train.items.ids[t]
+        }
+        ids = model.item_ids_[candidates.item].astype(str)
+        labels.append(np.fromiter(((int(r), i) in target_keys for r, i in zip(candidates.row, ids, strict=True)), bool))
+        scores.append(ranked)
+    y = np.concatenate(labels) if labels else np.zeros(0, bool)
+    s = np.concatenate(scores) if scores else np.zeros(0)
+    if y.size == 0 or y.all() or not y.any():
+        return {}
+    metrics = {"auc": round(roc_auc_score(y.astype(np.float64), s), 6), "candidates": float(y.size)}
+    if s.min() >= 0 and s.max() <= 1:
+        metrics["ece"] = round(expected_calibration_error(y.astype(np.float64), s), 6)
+    return metrics

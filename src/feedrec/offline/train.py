@@ -33,7 +33,7 @@ from feedrec.offline.protocol import (
     sample_test_users,
     targets_after,
 )
-from feedrec.offline.ranking_eval import RankerReport, evaluate_rankers
+from feedrec.offline.ranking_eval import RankerReport, evaluate_rankers, served_ranker_metrics
 from feedrec.offline.report import render_report
 from feedrec.offline.split import Split, train_valid_test
 from feedrec.offline.tuning import tune
@@ -79,16 +79,17 @@ class _StageClock:
 
 def _fit_and_score(
     model_name: str, train_df: pl.DataFrame, score_df: pl.DataFrame, side: SideInfo, cfg: FeedrecConfig
-) -> tuple[Recommender, dict[str, float]]:
-    """Fit ``model_name`` on ``train_df`` and score it on ``score_df`` under the benchmark protocol."""
+) -> tuple[Recommender, dict[str, float], dict[str, float]]:
+    """Fit ``model_name`` on ``train_df`` and score it on ``score_df`` under the benchmark protocol:
+    (model, its ranking metrics, the metrics of the ranker it serves)."""
     data = sample_test_users(targets_after(train_df, score_df), cfg.eval.max_test_users)
     model = build_model(model_name, cfg).fit(data.train, side)
     if data.test_users.size == 0:
-        return model, {}
+        return model, {}, {}
     metrics = evaluate_recommender(
         model, data, k=cfg.eval.k, recall_cutoffs=tuple(cfg.eval.recall_cutoffs), item_topics=item_topics(side, data)
     )
-    return model, {key: round(value, 6) for key, value in metrics.items()}
+    return model, {key: round(value, 6) for key, value in metrics.items()}, served_ranker_metrics(model, data)
 
 
 def train(
@@ -123,9 +124,9 @@ def train(
     with reusing_fits():
         tuned = _tune(cfg, split, side, version, on_stage)
         on_stage(f"fit {model_name} on train, score on validation")
-        _, valid_metrics = _fit_and_score(model_name, split.train, split.valid, side, cfg)
+        _, valid_metrics, served_ranker = _fit_and_score(model_name, split.train, split.valid, side, cfg)
         on_stage(f"refit {model_name} on train + validation, score on test")
-        model, test_metrics = _fit_and_score(model_name, split.rest, split.test, side, cfg)
+        model, test_metrics, _ = _fit_and_score(model_name, split.rest, split.test, side, cfg)
 
     cuts = split.cuts
     del events, split  # the retrieval stages' frames: the ranker needs the memory
@@ -144,8 +145,11 @@ def train(
         model_name,
         df,
         cfg,
-        {"valid": valid_metrics, "test": test_metrics}
-        | ({"ranker": ranker.models["lightgbm_calibrated"]} if ranker else {}),
+        # The gate judges what the bundle serves: the pipeline's validation metrics and its own
+        # ranker on validation candidates. The impression ranker (point-in-time features) is
+        # reported beside them; it is not served yet.
+        {"valid": valid_metrics, "test": test_metrics, "ranker": served_ranker}
+        | ({"impression_ranker": ranker.models["lightgbm_calibrated"]} if ranker else {}),
         extra_params={"tuning": tuned},
     )
     manifest.data_window["split"] = cuts  # where train, validation and test began and ended

@@ -69,3 +69,34 @@ def test_calibration_fixes_a_miscalibrated_score():
         )
     with pytest.raises(ValueError, match="isotonic or platt"):
         Calibrator("magic")
+
+
+def test_the_served_ranker_is_judged_on_its_own_candidates_against_a_naive_count():
+    """AUC of the ranking stage over (user, candidate) pairs, labelled by the held-out targets,
+    equals a slow pairwise count; ECE only for probability scores."""
+    from feedrec.models import model_for_tests
+    from feedrec.offline.protocol import prepare
+    from feedrec.offline.ranking_eval import served_ranker_metrics
+    from tests.conftest import make_interactions
+
+    data_in = make_interactions(n_users=40, n_items=60, per_user=10)
+    frame = pl.DataFrame(
+        {
+            "user_id": data_in.users.ids[data_in.user_idx],
+            "item_id": data_in.items.ids[data_in.item_idx],
+            "timestamp": pl.Series(data_in.timestamps * 1_000_000).cast(pl.Datetime("us", "UTC")),
+        }
+    )
+    data = prepare(frame, protocol="user", test_ratio=0.3)
+    model = model_for_tests("feedrec").fit(data.train)
+    got = served_ranker_metrics(model, data, block=7)
+    pipeline = model.serving()
+    c = pipeline.retrieve(data.test_users, 10)
+    s = pipeline.rank(data.test_users, c)
+    ids = model.item_ids_[c.item]
+    targets = [set(data.train.items.ids[t]) for t in data.targets]
+    y = np.array([ids[j] in targets[c.row[j]] for j in range(ids.size)])
+    pos, neg = s[y], s[~y]
+    naive = np.mean([(p > n) + 0.5 * (p == n) for p in pos for n in neg])
+    assert got["auc"] == pytest.approx(naive, abs=1e-6) and got["candidates"] == ids.size
+    assert ("ece" in got) == bool(s.min() >= 0 and s.max() <= 1)
