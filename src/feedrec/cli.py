@@ -1,4 +1,6 @@
-"""The ``feedrec`` command: parse, then call one entry function per stage (feedrec.offline.jobs)."""
+"""The ``feedrec`` command: each command parses its options, calls one function below it
+(``feedrec.offline.jobs``, ``train``, ``tuning``, the registry, ``online.server``, ``online.batch``)
+and prints what it returns (``feedrec.render``)."""
 
 from __future__ import annotations
 
@@ -10,8 +12,8 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
+from feedrec import render
 from feedrec.config import ConfigError, FeedrecConfig, load_config
 from feedrec.data.sources import FORMATS, SourceError, parse_mapping
 from feedrec.logs import setup_logging
@@ -61,46 +63,26 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+def _emit(as_json: bool, payload: Any, *shown: Any) -> None:
+    """``--json``: the payload as one JSON object on stdout; otherwise the tables and lines shown."""
+    if as_json:
+        print(json.dumps(payload, default=str))
+        return
+    for item in shown:
+        out.print(item)
+
+
+def _simulator(cfg: FeedrecConfig, **values: int | None) -> FeedrecConfig:
+    """The command-line simulator options (given ones only) over the config's."""
+    for key, value in values.items():
+        if value is not None:
+            setattr(cfg.simulator, key, value)
+    return cfg
+
+
 def _progress() -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-    )
-
-
-def _metrics_table(report: dict[str, Any]) -> Table:
-    models: dict[str, dict[str, float]] = report["models"]
-    columns = list(next(iter(models.values())).keys()) if models else []
-    table = Table(
-        title=f"{report['dataset']} · protocol={report['protocol']} · "
-        f"{report['n_test_users']} test users · {report['n_items']} items"
-    )
-    table.add_column("model", style="bold")
-    for col in columns:
-        table.add_column(col, justify="right")
-    best = {c: max(m[c] for m in models.values()) for c in columns if c != "fit_seconds"}
-    for name, metrics in models.items():
-        cells = []
-        for col in columns:
-            text = f"{metrics[col]:.4f}" if col != "fit_seconds" else f"{metrics[col]:.2f}s"
-            cells.append(f"[green]{text}[/]" if col in best and metrics[col] == best[col] else text)
-        table.add_row(name, *cells)
-    return table
-
-
-def _ingest_table(report: dict[str, Any]) -> Table:
-    table = Table(title=f"ingest {report['kind']}", caption=f"{report['source']} ({report['dialect']})", min_width=50)
-    table.add_column("rows")
-    table.add_column("count", justify="right")
-    for key in ("read", "stored", "already_stored", "quarantined"):
-        table.add_row(key.replace("_", " "), f"{report[key]:,}")
-    for reason, count in report["reasons"].items():
-        table.add_row(f"  quarantined: {reason}", f"{count:,}", style="yellow")
-    return table
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    return Progress(*columns, console=err, transient=True)
 
 
 @app.callback()
@@ -124,16 +106,9 @@ def simulate(
     from feedrec.offline.jobs import run_simulation
 
     try:
-        cfg = _config(config, overrides)
-        for key, value in {
-            "n_users": users,
-            "n_items": items,
-            "days": days,
-            "seed": seed,
-            "drift_day": drift_day,
-        }.items():
-            if value is not None:
-                setattr(cfg.simulator, key, value)
+        cfg = _simulator(
+            _config(config, overrides), n_users=users, n_items=items, days=days, seed=seed, drift_day=drift_day
+        )
     except (ConfigError, ValueError) as exc:
         _fail(str(exc))
     with _progress() as bar:
@@ -141,18 +116,12 @@ def simulate(
         feed, files = run_simulation(
             cfg, output, progress=lambda done, total: bar.update(task, completed=done, total=total)
         )
-    summary = {
-        "events": feed.events.num_rows,
-        "items": feed.items.num_rows,
-        "users": feed.users.num_rows,
-        "files": files,
-    }
-    if as_json:
-        print(json.dumps(summary))
-    else:
-        out.print(
-            f"wrote {summary['events']:,} events, {summary['items']:,} items, {summary['users']:,} users to {output}/"
-        )
+    n = {"events": feed.events.num_rows, "items": feed.items.num_rows, "users": feed.users.num_rows}
+    _emit(
+        as_json,
+        n | {"files": files},
+        f"wrote {n['events']:,} events, {n['items']:,} items, {n['users']:,} users to {output}/",
+    )
 
 
 @app.command()
@@ -167,30 +136,17 @@ def ingest(
     as_json: JsonOpt = False,
 ) -> None:
     """Validate a file and store its good rows; quarantine the rest with the reason."""
-    from feedrec.data.ingest import ingest_entities, ingest_events
-    from feedrec.workspace import Workspace
+    from feedrec.offline import jobs
 
     try:
         cfg = _config(config, overrides, workspace)
-        if kind not in ("events", "items", "users"):
-            raise ValueError(f"--kind must be events, items or users, not {kind!r}")
-        store = Workspace.from_config(cfg).events
         with err.status(f"ingesting {file} ..."):
-            if kind == "events":
-                report = ingest_events(file, store, cfg.workspace, cfg.ingest, fmt=fmt, mapping=parse_mapping(mapping))
-            else:
-                report = ingest_entities(file, store, cfg.workspace, kind=kind)
+            report = jobs.ingest_file(cfg, file, kind=kind, fmt=fmt, mapping=parse_mapping(mapping))
     except (ConfigError, SourceError, ValueError) as exc:
         _fail(str(exc))
-    data = report.to_dict()
-    if as_json:
-        print(json.dumps(data))
-    else:
-        out.print(_ingest_table(data))
-        if report.quarantine_file:
-            out.print(f"quarantined rows, with the reason: {report.quarantine_file}")
-        if report.ignored_columns:
-            out.print(f"ignored columns: {', '.join(report.ignored_columns)}")
+    notes = [f"quarantined rows, with the reason: {report.quarantine_file}"] if report.quarantine_file else []
+    notes += [f"ignored columns: {', '.join(report.ignored_columns)}"] if report.ignored_columns else []
+    _emit(as_json, report.to_dict(), render.ingest_table(report.to_dict()), *notes)
 
 
 @app.command()
@@ -200,17 +156,7 @@ def stats(workspace: WorkspaceOpt = None, config: ConfigOpt = None, as_json: Jso
 
     cfg = _config(config, None, workspace)
     data = Workspace.from_config(cfg).events.stats()
-    if as_json:
-        print(json.dumps(data, default=str))
-        return
-    table = Table(title=f"event store · {cfg.workspace}")
-    table.add_column("what")
-    table.add_column("value", justify="right")
-    for key in ("events", "users", "items", "first", "last"):
-        table.add_row(key, f"{data[key]:,}" if isinstance(data[key], int) else str(data[key]))
-    for etype, count in data["by_type"].items():  # type: ignore[attr-defined]
-        table.add_row(f"  {etype}", f"{count:,}")
-    out.print(table)
+    _emit(as_json, data, render.stats_table(data, f"event store · {cfg.workspace}"))
 
 
 @app.command("eval")
@@ -232,36 +178,24 @@ def eval_(
     from feedrec.offline import jobs
 
     try:
-        cfg = _config(config, overrides, workspace)
-        if protocol is not None:
-            cfg.split.protocol = protocol  # type: ignore[assignment]
-        if k is not None:
-            cfg.eval.k = k
+        given = {"split.protocol": protocol, "eval.k": k}  # options are config overrides, validated as such
+        cfg = _config(
+            config, [*(overrides or []), *(f"{key}={v}" for key, v in given.items() if v is not None)], workspace
+        )
         names = _model_names(models, cfg.eval.models)
-        frame, side, dataset = jobs.load_events_and_side(cfg, events=events, fmt=fmt, mapping=parse_mapping(mapping))
         with _progress() as bar:
             task = bar.add_task("models", total=len(names))
-
-            def on_model(name: str) -> None:
-                bar.update(task, description=f"fit + evaluate {name}", advance=0 if name == names[0] else 1)
-
-            report = jobs.evaluate(
-                frame,
-                dataset=dataset,
-                protocol=cfg.split.protocol,
-                k=cfg.eval.k,
-                models=names,
-                cfg=cfg,
-                side=side,
-                on_model=on_model,
+            report = jobs.evaluate_source(
+                cfg,
+                names,
+                events=events,
+                fmt=fmt,
+                mapping=parse_mapping(mapping),
+                on_model=lambda n: bar.update(task, description=f"fit + evaluate {n}", advance=int(n != names[0])),
             )
     except (ConfigError, SourceError, ValueError, LeakageError) as exc:
         _fail(str(exc))
-    data = report.to_dict()
-    if as_json:
-        print(json.dumps(data))
-    else:
-        out.print(_metrics_table(data))
+    _emit(as_json, report.to_dict(), render.metrics_table(report.to_dict()))
 
 
 @app.command()
@@ -280,11 +214,9 @@ def tune(
 ) -> None:
     """Search a model's hyperparameters with Optuna on the validation split (never the test split)."""
     from feedrec.offline import jobs
-    from feedrec.offline.tuning import tune as run_tune
 
     try:
         cfg = _config(config, overrides, workspace)
-        frame, side, _ = jobs.load_events_and_side(cfg, events=events, fmt=fmt)
         with _progress() as bar:
             task = bar.add_task(f"tuning {model}", total=trials)
             best = [0.0]
@@ -293,28 +225,19 @@ def tune(
                 best[0] = max(best[0], value)
                 bar.update(task, advance=1, description=f"tuning {model} (best NDCG {best[0]:.4f})")
 
-            result = run_tune(
-                model,
-                jobs.split_interactions(frame, cfg),
-                side,
-                cfg,
-                out_dir=cfg.workspace / "tuning",
-                n_trials=trials,
-                timeout_s=timeout,
-                k=cfg.eval.k,
-                on_trial=on_trial,
+            result = jobs.tune_source(
+                cfg, model, events=events, fmt=fmt, n_trials=trials, timeout_s=timeout, on_trial=on_trial
             )
     except (ConfigError, SourceError, ValueError) as exc:
         _fail(str(exc))
-    if as_json:
-        print(json.dumps(result.to_dict()))
-        return
-    out.print(
+    _emit(
+        as_json,
+        result.to_dict(),
         f"{model}: validation {result.metric} {result.best_value:.4f} (defaults {result.default_value:.4f}) "
-        f"after {result.n_trials} trials in {result.seconds:.0f}s"
+        f"after {result.n_trials} trials in {result.seconds:.0f}s",
+        f"best parameters: {result.best_params or '(the defaults)'}",
+        f"study: {result.study_path}; config snippet: {result.params_path}",
     )
-    out.print(f"best parameters: {result.best_params or '(the defaults)'}")
-    out.print(f"study: {result.study_path}; config snippet: {result.params_path}")
 
 
 @app.command("train")
@@ -338,33 +261,7 @@ def train_cmd(
             result = train(cfg, model_name=name, on_stage=lambda stage: bar.update(task, description=f"train: {stage}"))
     except (ConfigError, ValueError, LeakageError) as exc:
         _fail(str(exc))
-    m = result.manifest
-    if as_json:
-        print(
-            json.dumps(
-                {
-                    "version": m.version,
-                    "promoted": result.promoted,
-                    "reason": result.reason,
-                    "bundle": result.bundle,
-                    "metrics": m.metrics,
-                    "seconds": result.seconds,
-                }
-            )
-        )
-        return
-    table = Table(title=f"bundle {m.version} · {m.model} · {result.bundle}")
-    table.add_column("split", style="bold")
-    columns = sorted({c for split in m.metrics.values() for c in split})
-    for col in columns:
-        table.add_column(col, justify="right")
-    for split, metrics in m.metrics.items():
-        table.add_row(split, *[f"{metrics[c]:.4f}" if c in metrics else "-" for c in columns])
-    out.print(table)
-    verdict = "[green]promoted to production[/]" if result.promoted else "[yellow]not promoted[/]"
-    out.print(f"{verdict}: {result.reason}")
-    out.print(f"report: {result.bundle}/report.html")
-    out.print("time per stage: " + ", ".join(f"{stage} {sec:.0f} s" for stage, sec in result.seconds.items()))
+    _emit(as_json, render.train_json(result), *render.train_lines(result))
 
 
 models_app = typer.Typer(help="The model registry: list, show, promote, roll back bundles.", no_args_is_help=True)
@@ -381,80 +278,42 @@ def _registry(workspace: Path | None, config: Path | None) -> Any:
 def models_list(workspace: WorkspaceOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """Every bundle, newest last; the production one is marked."""
     bundles = _registry(workspace, config).list()
-    if as_json:
-        print(
-            json.dumps(
-                [
-                    {
-                        "version": b.version,
-                        "model": b.model,
-                        "created_at": b.created_at,
-                        "production": b.promoted,
-                        "valid": b.metrics.get("valid", {}),
-                        "test": b.metrics.get("test", {}),
-                    }
-                    for b in bundles
-                ]
-            )
-        )
-        return
-    table = Table(title="model registry")
-    for col in ("version", "model", "created", "valid ndcg@10", "test ndcg@10", "production"):
-        table.add_column(col)
-    for b in bundles:
-        table.add_row(
-            b.version,
-            b.model,
-            b.created_at[:19],
-            f"{b.metrics.get('valid', {}).get('ndcg@10', float('nan')):.4f}",
-            f"{b.metrics.get('test', {}).get('ndcg@10', float('nan')):.4f}",
-            "★" if b.promoted else "",
-        )
-    out.print(table)
+    _emit(as_json, render.registry_json(bundles), render.registry_table(bundles))
+
+
+def _on_registry(workspace: Path | None, config: Path | None, action: Any) -> Any:
+    """Run ``action(registry)``; a registry error is a clear message and exit code 2."""
+    from feedrec.registry import RegistryError
+
+    try:
+        return action(_registry(workspace, config))
+    except RegistryError as exc:
+        _fail(str(exc))
+
+
+VersionArg = Annotated[str, typer.Argument(help="Bundle version, e.g. v0003.")]
 
 
 @models_app.command("show")
-def models_show(
-    version: Annotated[str, typer.Argument(help="Bundle version, e.g. v0003.")],
-    workspace: WorkspaceOpt = None,
-    config: ConfigOpt = None,
-) -> None:
+def models_show(version: VersionArg, workspace: WorkspaceOpt = None, config: ConfigOpt = None) -> None:
     """A bundle's manifest, as JSON."""
     from dataclasses import asdict
 
-    from feedrec.registry import RegistryError
-
-    try:
-        print(json.dumps(asdict(_registry(workspace, config).get(version)), indent=2, default=str))
-    except RegistryError as exc:
-        _fail(str(exc))
+    manifest = _on_registry(workspace, config, lambda r: r.get(version))
+    print(json.dumps(asdict(manifest), indent=2, default=str))
 
 
 @models_app.command("promote")
-def models_promote(
-    version: Annotated[str, typer.Argument(help="Bundle version to serve.")],
-    workspace: WorkspaceOpt = None,
-    config: ConfigOpt = None,
-) -> None:
+def models_promote(version: VersionArg, workspace: WorkspaceOpt = None, config: ConfigOpt = None) -> None:
     """Put a bundle in production by hand (bypasses the gate; recorded in the history)."""
-    from feedrec.registry import RegistryError
-
-    try:
-        m = _registry(workspace, config).promote(version, reason="manual promotion")
-    except RegistryError as exc:
-        _fail(str(exc))
+    m = _on_registry(workspace, config, lambda r: r.promote(version, reason="manual promotion"))
     out.print(f"{m.version} is now in production")
 
 
 @models_app.command("rollback")
 def models_rollback(workspace: WorkspaceOpt = None, config: ConfigOpt = None) -> None:
     """Return production to the bundle served before the current one."""
-    from feedrec.registry import RegistryError
-
-    try:
-        m = _registry(workspace, config).rollback()
-    except RegistryError as exc:
-        _fail(str(exc))
+    m = _on_registry(workspace, config, lambda r: r.rollback())
     out.print(f"rolled back: {m.version} is in production again")
 
 
@@ -471,22 +330,16 @@ def models_compress(
 ) -> None:
     """Register an int8 twin of a bundle (8-bit item vectors in its ANN index) if it keeps NDCG@k
     within --max-loss of the original on the held-out test part; exit 1 when the gate refuses."""
-    from feedrec.models.compress import CompressionGate
     from feedrec.offline.compression import compress_bundle
     from feedrec.registry import RegistryError
 
     try:
-        cfg = _config(config, None, workspace)
-        gate = CompressionGate(max_relative_loss=max_loss, metric=f"ndcg@{cfg.eval.k}")
-        result = compress_bundle(cfg, version, kind=kind, gate=gate)
+        result = compress_bundle(_config(config, None, workspace), version, kind=kind, max_loss=max_loss)
     except (ConfigError, RegistryError, ValueError) as exc:
         _fail(str(exc))
-    size = f"index {result.bytes_before / 2**20:.2f} MiB -> {result.bytes_after / 2**20:.2f} MiB"
+    (out if result.version else err).print(render.compress_line(result, version))
     if result.version is None:
-        err.print(f"[red]refused[/red]: {result.gate.reason}; {size}")
         raise typer.Exit(1)
-    out.print(f"registered {result.version} (int8 twin of {version}): {result.gate.reason}; {size}")
-    out.print(f"serve it with: feedrec models promote {result.version}")
 
 
 @app.command()
@@ -505,10 +358,7 @@ def serve(
     given = {"workspace": workspace, "host": host, "port": port, "workers": workers}
     overrides = {key: v for key, v in given.items() if v is not None}
     settings = ServeSettings(**overrides)  # type: ignore[arg-type]
-    err.print(
-        f"serving {settings.workspace} on http://{settings.host}:{settings.port} with {settings.workers} "
-        f"worker(s) (docs: /docs)"
-    )
+    err.print(f"serving {settings.workspace} on http://{settings.host}:{settings.port}, {settings.workers} worker(s)")
     run_server(settings, overrides)
 
 
@@ -526,29 +376,19 @@ def recommend_batch_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Precompute the top-k of every user (or a list) from the production bundle; rerun to resume."""
-    from feedrec.online.batch import recommend_batch
+    from feedrec.online.batch import recommend_production
     from feedrec.registry import RegistryError
     from feedrec.workspace import Workspace
 
     try:
         cfg = _config(config, None, workspace)
-        registry = Workspace.from_config(cfg).registry
-        manifest = registry.production()
-        if manifest is None:
-            raise RegistryError("no bundle in production: train one with `feedrec train`")
-        if users_file is not None:
-            users = [line.strip() for line in users_file.read_text().splitlines() if line.strip()]
-        else:
-            users = registry.load_model(manifest.version).user_ids_.tolist()
-        if not users or k < 1 or workers < 1 or chunk_size < 1:
-            raise ValueError("need at least one user, and k, --workers and --chunk-size of at least 1")
+        wanted = [u.strip() for u in users_file.read_text().splitlines() if u.strip()] if users_file else None
         with _progress() as bar:
-            task = bar.add_task("recommending", total=len(users))
-            result = recommend_batch(
-                registry.model_dir(manifest.version),
-                manifest.version,
-                users,
+            task = bar.add_task("recommending", total=None)
+            result = recommend_production(
+                Workspace.from_config(cfg).registry,
                 output,
+                users=wanted,
                 k=k,
                 chunk_size=chunk_size,
                 workers=workers,
@@ -556,14 +396,12 @@ def recommend_batch_cmd(
             )
     except (ConfigError, ValueError, RegistryError, OSError) as exc:
         _fail(str(exc))
-    if as_json:
-        print(json.dumps(result))
-    else:
-        out.print(
-            f"{result['users']:,} users in {result['chunks']} parts under {output}/ "
-            f"({result['written']} written, {result['skipped']} already there); serve them with "
-            f"FEEDREC_PRECOMPUTED={output} feedrec serve"
-        )
+    _emit(
+        as_json,
+        result,
+        f"{result['users']:,} users in {result['chunks']} parts under {output}/ ({result['written']} written, "
+        f"{result['skipped']} already there); serve them with FEEDREC_PRECOMPUTED={output} feedrec serve",
+    )
 
 
 @app.command("cold-start")
@@ -580,39 +418,22 @@ def cold_start(
 ) -> None:
     """Compare models on cold start: sparse users, brand-new users, and items published after the cut."""
     from feedrec.offline import jobs
-    from feedrec.offline.cold_start import evaluate_cold_start
 
     try:
         cfg = _config(config, overrides, workspace)
         names = _model_names(models, [])
-        frame, side, _ = jobs.load_events_and_side(cfg, events=None)
-        if side.items is None or side.items.num_rows == 0:
-            raise ValueError(f"{cfg.workspace} holds no items: ingest them with `feedrec ingest FILE --kind items`")
         with _progress() as bar:
             task = bar.add_task("models", total=len(names))
-            report = evaluate_cold_start(
-                frame,
-                side,
-                models=names,
-                cfg=cfg,
+            report = jobs.cold_start_report(
+                cfg,
+                names,
                 k=k,
                 new_item_cutoff=new_item_cutoff,
                 on_model=lambda name: bar.update(task, description=f"fit + evaluate {name}", advance=1),
             )
     except (ConfigError, ValueError, LeakageError) as exc:
         _fail(str(exc))
-    data = report.to_dict()
-    if as_json:
-        print(json.dumps(data))
-        return
-    table = Table(title="cold start · " + ", ".join(f"{s}: {n} users" for s, n in report.slices.items()))
-    columns = sorted({c for m in report.models.values() for c in m})
-    table.add_column("model", style="bold")
-    for col in columns:
-        table.add_column(col, justify="right")
-    for name, metrics in report.models.items():
-        table.add_row(name, *[f"{metrics[c]:.4f}" if c in metrics else "-" for c in columns])
-    out.print(table)
+    _emit(as_json, report.to_dict(), render.cold_start_table(report))
 
 
 @app.command()
@@ -634,20 +455,10 @@ def demo(
     from feedrec.offline import jobs
 
     try:
-        cfg = _config(config, overrides, workspace)
-        for key, value in {"n_users": users, "n_items": items, "days": days}.items():
-            if value is not None:
-                setattr(cfg.simulator, key, value)
+        cfg = _simulator(_config(config, overrides, workspace), n_users=users, n_items=items, days=days)
     except (ConfigError, ValueError) as exc:
         _fail(str(exc))
-    stages = [
-        "simulate",
-        "ingest",
-        "split",
-        *[f"fit + evaluate: {m}" for m in cfg.eval.models],
-        "rank impressions",
-        "register the bundle",
-    ]
+    stages = jobs.demo_stages(cfg)
     with _progress() as bar:
         overall = bar.add_task("demo", total=len(stages))
         sessions = bar.add_task("simulate: sessions", total=None)
@@ -663,57 +474,15 @@ def demo(
             progress=lambda done, total: bar.update(sessions, completed=done, total=total),
         )
         bar.advance(overall)
+    if not as_json:
+        err.print(f"simulated {result.n_events:,} events -> {result.simulated['events']}")
+    _emit(as_json, render.demo_json(result), *render.demo_lines(result, cfg.split.protocol))
     if as_json:
-        print(
-            json.dumps(
-                {
-                    "ingest": result.ingest.to_dict(),
-                    "split": result.split_sizes,
-                    "eval": result.report.to_dict(),
-                }
-            )
-        )
         return
-    err.print(f"simulated {result.n_events:,} events -> {result.simulated['events']}")
-    out.print(_ingest_table(result.ingest.to_dict()))
-    out.print(
-        f"split ({cfg.split.protocol}): "
-        + ", ".join(f"{name} {size:,}" for name, size in result.split_sizes.items())
-        + " positive interactions; no training row sees its user's future (checked)"
-    )
-    out.print(_metrics_table(result.report.to_dict()))
-    rankers = Table(
-        title=f"impression ranker · point-in-time features · {result.rankers.rows['test']:,} test impressions, "
-        f"click rate {result.rankers.click_rate:.3f}"
-    )
-    for col in ("model", "AUC", "log loss", "ECE"):
-        rankers.add_column(col, justify="left" if col == "model" else "right")
-    for name, m in result.rankers.models.items():
-        rankers.add_row(name, f"{m['auc']:.4f}", f"{m['log_loss']:.4f}", f"{m['ece']:.4f}")
-    out.print(rankers)
     if serve_after and result.served is not None and result.version is not None:
-        _serve_demo(result.served, result.version, port)
+        from feedrec.online.server import serve_demo
 
-
-def _serve_demo(workspace: Path, version: str, port: int) -> None:
-    """The demo's last step: serve the bundle it just registered, and say how to call it."""
-    from feedrec.online.server import run_server
-    from feedrec.online.settings import ServeSettings
-    from feedrec.workspace import Workspace
-
-    settings = ServeSettings(workspace=workspace, port=port)
-    users = Workspace(workspace).events.scan(columns=["user_id"], types=["click"])
-    user = users.column("user_id")[0].as_py() if users.num_rows else "u0"
-    base = f"http://{settings.host}:{settings.port}"
-    out.print(f"\n[bold]serving bundle {version}[/bold] from {workspace} on {base}  (Ctrl-C stops it)")
-    out.print(f"  a feed:  curl '{base}/v1/feed?user_id={user}&k=10'")
-    out.print(
-        f"""  events:  curl -X POST {base}/v1/events -H 'content-type: application/json' -d '{{"events": """
-        f"""[{{"event_id": "e1", "user_id": "{user}", "item_id": "i1", "timestamp": "2024-01-30T12:00:00Z", "type": "hide"}}]}}'"""
-    )
-    out.print(f"  docs:    {base}/docs    metrics: {base}/metrics")
-    sys.stdout.flush()
-    run_server(settings)
+        serve_demo(result.served, result.version, port, say=out.print)
 
 
 def run() -> None:  # pragma: no cover - console entry

@@ -23,7 +23,8 @@ ALLOWED: dict[str, set[str]] = {
     "testing": {"config", "data", "features", "models", "registry", "schemas"},
     "online": {"config", "data", "features", "logs", "metrics", "models", "registry", "schemas", "workspace"},
     "offline": {"config", "data", "features", "logs", "metrics", "models", "registry", "schemas", "workspace"},
-    "cli": {"config", "data", "logs", "models", "offline", "online", "registry", "workspace"},
+    "render": {"registry"},
+    "cli": {"config", "data", "logs", "models", "offline", "online", "registry", "render", "workspace"},
 }
 
 

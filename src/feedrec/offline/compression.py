@@ -36,9 +36,18 @@ class CompressResult:
 
 
 def compress_bundle(
-    cfg: FeedrecConfig, version: str, *, kind: str | None = None, gate: CompressionGate | None = None
+    cfg: FeedrecConfig,
+    version: str,
+    *,
+    kind: str | None = None,
+    gate: CompressionGate | None = None,
+    max_loss: float | None = None,
 ) -> CompressResult:
-    gate = gate or CompressionGate(metric=f"ndcg@{cfg.eval.k}")
+    """Register an int8 twin of ``version`` if its NDCG@k on the split's test part stays within the
+    gate (``max_loss``: the largest relative loss, when no gate is given)."""
+    if gate is None:
+        loss = {"max_relative_loss": max_loss} if max_loss is not None else {}
+        gate = CompressionGate(metric=f"ndcg@{cfg.eval.k}", **loss)
     space = Workspace.from_config(cfg)
     registry = space.registry
     manifest = registry.get(version)

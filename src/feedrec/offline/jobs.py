@@ -9,7 +9,7 @@ from pathlib import Path
 import polars as pl
 
 from feedrec.config import FeedrecConfig
-from feedrec.data.ingest import IngestReport, ingest_events
+from feedrec.data.ingest import IngestReport, ingest_entities, ingest_events
 from feedrec.data.movielens import side_tables
 from feedrec.data.side import SideInfo
 from feedrec.data.simulator import SimulatedFeed, simulate
@@ -17,10 +17,12 @@ from feedrec.data.sources import read_events
 from feedrec.data.validation import validate_events
 from feedrec.logs import get_logger
 from feedrec.models.base import Recommender
+from feedrec.offline.cold_start import ColdStartReport, evaluate_cold_start
 from feedrec.offline.protocol import EvalReport, dedupe_earliest, run_protocol
 from feedrec.offline.ranking_eval import RankerReport, evaluate_rankers
 from feedrec.offline.report import render_report
 from feedrec.offline.split import Protocol, Split, train_valid_test
+from feedrec.offline.tuning import TuneResult, tune
 from feedrec.registry import build_manifest
 from feedrec.workspace import Workspace
 
@@ -124,6 +126,18 @@ class DemoResult:
     version: str | None = None
 
 
+def demo_stages(cfg: FeedrecConfig) -> list[str]:
+    """The stages ``demo`` reports through ``on_stage``, in order (for a progress bar)."""
+    return [
+        "simulate",
+        "ingest",
+        "split",
+        *[f"fit + evaluate: {m}" for m in cfg.eval.models],
+        "rank impressions",
+        "register the bundle",
+    ]
+
+
 def demo(cfg: FeedrecConfig, *, on_stage: Callable[[str], None], progress: Progress) -> DemoResult:
     """``feedrec demo``: simulate -> ingest -> split -> fit and evaluate retrieval and the whole
     pipeline -> train the impression ranker (with calibration) on point-in-time features."""
@@ -180,3 +194,81 @@ def run_simulation(cfg: FeedrecConfig, out: Path, *, progress: Progress) -> tupl
     """``feedrec simulate``: write a simulated feed log (events, items, users, ground truth) to ``out``."""
     feed = simulate(cfg.simulator, progress=progress)
     return feed, feed.write(out)
+
+
+def ingest_file(
+    cfg: FeedrecConfig, path: Path, *, kind: str = "events", fmt: str = "auto", mapping: dict[str, str] | None = None
+) -> IngestReport:
+    """``feedrec ingest``: validate ``path`` and store its good rows in the workspace (events, items
+    or users); the refused ones go to the quarantine with their reasons."""
+    if kind not in ("events", "items", "users"):
+        raise ValueError(f"--kind must be events, items or users, not {kind!r}")
+    space = Workspace.from_config(cfg)
+    if kind == "events":
+        return ingest_events(path, space.events, space.root, cfg.ingest, fmt=fmt, mapping=mapping)
+    return ingest_entities(path, space.events, space.root, kind=kind)
+
+
+def evaluate_source(
+    cfg: FeedrecConfig,
+    models: list[str],
+    *,
+    events: Path | None = None,
+    fmt: str = "auto",
+    mapping: dict[str, str] | None = None,
+    on_model: Callable[[str], None] | None = None,
+) -> EvalReport:
+    """``feedrec eval``: load the events (a file, or the workspace) and run the protocol on ``models``."""
+    frame, side, dataset = load_events_and_side(cfg, events=events, fmt=fmt, mapping=mapping)
+    return evaluate(
+        frame,
+        dataset=dataset,
+        protocol=cfg.split.protocol,
+        k=cfg.eval.k,
+        models=models,
+        cfg=cfg,
+        side=side,
+        on_model=on_model,
+    )
+
+
+def tune_source(
+    cfg: FeedrecConfig,
+    model: str,
+    *,
+    events: Path | None = None,
+    fmt: str = "auto",
+    n_trials: int = 30,
+    timeout_s: float = 600.0,
+    on_trial: Callable[[int, float], None] | None = None,
+) -> TuneResult:
+    """``feedrec tune``: load, split once, and search ``model``'s parameters on train vs validation."""
+    frame, side, _ = load_events_and_side(cfg, events=events, fmt=fmt)
+    return tune(
+        model,
+        split_interactions(frame, cfg),
+        side,
+        cfg,
+        out_dir=cfg.workspace / "tuning",
+        n_trials=n_trials,
+        timeout_s=timeout_s,
+        k=cfg.eval.k,
+        on_trial=on_trial,
+    )
+
+
+def cold_start_report(
+    cfg: FeedrecConfig,
+    models: list[str],
+    *,
+    k: int = 10,
+    new_item_cutoff: int = 100,
+    on_model: Callable[[str], None] | None = None,
+) -> ColdStartReport:
+    """``feedrec cold-start``: the workspace's events and items, evaluated on the cold-start slices."""
+    frame, side, _ = load_events_and_side(cfg, events=None)
+    if side.items is None or side.items.num_rows == 0:
+        raise ValueError(f"{cfg.workspace} holds no items: ingest them with `feedrec ingest FILE --kind items`")
+    return evaluate_cold_start(
+        frame, side, models=models, cfg=cfg, k=k, new_item_cutoff=new_item_cutoff, on_model=on_model
+    )

@@ -17,6 +17,7 @@ import numpy as np
 import polars as pl
 
 from feedrec.models.base import PAD_ID, Recommender
+from feedrec.registry import ModelRegistry, RegistryError
 
 _MODEL: Recommender | None = None
 
@@ -96,3 +97,33 @@ class PrecomputedFeeds:
     def get(self, user_id: str, k: int) -> tuple[list[str], list[float]] | None:
         found = self._feeds.get(user_id)
         return None if found is None else (found[0][:k], found[1][:k])
+
+
+def recommend_production(
+    registry: ModelRegistry,
+    out_dir: Path,
+    *,
+    users: list[str] | None = None,
+    k: int = 50,
+    chunk_size: int = 2_000,
+    workers: int = 2,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, int]:
+    """``recommend_batch`` for the production bundle: for ``users``, or every user it knows."""
+    manifest = registry.production()
+    if manifest is None:
+        raise RegistryError("no bundle in production: train one with `feedrec train`")
+    if users is None:
+        users = registry.load_model(manifest.version).user_ids_.tolist()
+    if not users or k < 1 or workers < 1 or chunk_size < 1:
+        raise ValueError("need at least one user, and k, workers and chunk size of at least 1")
+    return recommend_batch(
+        registry.model_dir(manifest.version),
+        manifest.version,
+        users,
+        out_dir,
+        k=k,
+        chunk_size=chunk_size,
+        workers=workers,
+        progress=progress,
+    )

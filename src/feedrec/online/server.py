@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
 
 import uvicorn
 
 from feedrec.online.http import TimedHttpToolsProtocol
 from feedrec.online.settings import ServeSettings
 from feedrec.online.telemetry import MULTIPROC_ENV, prepare_multiprocess_dir
+from feedrec.workspace import Workspace
 
 
 def run_server(settings: ServeSettings, overrides: Mapping[str, object] | None = None) -> None:
@@ -37,3 +40,24 @@ def run_server(settings: ServeSettings, overrides: Mapping[str, object] | None =
         uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]
         return
     uvicorn.run("feedrec.online.api:create_app_from_env", factory=True, workers=settings.workers, **common)  # type: ignore[arg-type]
+
+
+def serve_demo(workspace: Path, version: str, port: int, *, say: Callable[[str], object] = print) -> None:
+    """The demo's last step: serve the bundle it just registered, after saying how to call it."""
+    settings = ServeSettings(workspace=workspace, port=port)
+    users = Workspace(workspace).events.scan(columns=["user_id"], types=["click"])
+    user = users.column("user_id")[0].as_py() if users.num_rows else "u0"
+    base = f"http://{settings.host}:{settings.port}"
+    event = (
+        f'{{"events": [{{"event_id": "e1", "user_id": "{user}", "item_id": "i1", '
+        f'"timestamp": "2024-01-30T12:00:00Z", "type": "hide"}}]}}'
+    )
+    for line in (
+        f"\n[bold]serving bundle {version}[/bold] from {workspace} on {base}  (Ctrl-C stops it)",
+        f"  a feed:  curl '{base}/v1/feed?user_id={user}&k=10'",
+        f"  events:  curl -X POST {base}/v1/events -H 'content-type: application/json' -d '{event}'",
+        f"  docs:    {base}/docs    metrics: {base}/metrics",
+    ):
+        say(line)
+    sys.stdout.flush()
+    run_server(settings)

@@ -1,0 +1,159 @@
+"""How the CLI shows results: Rich tables for people, plain dicts for ``--json``. Pure functions of
+the results the entry functions return, so that ``cli.py`` only parses, calls and prints."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+
+from feedrec.registry import Manifest
+
+
+def metrics_table(report: dict[str, Any]) -> Table:
+    """``feedrec eval``'s report: one row per model, the best value of each column in green."""
+    models: dict[str, dict[str, float]] = report["models"]
+    columns = list(next(iter(models.values())).keys()) if models else []
+    table = Table(
+        title=f"{report['dataset']} · protocol={report['protocol']} · "
+        f"{report['n_test_users']} test users · {report['n_items']} items"
+    )
+    table.add_column("model", style="bold")
+    for col in columns:
+        table.add_column(col, justify="right")
+    best = {c: max(m[c] for m in models.values()) for c in columns if c != "fit_seconds"}
+    for name, metrics in models.items():
+        cells = []
+        for col in columns:
+            text = f"{metrics[col]:.4f}" if col != "fit_seconds" else f"{metrics[col]:.2f}s"
+            cells.append(f"[green]{text}[/]" if col in best and metrics[col] == best[col] else text)
+        table.add_row(name, *cells)
+    return table
+
+
+def ingest_table(report: dict[str, Any]) -> Table:
+    table = Table(title=f"ingest {report['kind']}", caption=f"{report['source']} ({report['dialect']})", min_width=50)
+    table.add_column("rows")
+    table.add_column("count", justify="right")
+    for key in ("read", "stored", "already_stored", "quarantined"):
+        table.add_row(key.replace("_", " "), f"{report[key]:,}")
+    for reason, count in report["reasons"].items():
+        table.add_row(f"  quarantined: {reason}", f"{count:,}", style="yellow")
+    return table
+
+
+def stats_table(data: dict[str, Any], title: str) -> Table:
+    table = Table(title=title)
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    for key in ("events", "users", "items", "first", "last"):
+        table.add_row(key, f"{data[key]:,}" if isinstance(data[key], int) else str(data[key]))
+    for event_type, n in data["by_type"].items():
+        table.add_row(f"  {event_type}", f"{n:,}")
+    return table
+
+
+def train_json(result: Any) -> dict[str, Any]:
+    m: Manifest = result.manifest
+    return {
+        "version": m.version,
+        "promoted": result.promoted,
+        "reason": result.reason,
+        "bundle": result.bundle,
+        "metrics": m.metrics,
+        "seconds": result.seconds,
+    }
+
+
+def train_lines(result: Any) -> list[Any]:
+    """The bundle's metrics per split, the gate's verdict, where the report is, time per stage."""
+    m: Manifest = result.manifest
+    table = Table(title=f"bundle {m.version} · {m.model} · {result.bundle}")
+    table.add_column("split", style="bold")
+    columns = sorted({c for split in m.metrics.values() for c in split})
+    for col in columns:
+        table.add_column(col, justify="right")
+    for split, metrics in m.metrics.items():
+        table.add_row(split, *[f"{metrics[c]:.4f}" if c in metrics else "-" for c in columns])
+    verdict = "[green]promoted to production[/]" if result.promoted else "[yellow]not promoted[/]"
+    return [
+        table,
+        f"{verdict}: {result.reason}",
+        f"report: {result.bundle}/report.html",
+        "time per stage: " + ", ".join(f"{stage} {sec:.0f} s" for stage, sec in result.seconds.items()),
+    ]
+
+
+def registry_json(bundles: list[Manifest]) -> list[dict[str, Any]]:
+    return [
+        {
+            "version": b.version,
+            "model": b.model,
+            "created_at": b.created_at,
+            "production": b.promoted,
+            "valid": b.metrics.get("valid", {}),
+            "test": b.metrics.get("test", {}),
+        }
+        for b in bundles
+    ]
+
+
+def registry_table(bundles: list[Manifest]) -> Table:
+    table = Table(title="model registry")
+    for col in ("version", "model", "created", "valid ndcg@10", "test ndcg@10", "production"):
+        table.add_column(col)
+    for b in bundles:
+        table.add_row(
+            b.version,
+            b.model,
+            b.created_at[:19],
+            f"{b.metrics.get('valid', {}).get('ndcg@10', float('nan')):.4f}",
+            f"{b.metrics.get('test', {}).get('ndcg@10', float('nan')):.4f}",
+            "★" if b.promoted else "",
+        )
+    return table
+
+
+def cold_start_table(report: Any) -> Table:
+    table = Table(title="cold start · " + ", ".join(f"{s}: {n} users" for s, n in report.slices.items()))
+    columns = sorted({c for m in report.models.values() for c in m})
+    table.add_column("model", style="bold")
+    for col in columns:
+        table.add_column(col, justify="right")
+    for name, metrics in report.models.items():
+        table.add_row(name, *[f"{metrics[c]:.4f}" if c in metrics else "-" for c in columns])
+    return table
+
+
+def demo_json(result: Any) -> dict[str, Any]:
+    return {"ingest": result.ingest.to_dict(), "split": result.split_sizes, "eval": result.report.to_dict()}
+
+
+def demo_lines(result: Any, protocol: str) -> list[Any]:
+    """What the demo did: ingestion, the split, every model's metrics, the impression rankers."""
+    rankers = Table(
+        title=f"impression ranker · point-in-time features · {result.rankers.rows['test']:,} test impressions, "
+        f"click rate {result.rankers.click_rate:.3f}"
+    )
+    for col in ("model", "AUC", "log loss", "ECE"):
+        rankers.add_column(col, justify="left" if col == "model" else "right")
+    for name, m in result.rankers.models.items():
+        rankers.add_row(name, f"{m['auc']:.4f}", f"{m['log_loss']:.4f}", f"{m['ece']:.4f}")
+    return [
+        ingest_table(result.ingest.to_dict()),
+        f"split ({protocol}): "
+        + ", ".join(f"{name} {size:,}" for name, size in result.split_sizes.items())
+        + " positive interactions; no training row sees its user's future (checked)",
+        metrics_table(result.report.to_dict()),
+        rankers,
+    ]
+
+
+def compress_line(result: Any, version: str) -> str:
+    size = f"index {result.bytes_before / 2**20:.2f} MiB -> {result.bytes_after / 2**20:.2f} MiB"
+    if result.version is None:
+        return f"[red]refused[/red]: {result.gate.reason}; {size}"
+    return (
+        f"registered {result.version} (int8 twin of {version}): {result.gate.reason}; {size}\n"
+        f"serve it with: feedrec models promote {result.version}"
+    )
