@@ -58,15 +58,6 @@ class SplitConfig(StrictModel):
     valid_ratio: float = Field(0.1, gt=0, lt=1)
 
 
-class SamplingConfig(StrictModel):
-    """Negative sampling for models trained on (user, item, label) rows."""
-
-    strategy: Literal["uniform", "popularity", "impression"] = "uniform"
-    ratio: int = Field(4, ge=1)  # negatives per positive
-    exponent: float = Field(0.75, ge=0)  # popularity ** exponent, for strategy=popularity
-    seed: int = 42
-
-
 class PopularityParams(StrictModel):
     window_days: float | None = Field(None, gt=0)  # None: all-time counts
 
@@ -188,6 +179,8 @@ class FeedParams(StrictModel):
 
     n_candidates: int = Field(200, ge=1)  # candidates the ranker scores per user
     n_sampled_negatives: int = Field(20, ge=0)  # random items per user added to the ranking set as negatives
+    negative_strategy: Literal["uniform", "popularity"] = "uniform"  # how they are drawn (feedrec.models.sampling)
+    negative_exponent: float = Field(0.75, ge=0)  # popularity ** exponent, for negative_strategy=popularity
     valid_ratio: float = Field(0.1, gt=0, lt=1)  # the carve the ranker learns from
     max_ranker_users: int | None = Field(20_000, ge=1)  # carved users sampled for the ranking set; None = all
     seed: int = 42
@@ -377,7 +370,6 @@ class FeedrecConfig(StrictModel):
     simulator: SimulatorConfig = Field(default_factory=SimulatorConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
-    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)

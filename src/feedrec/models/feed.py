@@ -29,6 +29,7 @@ from feedrec.models.ranking.base import RankingSet
 from feedrec.models.ranking.gbdt import GBDTRanker
 from feedrec.models.rerank import BusinessRules, ItemCatalog, ReRanker
 from feedrec.models.retrieval.candidates import USER_BLOCK, CandidateRecommender, user_blocks
+from feedrec.models.sampling import Strategy, draw_items
 
 
 class FeedRecommender(Recommender):
@@ -47,6 +48,8 @@ class FeedRecommender(Recommender):
         rerank: dict[str, Any] | None = None,
         n_candidates: int = 200,
         n_sampled_negatives: int = 20,
+        negative_strategy: Strategy = "uniform",
+        negative_exponent: float = 0.75,
         valid_ratio: float = 0.1,
         max_ranker_users: int | None = None,
         seed: int = 42,
@@ -56,6 +59,8 @@ class FeedRecommender(Recommender):
         self.rerank = rerank
         self.n_candidates = n_candidates
         self.n_sampled_negatives = n_sampled_negatives
+        self.negative_strategy = negative_strategy
+        self.negative_exponent = negative_exponent
         self.valid_ratio = valid_ratio
         self.max_ranker_users = max_ranker_users
         self.seed = seed
@@ -157,14 +162,24 @@ class FeedRecommender(Recommender):
     def _sampled_negatives(
         self, labels: pl.DataFrame, model: CandidateRecommender, users: np.ndarray, truth: pl.DataFrame
     ) -> pl.DataFrame:
-        """``n_sampled_negatives`` random catalogue items per user, outside the user's candidates,
-        history and carve: the ranking set's negatives besides the retrieved-but-not-engaged ones."""
+        """``n_sampled_negatives`` catalogue items per user, drawn by ``negative_strategy`` (uniform,
+        or popularity-weighted: harder negatives), outside the user's candidates, history and carve:
+        the ranking set's negatives besides the retrieved-but-not-engaged ones."""
         rng = np.random.default_rng(self.seed + 1)
         n = self.n_sampled_negatives
         drawn = pl.DataFrame(
             {
                 "row": np.repeat(np.arange(users.size), n),
-                "item": model.item_ids_[rng.integers(0, model.item_ids_.size, users.size * n)],
+                "item": model.item_ids_[
+                    draw_items(
+                        rng,
+                        users.size * n,
+                        n_items=model.item_ids_.size,
+                        strategy=self.negative_strategy,
+                        item_counts=model.item_counts_,
+                        exponent=self.negative_exponent,
+                    )
+                ],
             }
         ).with_columns(pl.Series("user", np.repeat(users, n)))
         uidx = model.user_index().lookup(drawn["user"].to_numpy())

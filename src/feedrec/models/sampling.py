@@ -7,6 +7,10 @@ Strategies:
 - ``impression``: items the user was shown but did not engage with (the strongest signal a feed
   has); positives of users with no such impressions fall back to uniform negatives.
 A sampled negative is never one of the user's positives. Seeded: the same inputs give the same sample.
+
+``draw_items`` is the draw itself (uniform or popularity-weighted, no exclusions), for a caller that
+excludes on its own terms: the whole pipeline (``FeedRecommender``) draws its ranking set's
+sampled negatives with it, by ``models.feedrec.negative_strategy``.
 """
 
 from __future__ import annotations
@@ -16,6 +20,28 @@ from typing import Literal
 import numpy as np
 
 Strategy = Literal["uniform", "popularity", "impression"]
+
+
+def draw_items(
+    rng: np.random.Generator,
+    size: int,
+    *,
+    n_items: int,
+    strategy: Strategy = "uniform",
+    item_counts: np.ndarray | None = None,
+    exponent: float = 0.75,
+) -> np.ndarray:
+    """``size`` item indices in ``[0, n_items)``: uniform, or with probability ∝ ``count ** exponent``."""
+    if strategy == "uniform":
+        return rng.integers(0, n_items, size)
+    if strategy != "popularity":
+        raise ValueError(f"draw_items: strategy must be uniform or popularity, not {strategy!r}")
+    if item_counts is None or len(item_counts) != n_items:
+        raise ValueError("strategy='popularity' needs item_counts of length n_items")
+    cdf = np.cumsum(np.asarray(item_counts, np.float64) ** exponent)
+    if cdf[-1] <= 0:
+        raise ValueError("item_counts are all zero")
+    return np.minimum(np.searchsorted(cdf, rng.random(size) * cdf[-1], side="right"), n_items - 1)
 
 
 def _pair_keys(users: np.ndarray, items: np.ndarray, n_items: int) -> np.ndarray:

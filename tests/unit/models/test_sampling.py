@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from feedrec.offline.sampling import sample_negatives
+from feedrec.models.sampling import sample_negatives
 
 
 @pytest.fixture
@@ -74,3 +74,44 @@ def test_errors():
         sample_negatives(np.array([0]), np.array([0]), n_items=5, strategy="popularity")
     with pytest.raises(ValueError, match="impression_users"):
         sample_negatives(np.array([0]), np.array([0]), n_items=5, strategy="impression")
+
+
+def test_draw_items_follows_the_popularity_weights_and_uniform_matches_integers():
+    from feedrec.models.sampling import draw_items
+
+    counts = np.array([1.0, 0.0, 9.0, 0.0])
+    drawn = draw_items(
+        np.random.default_rng(0), 20_000, n_items=4, strategy="popularity", item_counts=counts, exponent=1.0
+    )
+    share = np.bincount(drawn, minlength=4) / drawn.size
+    assert share[1] == share[3] == 0 and abs(share[2] - 0.9) < 0.01
+    same = draw_items(np.random.default_rng(3), 50, n_items=7)
+    assert np.array_equal(same, np.random.default_rng(3).integers(0, 7, 50))  # the uniform stream is unchanged
+
+
+def test_the_feed_draws_its_ranking_negatives_by_its_strategy():
+    """popularity-weighted negatives are more popular, on average, than uniform ones."""
+    import polars as pl
+
+    from feedrec.models import model_for_tests
+    from feedrec.models.retrieval.candidates import CandidateRecommender
+    from tests.conftest import make_interactions
+
+    inter = make_interactions(n_users=40, n_items=60, per_user=8)
+    source = CandidateRecommender(**model_for_tests("candidates").get_params())
+    source.sources = {
+        "popularity": {"class": "feedrec.models.retrieval.popularity.PopularityRecommender", "params": {}}
+    }
+    source.quotas = {"popularity": 5}
+    source.fit(inter)
+    users = np.asarray(inter.users.ids[:20])
+    empty = pl.DataFrame(
+        {"row": [], "item": [], "user": []}, schema={"row": pl.Int64, "item": pl.Utf8, "user": pl.Utf8}
+    )
+    mean_count = {}
+    for strategy in ("uniform", "popularity"):
+        feed = model_for_tests("feedrec", n_sampled_negatives=30, negative_strategy=strategy, negative_exponent=2.0)
+        drawn = feed._sampled_negatives(empty.select("row", "item"), source, users, empty.select("user", "item"))
+        idx = source.item_index().lookup(drawn["item"].to_numpy())
+        mean_count[strategy] = float(source.item_counts_[idx].mean())
+    assert mean_count["popularity"] > mean_count["uniform"]
