@@ -293,7 +293,10 @@ class LocalEventStore(EventStore):
         """Merge one tier of parts of similar size (``fanout`` or more parts with rows in
         ``[base_rows * fanout**(t-1), base_rows * fanout**t)``) into one; returns how many parts it
         merged (0: nothing to do, or another process is compacting). Reading and writing happen
-        without the append lock; only the swap takes it. Call it until it returns 0."""
+        without the append lock; only the swap takes it. Call it until it returns 0. It first
+        runs ``recover`` (cheap when there is nothing to do), so what a crashed process left behind
+        is handled while the server runs, not only when a store is opened."""
+        self.recover()
         with self._lock(".compact.lock", wait=False) as mine:
             if not mine:
                 return 0

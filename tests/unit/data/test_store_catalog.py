@@ -151,3 +151,13 @@ def test_kill_9_during_appends_and_compaction_leaves_a_consistent_store(tmp_path
     assert set(reported) <= set(ids) and len(ids) == len(set(ids)) == store.count()
     assert store.append(events(["after"], t0=10**6)).stored == 1
     assert datetime.now(UTC) and EVENT_SCHEMA.names == store.scan().column_names
+
+
+def test_a_running_store_recovers_what_a_crashed_peer_left_when_it_compacts(tmp_path: Path):
+    store = LocalEventStore(tmp_path)
+    store.append(events(["a"]))
+    orphan = events(["z1", "z2"], t0=50).append_column("_seq", pa.array([7, 7], pa.int64()))
+    pq.write_table(orphan, tmp_path / "events" / "part-a-000000000007-0badf00d.parquet")  # a peer died here
+    assert store.count() == 1
+    store.compact()
+    assert sorted(_ids(store)) == ["a", "z1", "z2"] and store.count() == 3
