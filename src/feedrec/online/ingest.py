@@ -26,6 +26,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
 
+import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -165,6 +166,9 @@ class EventWriter:
         result = self.store.append(table)
         if result.stored:
             fresh = table.filter(pc.is_in(table.column("event_id"), pa.array(result.stored_ids, pa.string())))
+            # Two batches of the group may carry the same new id: the store kept the first, and so
+            # must the online features, or the event would count twice.
+            fresh = pl.DataFrame(pl.from_arrow(fresh)).unique("event_id", keep="first", maintain_order=True).to_arrow()
             try:
                 self.on_stored(fresh, result)
             except Exception:  # the events are durable; the online features catch up from the store

@@ -143,3 +143,19 @@ def test_registry_history_is_ordered_and_idempotency_keys_apply_once(tmp_path: P
         (3, "rollback", "v0001"),
     ]
     assert registry.production().version == "v0001"  # type: ignore[union-attr]
+
+
+def test_an_id_sent_by_two_batches_of_one_group_reaches_the_features_once(tmp_path: Path):
+    store = _SlowStore(tmp_path)
+    store.gate.clear()
+    folded: list[list[str]] = []
+    writer = EventWriter(store, lambda table, result: folded.append(table.column("event_id").to_pylist()))
+    try:
+        blocker = writer.submit(_records("z", 1))
+        time.sleep(0.3)
+        one, two = writer.submit(_records("x", 2)), writer.submit(_records("x", 3))  # x0, x1 in both
+        store.gate.set()
+        blocker.result(10), one.result(10), two.result(10)
+    finally:
+        writer.close()
+    assert folded == [["z0"], ["x0", "x1", "x2"]]
