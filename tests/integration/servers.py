@@ -7,6 +7,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -72,3 +74,14 @@ def _start_server(workspace: Path, **env: str) -> tuple[subprocess.Popen[bytes],
             time.sleep(0.1)
     proc.kill()
     raise RuntimeError(proc.stdout.read().decode() if proc.stdout else "server did not start")
+
+
+@contextmanager
+def serving(workspace: Path, **env: str) -> Iterator[str]:
+    """``feedrec serve`` on ``workspace`` for the block (its URL), stopped with SIGTERM after it."""
+    proc, url = _start_server(workspace, **env)
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)

@@ -18,7 +18,7 @@ from feedrec.data.side import SideInfo
 from feedrec.data.store import LocalEventStore
 from feedrec.models.retrieval.popularity import PopularityRecommender
 from feedrec.registry import LocalRegistry
-from tests.integration.servers import TOKEN, _manifest, _start_server, build_workspace
+from tests.integration.servers import TOKEN, _manifest, _start_server, build_workspace, serving
 
 pytestmark = pytest.mark.integration
 
@@ -30,15 +30,9 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(workspace: Path) -> Iterator[str]:
-    proc, url = _start_server(
-        workspace,
-        FEEDREC_ADMIN_TOKEN=TOKEN,
-        FEEDREC_MAX_EVENTS_PER_BATCH="50",
-        FEEDREC_WATCH_INTERVAL_S="0.2",
-    )
-    yield url
-    proc.terminate()
-    proc.wait(timeout=10)
+    env = {"FEEDREC_ADMIN_TOKEN": TOKEN, "FEEDREC_MAX_EVENTS_PER_BATCH": "50", "FEEDREC_WATCH_INTERVAL_S": "0.2"}
+    with serving(workspace, **env) as url:
+        yield url
 
 
 def test_health_ready_and_docs(server: str):

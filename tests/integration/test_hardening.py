@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from feedrec.data.store import LocalEventStore
-from tests.integration.servers import TOKEN, _start_server, build_workspace
+from tests.integration.servers import TOKEN, _start_server, build_workspace, serving
 
 pytestmark = pytest.mark.integration
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -35,16 +35,9 @@ def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(ws: Path) -> Iterator[str]:
-    proc, url = _start_server(
-        ws,
-        FEEDREC_ADMIN_TOKEN=TOKEN,
-        FEEDREC_WATCH_INTERVAL_S="0",
-        FEEDREC_BODY_TIMEOUT_S="1",
-        FEEDREC_HEADER_TIMEOUT_S="1",
-    )
-    yield url
-    proc.terminate()
-    proc.wait(timeout=20)
+    env = {"FEEDREC_WATCH_INTERVAL_S": "0", "FEEDREC_BODY_TIMEOUT_S": "1", "FEEDREC_HEADER_TIMEOUT_S": "1"}
+    with serving(ws, FEEDREC_ADMIN_TOKEN=TOKEN, **env) as url:
+        yield url
 
 
 @pytest.mark.parametrize(
@@ -173,12 +166,8 @@ def test_the_spec_documents_errors_limits_and_metrics(server: str):
 
 def test_served_log_rotates(tmp_path: Path):
     ws = build_workspace(tmp_path / "ws")
-    proc, url = _start_server(ws, FEEDREC_SERVED_LOG_MAX_BYTES="2048", FEEDREC_SERVED_LOG_KEEP="2")
-    try:
+    with serving(ws, FEEDREC_SERVED_LOG_MAX_BYTES="2048", FEEDREC_SERVED_LOG_KEEP="2") as url:
         ids = [httpx.get(f"{url}/v1/feed", params={"user_id": f"u{i}", "k": 5}).json()["request_id"] for i in range(60)]
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
     files = sorted((ws / "serving").glob("impressions.jsonl*"))
     assert [f.name for f in files] == ["impressions.jsonl", "impressions.jsonl.1", "impressions.jsonl.2"]
     assert all(f.stat().st_size < 2048 + 1024 for f in files)
@@ -188,8 +177,7 @@ def test_served_log_rotates(tmp_path: Path):
 
 def test_metrics_count_every_workers_requests(tmp_path: Path):
     ws = build_workspace(tmp_path / "ws")
-    proc, url = _start_server(ws, FEEDREC_WORKERS="2")
-    try:
+    with serving(ws, FEEDREC_WORKERS="2") as url:
         for _ in range(100):
             if httpx.get(f"{url}/readyz").status_code == 200:
                 break
@@ -197,9 +185,6 @@ def test_metrics_count_every_workers_requests(tmp_path: Path):
         for i in range(103):  # a new connection each: the kernel spreads them over both workers
             assert httpx.get(f"{url}/v1/feed", params={"user_id": f"u{i % 50}", "k": 3}).status_code == 200
         texts = [httpx.get(f"{url}/metrics").text for _ in range(4)]
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
     for text in texts:
         line = next(
             x for x in text.splitlines() if x.startswith('feedrec_requests_total{route="/v1/feed",status="200"}')

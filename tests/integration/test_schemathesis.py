@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.servers import TOKEN, _start_server, build_workspace
+from tests.integration.servers import TOKEN, build_workspace, serving
 
 pytestmark = pytest.mark.integration
 CONFIG = Path(__file__).with_name("schemathesis.toml")
@@ -18,8 +18,7 @@ def test_schemathesis_finds_no_server_error_and_no_spec_violation(tmp_path: Path
     """A smaller budget than the full run in docs/BENCHMARKS.md (200 examples per operation), with
     a fixed seed so that a failure reproduces; every check schemathesis has is on."""
     ws = build_workspace(tmp_path / "ws")
-    proc, url = _start_server(ws, FEEDREC_ADMIN_TOKEN=TOKEN, FEEDREC_WATCH_INTERVAL_S="0")
-    try:
+    with serving(ws, FEEDREC_ADMIN_TOKEN=TOKEN, FEEDREC_WATCH_INTERVAL_S="0") as url:
         run = subprocess.run(
             [
                 str(Path(sys.executable).with_name("st")),
@@ -44,8 +43,5 @@ def test_schemathesis_finds_no_server_error_and_no_spec_violation(tmp_path: Path
             text=True,
             timeout=600,
         )
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
     assert "No issues found" in run.stdout

@@ -139,8 +139,9 @@ class SingleStage:
             ids, scores = model.recommend(users, k + len(exclude))
             sources = np.full(ids.shape, type(model).__name__, dtype=object)
         rows, cols = np.nonzero((ids != PAD_ID) & ~np.isin(ids, list(exclude)))
-        names = sorted({str(s) for s in np.asarray(sources)[rows, cols].tolist()}) or [type(model).__name__]
-        source = np.searchsorted(np.asarray(names), np.asarray(sources, dtype=str)[rows, cols]).astype(np.int64)
+        kept = np.asarray(sources, dtype=str)[rows, cols]
+        names = sorted(set(kept.tolist())) or [type(model).__name__]
+        source = np.searchsorted(np.asarray(names), kept).astype(np.int64)
         item = model.item_index().lookup(ids[rows, cols])
         score = np.asarray(scores, np.float64)[rows, cols]
         pos = cols.astype(np.int64)

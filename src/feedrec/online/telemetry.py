@@ -31,9 +31,10 @@ def prepare_multiprocess_dir(path: Path) -> None:
 class Metrics:
     def __init__(self) -> None:
         self.multiprocess = bool(os.environ.get(MULTIPROC_ENV))
-        # In multiprocess mode values live in the shared files; the exposition registry only collects.
-        own = None if self.multiprocess else CollectorRegistry()
-        self.registry = own if own is not None else CollectorRegistry()
+        self.registry = CollectorRegistry()
+        # In multiprocess mode values live in the shared files and the registry only collects them;
+        # otherwise the metrics register in it.
+        own = None if self.multiprocess else self.registry
         if self.multiprocess:
             MultiProcessCollector(self.registry)
         self.requests = Counter("feedrec_requests", "HTTP requests", ["route", "status"], registry=own)

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -14,22 +14,7 @@ from feedrec.data.simulator import simulate
 from feedrec.features.definitions import COUNTERS, FEATURE_NAMES, WINDOWS, schema_hash
 from feedrec.features.offline import build_features
 from feedrec.features.online import LocalOnlineStore
-
-T0 = datetime(2024, 1, 1, tzinfo=UTC)
-ITEMS = pl.DataFrame(
-    {
-        "item_id": ["a", "b", "c"],
-        "creator_id": ["x", "x", None],
-        "topics": [["t1"], ["t1", "t2"], ["t2"]],
-        "created_at": [T0 - timedelta(days=3), T0, None],
-    },
-    schema={
-        "item_id": pl.Utf8,
-        "creator_id": pl.Utf8,
-        "topics": pl.List(pl.Utf8),
-        "created_at": pl.Datetime("us", "UTC"),
-    },
-)
+from feedrec.testing import ITEMS, T0  # the conformance suite's three items, shared
 
 
 def _events(rows: list[tuple[str, str, str, int]]) -> pl.DataFrame:
