@@ -237,11 +237,21 @@ def served_ranker_metrics(model: Recommender, data: ProtocolData, *, block: int 
         users = data.test_users[lo : lo + block]
         candidates = pipeline.retrieve(users, 10)
         ranked = np.asarray(pipeline.rank(users, candidates), np.float64)
-        target_keys = {
-            (row, str(item)) for row, t in enumerate(data.targets[lo : lo + block]) for item in data.train.items.ids[t]
-        }
-        ids = model.item_ids_[candidates.item].astype(str)
-        labels.append(np.fromiter(((int(r), i) in target_keys for r, i in zip(candidates.row, ids, strict=True)), bool))
+        targets = data.targets[lo : lo + block]
+        wanted = pl.DataFrame(
+            {
+                "row": np.repeat(np.arange(len(targets)), [t.size for t in targets]).astype(np.int64),
+                "item": data.train.items.ids[np.concatenate(targets)] if targets else np.array([], str),
+                "hit": True,
+            },
+            schema={"row": pl.Int64, "item": pl.Utf8, "hit": pl.Boolean},
+        )
+        proposed = pl.DataFrame(
+            {"row": candidates.row.astype(np.int64), "item": model.item_ids_[candidates.item].astype(str)},
+            schema={"row": pl.Int64, "item": pl.Utf8},
+        )
+        hit = proposed.join(wanted, on=["row", "item"], how="left", maintain_order="left")["hit"]
+        labels.append(hit.fill_null(False).to_numpy())
         scores.append(ranked)
     y = np.concatenate(labels) if labels else np.zeros(0, bool)
     s = np.concatenate(scores) if scores else np.zeros(0)
