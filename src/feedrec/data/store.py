@@ -26,6 +26,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from feedrec.data.catalog import Catalog, Part
@@ -228,20 +229,20 @@ class LocalEventStore(EventStore):
         those of the appends in ``skip`` (the reader's own), and the position to pass next time:
         how a reader in another process folds in only what is new."""
         last = self.catalog.last_seq()
-        names = [str(self.events_dir / p.name) for p in self.catalog.parts() if p.max_seq > position]
+        names = [p.name for p in self.catalog.parts() if p.max_seq > position]
         if last <= position or not names:
             return EVENT_SCHEMA.empty_table(), max(last, position)
-        con = duckdb.connect()
-        try:
-            table = con.sql(
-                f"SELECT {_EVENT_COLUMNS} FROM read_parquet({names!r}, union_by_name=true) "
-                "WHERE _seq > $pos AND _seq <= $last AND _seq NOT IN (SELECT unnest($skip)) "
-                "ORDER BY _seq, timestamp",
-                params={"pos": position, "last": last, "skip": [int(x) for x in skip if x > position] or [-1]},
-            ).to_arrow_table()
-        finally:
-            con.close()
-        return table.cast(EVENT_SCHEMA), last
+        # Plain Arrow reads with a row filter: a tail runs this every half second, and a DuckDB
+        # connection costs ~10 ms to open.
+        window = [("_seq", ">", position), ("_seq", "<=", last)]
+        table = pa.concat_tables(
+            [pq.read_table(self.events_dir / name, schema=_PART_SCHEMA, filters=window) for name in names]
+        )
+        mine = [int(x) for x in skip if x > position]
+        if mine:
+            table = table.filter(pc.invert(pc.is_in(table.column("_seq"), pa.array(mine, pa.int64()))))
+        table = table.sort_by([("_seq", "ascending"), ("timestamp", "ascending")])
+        return table.select(EVENT_SCHEMA.names).cast(EVENT_SCHEMA), last
 
     def part_names(self) -> list[str]:
         """The live event files, oldest first."""

@@ -99,6 +99,7 @@ def _build_service(settings: ServeSettings) -> FeedService:
         rules=cfg.ingest if cfg is not None else None,
         backends=cfg.backends if cfg is not None else None,
         max_pending_batches=settings.max_pending_batches,
+        start_position=settings.start_position,
         served_log_max_bytes=settings.served_log_max_bytes,
         served_log_keep=settings.served_log_keep,
     )

@@ -23,6 +23,9 @@ def run_server(settings: ServeSettings, overrides: Mapping[str, object] | None =
         prepare_multiprocess_dir(settings.workspace / "serving" / "metrics")
     else:  # one process: the in-process registry (the variable is read when prometheus_client is imported)
         os.environ.pop(MULTIPROC_ENV, None)
+    if settings.start_position is None:  # events stored while a worker starts are folded in by it too
+        overrides = {**(overrides or {}), "start_position": Workspace(settings.workspace).events.position()}
+        settings = settings.model_copy(update={"start_position": overrides["start_position"]})
     TimedHttpToolsProtocol.header_timeout_s = settings.header_timeout_s
     for key, value in (overrides or {}).items():  # worker processes build their settings from the environment
         os.environ[f"FEEDREC_{key.upper()}"] = str(value)

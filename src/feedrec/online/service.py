@@ -137,6 +137,7 @@ class FeedService:
         max_pending_batches: int = 256,
         served_log_max_bytes: int = 64 * 2**20,
         served_log_keep: int = 5,
+        start_position: int | None = None,
     ) -> None:
         self.workspace = Path(workspace)
         self.precomputed = PrecomputedFeeds(precomputed) if precomputed is not None else None
@@ -147,9 +148,9 @@ class FeedService:
         self.features = self.space.online_store(items if items.height else None)
         self.recent = RecentActions()
         # Events already reflected here: the history (in the bundle and the feature snapshot) up to
-        # this position, and the appends this process made itself (``_own``). catch_up() folds in
-        # what other processes stored since.
-        self._position = self.store.position()
+        # this position (``start_position``: where the server as a whole started), and the appends
+        # this process made itself (``_own``). catch_up() folds in what other processes stored since.
+        self._position = self.store.position() if start_position is None else start_position
         self._own: set[int] = set()
         self.budgets = budgets or Budgets()
         self.snapshot_every_s = snapshot_every_s

@@ -44,3 +44,6 @@ class ServeSettings(BaseSettings):
     served_log_max_bytes: int = Field(64 * 2**20, ge=1024)
     served_log_keep: int = Field(5, ge=1)
     config: Path | None = None  # a feedrec YAML config: its `ingest` rules validate posted events
+    # The event store's position when `feedrec serve` started (set by it for its workers): each
+    # worker folds in everything stored after it, however long that worker takes to start.
+    start_position: int | None = Field(None, ge=0)
