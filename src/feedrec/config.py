@@ -38,6 +38,7 @@ class SimulatorConfig(StrictModel):
     slate_size: int = Field(10, ge=1, le=100)  # impressions per session
     taste_shift_fraction: float = Field(0.2, ge=0, le=1)  # users whose tastes shift at a random time
     drift_day: int | None = Field(None, ge=0)  # every user's tastes and the topic mix shift that day
+    live_days: int = Field(7, ge=0)  # the world also draws the users and items that arrive this long after the log
     surfaces: list[str] = Field(default_factory=lambda: ["home", "explore"])
 
 

@@ -62,7 +62,7 @@ def test_the_full_pipeline_serves_every_stage_within_budget(tmp_path: Path, feed
 
 def test_a_late_ranker_is_abandoned_for_the_retrieval_order(tmp_path: Path, feed_model: FeedRecommender):
     slow = copy.copy(feed_model)
-    slow.rank = lambda users, candidates: time.sleep(0.5) or feed_model.rank(users, candidates)  # type: ignore[method-assign]
+    slow.rank = lambda *args: time.sleep(0.5) or feed_model.rank(*args)  # type: ignore[method-assign]
     started = time.perf_counter()
     feed = _service(tmp_path, slow, rank=0.02).feed("u3", 10)
     assert time.perf_counter() - started < 0.4  # it did not wait for the ranker

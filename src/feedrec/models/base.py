@@ -84,6 +84,20 @@ class CandidateSet:
         )
 
 
+@dataclass(frozen=True)
+class RequestContext:
+    """What a server knows about one request beyond the user: its moment (epoch seconds; None: the
+    bundle's own training time), its surface, and the online feature store (None offline: a
+    pipeline with a real-time ranker then ranks with its retrieval-feature ranker)."""
+
+    now: float | None = None
+    surface: str | None = None
+    features: Any = None  # a feedrec.features.online.OnlineFeatureStore
+    # When a dict, the ranker records its inputs there ("items", "names", "matrix"): the features
+    # the server ranked with, for the served log.
+    record: dict[str, Any] | None = None
+
+
 class ServedPipeline(Protocol):
     """The stages a server runs per request, one by one, so that it can time, budget and fall back
     from each: ``retrieve`` (a candidate set, without the items in ``exclude``), ``rank`` (a score
@@ -93,10 +107,19 @@ class ServedPipeline(Protocol):
 
     def retrieve(self, users: np.ndarray, k: int, *, exclude: Sequence[str] = ()) -> CandidateSet: ...
 
-    def rank(self, users: np.ndarray, candidates: CandidateSet) -> np.ndarray: ...
+    def rank(
+        self, users: np.ndarray, candidates: CandidateSet, context: RequestContext | None = None
+    ) -> np.ndarray: ...
 
     def arrange(
-        self, n_users: int, candidates: CandidateSet, scores: np.ndarray, k: int, *, rerank: bool = True
+        self,
+        n_users: int,
+        candidates: CandidateSet,
+        scores: np.ndarray,
+        k: int,
+        *,
+        rerank: bool = True,
+        now: float | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
 
     def popular(self, k: int, *, exclude: Sequence[str] = ()) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
@@ -148,11 +171,18 @@ class SingleStage:
         nan = np.full((rows.size, 1), np.nan)
         return CandidateSet(rows.astype(np.int64), item, score, pos, source, nan, nan, names)
 
-    def rank(self, users: np.ndarray, candidates: CandidateSet) -> np.ndarray:
+    def rank(self, users: np.ndarray, candidates: CandidateSet, context: RequestContext | None = None) -> np.ndarray:
         return candidates.rrf
 
     def arrange(
-        self, n_users: int, candidates: CandidateSet, scores: np.ndarray, k: int, *, rerank: bool = True
+        self,
+        n_users: int,
+        candidates: CandidateSet,
+        scores: np.ndarray,
+        k: int,
+        *,
+        rerank: bool = True,
+        now: float | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return arrange_by_score(self.model.item_ids_, n_users, candidates, scores, k)
 

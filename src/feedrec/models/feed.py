@@ -24,9 +24,10 @@ import scipy.sparse as sp
 
 from feedrec.data.interactions import Interactions
 from feedrec.data.side import SideEncoder, SideInfo
-from feedrec.models.base import PAD_ID, CandidateSet, NotFittedError, Recommender, ServedPipeline
+from feedrec.models.base import PAD_ID, CandidateSet, NotFittedError, Recommender, RequestContext, ServedPipeline
 from feedrec.models.ranking.base import RankingSet
 from feedrec.models.ranking.gbdt import GBDTRanker
+from feedrec.models.ranking.realtime import SERVED_POSITION, RealtimeRanker
 from feedrec.models.rerank import BusinessRules, ItemCatalog, ReRanker
 from feedrec.models.retrieval.candidates import USER_BLOCK, CandidateRecommender, user_blocks
 from feedrec.models.sampling import Strategy, draw_items
@@ -40,6 +41,9 @@ class FeedRecommender(Recommender):
     item_creator_: np.ndarray
     item_created_: np.ndarray
     now_: np.ndarray  # () the time of the last training interaction (freshness is measured from it)
+    # The served impression ranker on real-time features (``feedrec.offline.realtime`` fits it on
+    # logged impressions after the pipeline; None: the retrieval-feature ranker serves).
+    realtime_: RealtimeRanker | None = None
 
     def __init__(
         self,
@@ -243,15 +247,51 @@ class FeedRecommender(Recommender):
             candidates = candidates.take(~np.isin(candidates.item, self.item_index().lookup(list(exclude))))
         return candidates
 
-    def rank(self, users: np.ndarray, c: CandidateSet) -> np.ndarray:
-        """Stage 2: the ranker's score of every candidate."""
+    def rank(self, users: np.ndarray, c: CandidateSet, context: RequestContext | None = None) -> np.ndarray:
+        """Stage 2: the ranker's score of every candidate: the real-time ranker's calibrated P(click)
+        when the bundle carries one and the request brings the online features, else the
+        retrieval-feature ranker's score."""
         if c.row.size == 0:
             return np.empty(0)
+        realtime = self.realtime_
+        if realtime is not None and context is not None and context.features is not None:
+            x = self.realtime_matrix(users, c.row, c.item, context)
+            if context.record is not None:
+                context.record.update(items=self.item_ids_[c.item].tolist(), names=realtime.feature_names, matrix=x)
+            return realtime.predict(x)
         x = self._feature_matrix(self.candidates_, users, c.row, c.item, c.rrf, c.pos.astype(np.float64), c.rank)
         return np.asarray(self.ranker_.predict(x), np.float64)
 
+    def realtime_matrix(
+        self, users: np.ndarray, row: np.ndarray, item: np.ndarray, context: RequestContext
+    ) -> np.ndarray:
+        """The real-time ranker's input for candidates (``item`` catalogue positions of ``users[row]``)
+        at ``context.now``: the online store's features and the served sources' pair scores."""
+        assert self.realtime_ is not None
+        now = float(self.now_) if context.now is None else context.now
+        n = row.size
+        queries = pl.DataFrame(
+            {
+                "user_id": users[row].astype(str),
+                "item_id": self.item_ids_[item].astype(str),
+                "timestamp": pl.Series([int(now * 1_000_000)] * n, dtype=pl.Int64).cast(pl.Datetime("us", "UTC")),
+                "surface": pl.Series([context.surface] * n, dtype=pl.Utf8),
+                "position": pl.Series([SERVED_POSITION] * n, dtype=pl.Int32),
+            }
+        )
+        features = context.features.get_online_features(queries)
+        pairs = pair_scores(self.candidates_, self.realtime_.pair_sources, users[row], queries["item_id"].to_numpy())
+        return self.realtime_.matrix(features, pairs)
+
     def arrange(
-        self, n_users: int, c: CandidateSet, scores: np.ndarray, k: int, *, rerank: bool = True
+        self,
+        n_users: int,
+        c: CandidateSet,
+        scores: np.ndarray,
+        k: int,
+        *,
+        rerank: bool = True,
+        now: float | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Stage 3: each user's top ``k`` by ``scores``, shaped by the re-ranker (unless ``rerank`` is
         off, or none is configured). Returns (item_ids, scores, sources), each (n_users, k)."""
@@ -275,7 +315,9 @@ class FeedRecommender(Recommender):
                 out_scores[user_row, : take.size] = scores[take]
                 out_src[user_row, : take.size] = names[c.source[take]]
                 continue
-            feed, final = reranker.rerank_indices(c.item[take], scores[take], catalog, k=k, now=float(self.now_))
+            feed, final = reranker.rerank_indices(
+                c.item[take], scores[take], catalog, k=k, now=float(self.now_) if now is None else now
+            )
             source_of = dict(zip(self.item_ids_[c.item[take]].tolist(), names[c.source[take]].tolist(), strict=True))
             out_ids[user_row, : feed.size] = feed
             out_scores[user_row, : feed.size] = final
@@ -301,9 +343,25 @@ class FeedRecommender(Recommender):
     def _save_extra(self, path: Path) -> None:
         self.candidates_.save(path / "candidates")
         self.ranker_.save(path / "ranker")
+        if self.realtime_ is not None:
+            self.realtime_.save(path / "realtime")
 
     def _load_extra(self, path: Path) -> None:
         loaded = Recommender.load(path / "candidates")
         assert isinstance(loaded, CandidateRecommender)
         self.candidates_ = loaded
         self.ranker_ = GBDTRanker.load(path / "ranker")
+        self.realtime_ = RealtimeRanker.load(path / "realtime") if (path / "realtime").is_dir() else None
+
+
+def pair_scores(model: CandidateRecommender, sources: list[str], users: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """(rows, sources): each candidate source's score of the pair (users[j], items[j]) (ids); NaN
+    where the sources have not seen the user or the item."""
+    uidx = model.user_index().lookup(np.asarray(users).astype(str))
+    iidx = model.item_index().lookup(np.asarray(items).astype(str))
+    known = np.flatnonzero((uidx >= 0) & (iidx >= 0))
+    out = np.full((uidx.size, len(sources)), np.nan)
+    if known.size:
+        for s, source in enumerate(sources):
+            out[known, s] = model.sources_[source]._score_pairs(uidx[known], iidx[known])
+    return out

@@ -24,6 +24,7 @@ from feedrec.data.side import SideInfo
 from feedrec.logs import get_logger
 from feedrec.models import build_model
 from feedrec.models.base import Recommender
+from feedrec.models.feed import FeedRecommender
 from feedrec.models.retrieval.candidates import reusing_fits
 from feedrec.offline.jobs import load_store_side
 from feedrec.offline.protocol import (
@@ -34,6 +35,7 @@ from feedrec.offline.protocol import (
     targets_after,
 )
 from feedrec.offline.ranking_eval import RankerReport, evaluate_rankers, served_ranker_metrics
+from feedrec.offline.realtime import fit_realtime_ranker
 from feedrec.offline.report import render_report
 from feedrec.offline.split import Split, train_valid_test
 from feedrec.offline.tuning import tune
@@ -132,12 +134,18 @@ def train(
     del events, split  # the retrieval stages' frames: the ranker needs the memory
     gc.collect()
     ranker: RankerReport | None = None
+    realtime: dict[str, float] = {}
     if all_events.filter(pl.col("type") == "impression").height > 1000:
         on_stage("impression ranker")
         items = pl.DataFrame(pl.from_arrow(side.items)) if side.items is not None else None
         ranker = evaluate_rankers(
             all_events, items, threads=cfg.threads, max_impressions=cfg.train.ranker_max_impressions
         )
+        if isinstance(model, FeedRecommender):
+            on_stage("real-time ranker (served)")
+            realtime = fit_realtime_ranker(
+                model, all_events, items, side, max_impressions=cfg.train.ranker_max_impressions, threads=cfg.threads
+            )
 
     on_stage("register the bundle")
     manifest = build_manifest(
@@ -145,11 +153,12 @@ def train(
         model_name,
         df,
         cfg,
-        # The gate judges what the bundle serves: the pipeline's validation metrics and its own
-        # ranker on validation candidates. The impression ranker (point-in-time features) is
-        # reported beside them; it is not served yet.
+        # The gate judges the pipeline's validation metrics and its retrieval-feature ranker on
+        # validation candidates. The real-time ranker the server ranks with (when the log has
+        # impressions) is scored on its own latest slice of impressions, reported beside them.
         {"valid": valid_metrics, "test": test_metrics, "ranker": served_ranker}
-        | ({"impression_ranker": ranker.models["lightgbm_calibrated"]} if ranker else {}),
+        | ({"impression_ranker": ranker.models["lightgbm_calibrated"]} if ranker else {})
+        | ({"realtime_ranker": realtime} if realtime else {}),
         extra_params={"tuning": tuned},
     )
     manifest.data_window["split"] = cuts  # where train, validation and test began and ended

@@ -100,6 +100,8 @@ def _build_service(settings: ServeSettings) -> FeedService:
         backends=cfg.backends if cfg is not None else None,
         max_pending_batches=settings.max_pending_batches,
         start_position=settings.start_position,
+        clock=settings.clock,
+        feature_log_rate=settings.feature_log_rate,
         served_log_max_bytes=settings.served_log_max_bytes,
         served_log_keep=settings.served_log_keep,
     )

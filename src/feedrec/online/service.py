@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gc
 import json
+import random
 import threading
 import time
 import uuid
@@ -33,7 +34,7 @@ import pyarrow as pa
 from feedrec.config import BackendsConfig, IngestConfig
 from feedrec.data.store import AppendResult
 from feedrec.logs import get_logger
-from feedrec.models.base import PAD_ID, Recommender
+from feedrec.models.base import PAD_ID, Recommender, RequestContext
 from feedrec.online.batch import PrecomputedFeeds
 from feedrec.online.ingest import EventWriter, Outcome, Rejected
 from feedrec.online.servedlog import RotatingLog
@@ -138,6 +139,8 @@ class FeedService:
         served_log_max_bytes: int = 64 * 2**20,
         served_log_keep: int = 5,
         start_position: int | None = None,
+        clock: str = "events",
+        feature_log_rate: float = 0.0,
     ) -> None:
         self.workspace = Path(workspace)
         self.precomputed = PrecomputedFeeds(precomputed) if precomputed is not None else None
@@ -171,6 +174,12 @@ class FeedService:
             self.space.serving_dir / "impressions.jsonl", max_bytes=served_log_max_bytes, keep=served_log_keep
         )
         self.fallbacks = 0
+        if clock not in ("wall", "events"):
+            raise ValueError(f"clock must be wall or events, not {clock!r}")
+        self.clock = clock
+        self.feature_log_rate = feature_log_rate
+        self._feature_rng = random.Random(0)
+        self._event_time: float | None = None  # the latest event time stored or folded in (epoch s)
         self.writer = EventWriter(self.store, self._fold_own, rules=rules, max_pending=max_pending_batches)
 
     # -- background loops ------------------------------------------------------------------------
@@ -272,14 +281,30 @@ class FeedService:
     def _warm(self, model: Recommender) -> None:
         if model.user_ids_.size:
             try:
-                self._recommend(model, str(model.user_ids_[0]), 10, [], {})
+                context = RequestContext(now=self.now(), features=self.features)
+                self._recommend(model, str(model.user_ids_[0]), 10, [], {}, context)
             except Exception:  # a bundle that cannot serve still loads: its requests take the fallback
                 return
 
     # -- feed ------------------------------------------------------------------------------------
-    def feed(self, user_id: str, k: int, surface: str | None = None, *, version: str | None = None) -> Feed:
-        """``user_id``'s feed from production, or from the held bundle ``version``."""
+    def now(self) -> float | None:
+        """The request time when a request brings none: the wall clock, or (``clock="events"``)
+        the latest event time seen (None before any: the bundle's training time)."""
+        return time.time() if self.clock == "wall" else self._event_time
+
+    def feed(
+        self,
+        user_id: str,
+        k: int,
+        surface: str | None = None,
+        *,
+        version: str | None = None,
+        now: float | None = None,
+    ) -> Feed:
+        """``user_id``'s feed from production, or from the held bundle ``version``, as of ``now``
+        (epoch seconds; default: the server's clock, see ``now()``)."""
         start = time.perf_counter()
+        at = self.now() if now is None else now
         bundle = self._bundle if version is None else self.bundles.get(version)
         if bundle is None:
             if version is not None:
@@ -291,7 +316,7 @@ class FeedService:
             items = [FeedItem(i, float(s), "precomputed", "precomputed") for i, s in zip(*stored, strict=True)]
             request_id = uuid.uuid4().hex
             version = self.precomputed.version if self.precomputed is not None else bundle.version
-            self._log_served(request_id, user_id, surface, items, version)
+            self._log_served(request_id, user_id, surface, items, version, at)
             return Feed(request_id, user_id, version, items, False, (time.perf_counter() - start) * 1e3)
         known = bool(model.user_index().lookup([user_id])[0] >= 0)
         reason = "personalized" if known else "cold_start"
@@ -299,8 +324,10 @@ class FeedService:
         t = time.perf_counter()
         exclude = self.recent.items(user_id)  # online state: what the user did since the bundle was trained
         stages["features"] = (time.perf_counter() - t) * 1e3
+        record: dict[str, Any] | None = {} if self._feature_rng.random() < self.feature_log_rate else None
+        context = RequestContext(now=at, surface=surface, features=self.features, record=record)
         try:
-            ids, scores, sources, why = self._recommend(model, user_id, k, exclude, stages)
+            ids, scores, sources, why = self._recommend(model, user_id, k, exclude, stages, context)
         except Exception as exc:  # retrieval failed or was late: the most popular items, minus the excluded
             why = f"retrieve: {_describe(exc)}"
             ids, scores, sources = model.serving().popular(k, exclude=exclude)
@@ -312,7 +339,7 @@ class FeedService:
             if i != PAD_ID
         ]
         request_id = uuid.uuid4().hex
-        self._log_served(request_id, user_id, surface, items, bundle.version)
+        self._log_served(request_id, user_id, surface, items, bundle.version, at, _served_features(record, items))
         return Feed(
             request_id,
             user_id,
@@ -338,7 +365,13 @@ class FeedService:
             stages[name] = (time.perf_counter() - t) * 1e3
 
     def _recommend(
-        self, model: Recommender, user_id: str, k: int, exclude: list[str], stages: dict[str, float]
+        self,
+        model: Recommender,
+        user_id: str,
+        k: int,
+        exclude: list[str],
+        stages: dict[str, float],
+        context: RequestContext,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, str | None]:
         """retrieve -> rank -> re-rank through the model's served pipeline, each within its budget:
         (ids, scores, sources, fallback reason)."""
@@ -348,28 +381,40 @@ class FeedService:
         candidates = self._stage("retrieve", b.retrieve, stages, partial(pipeline.retrieve, exclude=exclude), users, k)
         why = None
         try:
-            scores = self._stage("rank", b.rank, stages, pipeline.rank, users, candidates)
+            scores = self._stage("rank", b.rank, stages, pipeline.rank, users, candidates, context)
         except Exception as exc:  # the ranker failed or is late: serve the retrieval order
             why, scores = f"rank: {_describe(exc)}", candidates.rrf
         try:
-            ids, out, sources = self._stage("rerank", b.rerank, stages, pipeline.arrange, 1, candidates, scores, k)
+            arrange = partial(pipeline.arrange, now=context.now)
+            ids, out, sources = self._stage("rerank", b.rerank, stages, arrange, 1, candidates, scores, k)
         except Exception as exc:  # the re-ranker failed or is late: the ranked order, unshaped
             why = why or f"rerank: {_describe(exc)}"
             ids, out, sources = pipeline.arrange(1, candidates, scores, k, rerank=False)
         return ids[0], out[0], sources[0], why
 
     def _log_served(
-        self, request_id: str, user_id: str, surface: str | None, items: list[FeedItem], version: str
+        self,
+        request_id: str,
+        user_id: str,
+        surface: str | None,
+        items: list[FeedItem],
+        version: str,
+        at: float | None,
+        features: dict[str, list[float | None]] | None = None,
     ) -> None:
-        """Append what was served (the impressions to come) for monitoring; not fsync'ed, not events."""
-        record = {
-            "time": datetime.now(UTC).isoformat(),
+        """Append what was served (the impressions to come) for monitoring; not fsync'ed, not events.
+        ``time`` is the request's moment (the world's clock in a simulation), ``served_at`` the wall's."""
+        record: dict[str, Any] = {
+            "time": None if at is None else datetime.fromtimestamp(at, UTC).isoformat(),
+            "served_at": datetime.now(UTC).isoformat(),
             "request_id": request_id,
             "user_id": user_id,
             "surface": surface,
             "model_version": version,
             "items": [i.item_id for i in items],
         }
+        if features is not None:
+            record["features"] = features
         self.served_log.write(json.dumps(record) + "\n")
 
     # -- events ----------------------------------------------------------------------------------
@@ -407,11 +452,29 @@ class FeedService:
     def _fold(self, events: pl.DataFrame) -> None:
         """Update the online features and the recent actions with new events (under the write lock)."""
         self.features.update(events)
+        if events.height:
+            latest = events["timestamp"].max()
+            if isinstance(latest, datetime):
+                self._event_time = max(self._event_time or 0.0, latest.timestamp())
         self.recent.add(events["user_id"].to_list(), events["item_id"].to_list(), events["type"].to_list())
         now = time.monotonic()
         if now - self._last_snapshot >= self.snapshot_every_s:  # the events are durable already; the
             self.features.save()  # feature snapshot is a cache of them, written at most this often
             self._last_snapshot = now
+
+
+def _served_features(record: dict[str, Any] | None, items: list[FeedItem]) -> dict[str, list[float | None]] | None:
+    """The real-time ranker's inputs for the served items (name -> one value per item), from what
+    ``rank`` recorded; None when it recorded nothing (not sampled, or another ranker served)."""
+    if not record or "matrix" not in record:
+        return None
+    row_of = {item: n for n, item in enumerate(record["items"])}
+    picked = [row_of[i.item_id] for i in items if i.item_id in row_of]
+    x = record["matrix"][picked]
+    return {
+        name: [None if not np.isfinite(v) else float(v) for v in x[:, j].tolist()]
+        for j, name in enumerate(record["names"])
+    }
 
 
 def _freeze_heap() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -43,6 +44,13 @@ class ServeSettings(BaseSettings):
     # The served-feed log (serving/impressions.jsonl) rotates at this size, keeping this many old files.
     served_log_max_bytes: int = Field(64 * 2**20, ge=1024)
     served_log_keep: int = Field(5, ge=1)
+    # The request time when GET /v1/feed brings no `now`: `events` (the default: the latest event
+    # time this server has stored or folded in, so a simulated world's clock is never mixed with
+    # the wall's) or `wall` (the wall clock: a deployment that wants time to pass without events).
+    clock: Literal["wall", "events"] = "events"
+    # The share of feeds ranked by the real-time ranker whose served items' features go to the
+    # served log (serving/impressions.jsonl, "features"): what serving-skew checks replay.
+    feature_log_rate: float = Field(0.0, ge=0, le=1)
     config: Path | None = None  # a feedrec YAML config: its `ingest` rules validate posted events
     # The event store's position when `feedrec serve` started (set by it for its workers): each
     # worker folds in everything stored after it, however long that worker takes to start.

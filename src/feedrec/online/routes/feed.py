@@ -1,6 +1,7 @@
 """GET /v1/feed: ranked items for a user, with score, source, reason, model version, request id."""
 
 import time
+from datetime import UTC, datetime
 from typing import Annotated
 
 import orjson
@@ -39,10 +40,19 @@ def router(max_k: int) -> APIRouter:
         user_id: Annotated[str, Query(min_length=1, max_length=256, description="who the feed is for")],
         k: Annotated[int | None, Query(ge=1, le=max_k, description=f"how many items (at most {max_k})")] = None,
         surface: Annotated[str | None, Query(max_length=64)] = None,
+        now: Annotated[
+            datetime | None,
+            Query(
+                description="the request's moment (ISO 8601; UTC when no offset is given): what the features, "
+                "freshness and the served log use; default: the server's clock (FEEDREC_CLOCK: wall, or the "
+                "latest event time it has seen)"
+            ),
+        ] = None,
     ) -> Response:
         start = time.perf_counter()
+        at = None if now is None else (now if now.tzinfo else now.replace(tzinfo=UTC)).timestamp()
         try:
-            result = service.feed(user_id, k or settings.default_k, surface)
+            result = service.feed(user_id, k or settings.default_k, surface, now=at)
         except NoModelError as exc:
             raise HTTPException(503, str(exc)) from exc
         for stage, ms in result.stages_ms.items():

@@ -1,0 +1,82 @@
+"""The served impression ranker: P(click) from real-time features and the retrieval models' pair scores.
+
+Its inputs, per (user, candidate, moment): every feature in ``feedrec.features`` (user, item and
+creator counters, CTRs, affinities, item age, hour, weekday, surface, position), answered by the
+online store at request time and by the point-in-time builder for training, and the score each
+candidate source gives the pair (``pair_sources``). LightGBM (binary, on logged impressions
+labelled by a click in the same request), calibrated on a later slice with isotonic regression.
+
+Position is a training feature fixed at serving time: impressions are logged with the slot they
+were shown in, so the model learns the position bias apart from relevance, and the server scores
+every candidate as if in the top slot (``SERVED_POSITION``); with the bias multiplicative
+(P(click) = examine(position) * relevance) that ranks by relevance. A separate bias tower would
+do the same for the deep ranker; the gradient-boosted ranker needs none.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from feedrec.features.definitions import FEATURE_NAMES
+from feedrec.models.ranking.calibration import Calibrator
+from feedrec.models.ranking.gbdt import GBDTRanker
+
+NUMERIC_FEATURES = [f for f in FEATURE_NAMES if f != "surface"]
+SERVED_POSITION = 0
+
+
+class RealtimeRanker:
+    def __init__(self, booster: GBDTRanker, calibrator: Calibrator, surfaces: list[str], pair_sources: list[str]):
+        self.booster = booster
+        self.calibrator = calibrator
+        self.surfaces = surfaces
+        self.pair_sources = pair_sources
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [*NUMERIC_FEATURES, "surface", *(f"pair_{s}" for s in self.pair_sources)]
+
+    def matrix(self, features: pl.DataFrame, pair_scores: np.ndarray) -> np.ndarray:
+        """The model's input: ``features`` (rows of ``feedrec.features``) then ``pair_scores``
+        (rows x ``pair_sources``, NaN where a source does not know the user or the item)."""
+        surface = features["surface"].replace_strict(
+            {s: float(i) for i, s in enumerate(self.surfaces)}, default=None, return_dtype=pl.Float64
+        )
+        numeric = features.select(NUMERIC_FEATURES).to_numpy().astype(np.float64)
+        return np.column_stack([numeric, surface.to_numpy(), pair_scores]).astype(np.float32)
+
+    def raw(self, x: np.ndarray) -> np.ndarray:
+        return self.booster.predict(x)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Calibrated P(click); ties within an isotonic step are broken by the raw score (1e-9 of it),
+        so the ranking is the raw model's."""
+        raw = self.raw(x)
+        return self.calibrator.transform(raw) + 1e-9 * raw
+
+    def save(self, path: Path) -> None:
+        import joblib
+
+        path.mkdir(parents=True, exist_ok=True)
+        self.booster.save(path / "booster")
+        joblib.dump(self.calibrator, path / "calibrator.joblib")
+        meta = {"surfaces": self.surfaces, "pair_sources": self.pair_sources, "features": self.feature_names}
+        (path / "realtime.json").write_text(json.dumps(meta))
+
+    @classmethod
+    def load(cls, path: Path) -> RealtimeRanker:
+        import joblib
+
+        meta = json.loads((path / "realtime.json").read_text())
+        ranker = cls(
+            GBDTRanker.load(path / "booster"),
+            joblib.load(path / "calibrator.joblib"),
+            **{k: meta[k] for k in ("surfaces", "pair_sources")},
+        )
+        if ranker.feature_names != meta["features"]:
+            raise ValueError(f"{path}: the ranker was trained on other features than this feedrec declares")
+        return ranker
