@@ -362,6 +362,47 @@ def serve(
     run_server(settings, overrides)
 
 
+@app.command()
+def traffic(
+    world: Annotated[Path, typer.Option("--world", help="A `feedrec simulate --out` folder (or its world/).")],
+    url: Annotated[str, typer.Option("--url", help="The feedrec server (loopback only).")] = "http://127.0.0.1:8000",
+    seconds: Annotated[float, typer.Option("--seconds", help="Wall-clock seconds to run.")] = 60.0,
+    rps: Annotated[float, typer.Option("--rps", help="Sessions per wall-clock second, on average.")] = 20.0,
+    speed: Annotated[float, typer.Option("--speed", help="Simulated hours per wall-clock second.")] = 1.0,
+    drift_at: Annotated[
+        str | None,
+        typer.Option("--drift-at", help="Shift tastes and the topic mix at this simulated ISO time, or 'now'."),
+    ] = None,
+    k: Annotated[int, typer.Option("--k", help="Items per feed.")] = 10,
+    seed: Annotated[int, typer.Option("--seed", help="Seeds the sessions (the same seed: the same sessions).")] = 0,
+    concurrency: Annotated[int, typer.Option("--concurrency", help="Requests in flight at most.")] = 32,
+    save: Annotated[
+        bool, typer.Option("--save/--no-save", help="Move the world's clock and state on to the run's end.")
+    ] = True,
+    report: Annotated[Path | None, typer.Option("--report", help="Write an HTML report of the run here.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Drive the saved world's users against a running server over HTTP and measure the feed online
+    against the oracle (CTR, expected and oracle CTR, regret, coverage, concentration, latency)."""
+    from feedrec.loop.traffic import TrafficConfig, run_traffic
+
+    folder = world / "world" if (world / "world" / "world.json").exists() else world
+    cfg = TrafficConfig(url, seconds, rps, speed, k, concurrency, seed, drift_at)
+    try:
+        with _progress() as bar:
+            task = bar.add_task("traffic: sessions", total=None)
+            result = run_traffic(
+                folder, cfg, save=save, progress=lambda done, total: bar.update(task, completed=done, total=total)
+            )
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    if report is not None:
+        from feedrec.loop.report import render_loop_report
+
+        report.write_text(render_loop_report(result.summary, result.hourly))
+    _emit(as_json, result.summary, render.traffic_table(result.summary))
+
+
 @app.command("recommend-batch")
 def recommend_batch_cmd(
     output: Annotated[Path, typer.Option("--out", "-o", help="Folder for the Parquet parts.")] = Path(

@@ -185,6 +185,9 @@ class FeedParams(StrictModel):
     valid_ratio: float = Field(0.1, gt=0, lt=1)  # the carve the ranker learns from
     max_ranker_users: int | None = Field(20_000, ge=1)  # carved users sampled for the ranking set; None = all
     seed: int = 42
+    # What orders the candidates when serving: the real-time impression ranker (when the bundle has
+    # one: trained on logged impressions, features from the online store) or the retrieval-feature ranker.
+    serve_ranker: Literal["realtime", "retrieval"] = "realtime"
     ranker: GBDTParams = Field(default_factory=GBDTParams)
     rerank: RerankParams | None = Field(default_factory=RerankParams)  # null: the ranker's order as is
 

@@ -157,3 +157,21 @@ def compress_line(result: Any, version: str) -> str:
         f"registered {result.version} (int8 twin of {version}): {result.gate.reason}; {size}\n"
         f"serve it with: feedrec models promote {result.version}"
     )
+
+
+_LOOP_COLUMNS = ("feeds", "impressions", "ctr", "expected_ctr", "oracle_ctr", "regret", "coverage", "top1pct_share")
+
+
+def traffic_table(summary: dict[str, Any]) -> Table:
+    """``feedrec traffic``: one row per version served, against the oracle."""
+    latency = summary["latency_ms"]
+    table = Table(
+        title=f"live traffic {summary['sim_start']} to {summary['sim_end']}: {summary['requests']} requests, "
+        f"{summary['errors']} errors, {summary['events_posted']} events, p50 {latency['p50']} ms, p99 {latency['p99']} ms"
+    )
+    table.add_column("version")
+    for column in _LOOP_COLUMNS:
+        table.add_column(column, justify="right")
+    for version, row in summary["by_version"].items():
+        table.add_row(version, *(f"{row[c]:.4f}" if isinstance(row[c], float) else str(row[c]) for c in _LOOP_COLUMNS))
+    return table

@@ -51,10 +51,7 @@ def simulate(cfg: SimulatorConfig, progress: Progress | None = None) -> Simulate
     world = World.draw(cfg)
     cols = world.log(progress)
     events, truth = _assemble_events(cols, cfg.surfaces) if cols else (EVENT_SCHEMA.empty_table(), None)
-    logged_items = world.item_created < world.t_end
-    items = _items_table(
-        world.item_created[logged_items], world.item_topic[logged_items], world.item_creator[logged_items]
-    )
+    items = items_table(world, np.flatnonzero(world.item_created < world.t_end))
     logged_users = world.user_joined < world.t_end
     users = _users_table(
         world.user_joined[logged_users], world.user_age[logged_users], world.user_country[logged_users]
@@ -126,9 +123,16 @@ def _assemble_events(c: dict[str, np.ndarray], surfaces: list[str]) -> tuple[pa.
     return events, truth
 
 
-def _items_table(created: np.ndarray, topic: np.ndarray, creator: np.ndarray) -> pa.Table:
-    n = created.size
-    df = pl.DataFrame({"n": np.arange(n), "created": created * 1_000_000, "topic": topic, "creator": creator})
+def items_table(world: World, indices: np.ndarray) -> pa.Table:
+    """The world's items at ``indices`` as an items table (``i<n>`` ids)."""
+    df = pl.DataFrame(
+        {
+            "n": indices,
+            "created": world.item_created[indices] * 1_000_000,
+            "topic": world.item_topic[indices],
+            "creator": world.item_creator[indices],
+        }
+    )
     df = df.with_columns(
         pl.format("i{}", pl.col("n")).alias("item_id"),
         pl.col("created").cast(pl.Datetime("us", "UTC")).alias("created_at"),

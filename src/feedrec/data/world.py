@@ -88,7 +88,13 @@ class PairCounts:
             out[hit] = self.counts[at[hit]]
         extra = self.live.get(user)
         if extra:
-            out += np.array([extra.get(i, 0) for i in items.tolist()], np.int64)
+            live_items = np.fromiter(extra, np.int64, len(extra))
+            live_counts = np.fromiter(extra.values(), np.int64, len(extra))
+            order = np.argsort(live_items)
+            live_items, live_counts = live_items[order], live_counts[order]
+            at = np.minimum(np.searchsorted(live_items, items), live_items.size - 1)
+            hit = live_items[at] == items
+            out[hit] += live_counts[at[hit]]
         return out
 
     def add(self, user: int, items: np.ndarray) -> None:

@@ -28,7 +28,12 @@ def assemble(queries: pl.DataFrame, items: pl.DataFrame, count: CountFn) -> pl.D
     users = q["user_id"].cast(pl.Utf8).to_numpy().astype(str)
     item_ids = q["item_id"].cast(pl.Utf8).to_numpy().astype(str)
     creators = q["creator_id"].fill_null("").to_numpy().astype(str)
-    entity_ids = {"user": users, "item": item_ids, "creator": creators}
+    entity_ids = {
+        "user": users,
+        "item": item_ids,
+        "creator": creators,
+        "user_item": np.char.add(np.char.add(users, "|"), item_ids),
+    }
 
     out: dict[str, np.ndarray] = {}
     for c in COUNTERS:

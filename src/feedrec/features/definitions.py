@@ -1,6 +1,6 @@
 """Every feature, declared once. The offline builder and the online store both read these.
 
-A *counter* counts one entity's events of one type in ``[t - window, t)``: strictly before the
+A *counter* counts one entity's (a user, item, creator, or a (user, item) pair) events of one type in ``[t - window, t)``: strictly before the
 moment ``t`` it describes, so no training row sees its own event or anything after it. A *ratio*
 is a smoothed rate of two counters, ``(num + prior * prior_rate) / (den + prior)``. An *affinity*
 is the share of a user's engaged events in a window that went to the candidate's topics or
@@ -20,7 +20,7 @@ HOUR, DAY = 3_600, 86_400
 WINDOWS: dict[str, int] = {"1h": HOUR, "1d": DAY, "7d": 7 * DAY, "30d": 30 * DAY}
 ENGAGED_TYPES: tuple[str, ...] = ("click", "like", "share")
 
-Entity = Literal["user", "item", "creator"]
+Entity = Literal["user", "item", "creator", "user_item"]
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,8 @@ def _counters() -> list[Counter]:
         for etype in types:
             for window in windows:
                 out.append(Counter(f"{entity}_{etype}s_{window}", entity, etype, window))  # type: ignore[arg-type]
+    # How often this user was already shown this item: what a feed's fatigue depends on.
+    out.append(Counter("user_item_impressions_30d", "user_item", "impression", "30d"))
     return out
 
 

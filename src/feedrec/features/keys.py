@@ -39,6 +39,12 @@ def stream_parts(events: pl.DataFrame, items: pl.DataFrame) -> Iterator[tuple[st
 
     yield "user", events.select(key("user|", pl.col("user_id"), "|", pl.col("type")), ts)
     yield "item", events.select(key("item|", pl.col("item_id"), "|", pl.col("type")), ts)
+    yield (
+        "user_item",
+        events.filter(pl.col("type") == "impression").select(
+            key("user_item|", pl.col("user_id"), "|", pl.col("item_id"), "|", pl.col("type")), ts
+        ),
+    )
     creators = items.select("item_id", "creator_id").filter(pl.col("creator_id").is_not_null())
     yield (
         "creator",

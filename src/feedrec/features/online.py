@@ -10,13 +10,16 @@ builder uses (``assemble``), so both sides give the same values for the same mom
 from __future__ import annotations
 
 import bisect
+import json
 import os
 from abc import ABC, abstractmethod
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
+import pyarrow.parquet as pq
 
 from feedrec.features.assemble import assemble
 from feedrec.features.definitions import FEATURE_NAMES, WINDOWS
@@ -35,8 +38,14 @@ class OnlineFeatureStore(ABC):
         """Feature rows for requests (user_id, item_id, timestamp, surface, position)."""
 
     @abstractmethod
-    def save(self, path: Path | None = None) -> Path | None:
-        """Persist what the store holds (a no-op where the backend is durable itself)."""
+    def save(self, path: Path | None = None, meta: dict[str, Any] | None = None) -> Path | None:
+        """Persist what the store holds, with ``meta`` (what it reflects: the event store's
+        position); a no-op where the backend is durable itself."""
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """The ``meta`` of the snapshot this store was loaded from ({} when none)."""
+        return {}
 
 
 class LocalOnlineStore(OnlineFeatureStore):
@@ -45,15 +54,25 @@ class LocalOnlineStore(OnlineFeatureStore):
         self.path = path
         self._streams: dict[str, list[int]] = defaultdict(list)
         self._latest = -(2**62)
+        self._meta: dict[str, Any] = {}
         if path is not None and path.exists():
             self._load(path)
 
+    @property
+    def meta(self) -> dict[str, Any]:
+        return self._meta
+
     def update(self, events: pl.DataFrame) -> int:
         streams = event_streams(events, self.items)
-        added = 0
-        for key, ts in zip(streams["key"].to_list(), streams["ts"].to_list(), strict=True):
-            bisect.insort(self._streams[key], int(ts))
-            added += 1
+        added = streams.height
+        if added > 1000:  # a backfill: one group-by, then a merge per key
+            grouped = streams.group_by("key").agg(pl.col("ts").sort())
+            for key, times in grouped.iter_rows():
+                have = self._streams.get(key)
+                self._streams[key] = sorted(have + times) if have else times
+        else:
+            for key, ts in zip(streams["key"].to_list(), streams["ts"].to_list(), strict=True):
+                bisect.insort(self._streams[key], int(ts))
         if streams.height:
             self._latest = max(self._latest, int(streams["ts"].max()))  # type: ignore[arg-type]
             self._prune()
@@ -85,7 +104,7 @@ class LocalOnlineStore(OnlineFeatureStore):
         rows = assemble(entity_rows, self.items, self._count)
         return rows if features is None else rows.select("user_id", "item_id", "timestamp", *features)
 
-    def save(self, path: Path | None = None) -> Path:
+    def save(self, path: Path | None = None, meta: dict[str, Any] | None = None) -> Path:
         path = path or self.path
         if path is None:
             raise ValueError("no path to save the online store to")
@@ -93,12 +112,16 @@ class LocalOnlineStore(OnlineFeatureStore):
         ts = [t for times in self._streams.values() for t in times]
         path.parent.mkdir(parents=True, exist_ok=True)
         staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # several server workers may save at once
-        pl.DataFrame({"key": keys, "ts": ts}, schema={"key": pl.Utf8, "ts": pl.Int64}).write_parquet(staging)
-        os.replace(staging, path)  # readers see the old snapshot or the new one, whole
+        table = pl.DataFrame({"key": keys, "ts": ts}, schema={"key": pl.Utf8, "ts": pl.Int64}).to_arrow()
+        table = table.replace_schema_metadata({"feedrec": json.dumps(meta or {})})
+        pq.write_table(table, staging)
+        os.replace(staging, path)  # readers see the old snapshot or the new one, whole, with its meta
         return path
 
     def _load(self, path: Path) -> None:
-        frame = pl.read_parquet(path).sort("key", "ts")
+        table = pq.read_table(path)
+        self._meta = json.loads((table.schema.metadata or {}).get(b"feedrec", b"{}"))
+        frame = pl.DataFrame(pl.from_arrow(table)).sort("key", "ts")
         for key, times in frame.group_by("key", maintain_order=True).agg("ts").iter_rows():
             self._streams[key] = list(times)
         if frame.height:

@@ -57,6 +57,7 @@ class FeedRecommender(Recommender):
         valid_ratio: float = 0.1,
         max_ranker_users: int | None = None,
         seed: int = 42,
+        serve_ranker: str = "realtime",
     ) -> None:
         self.candidates = candidates
         self.ranker = ranker
@@ -68,6 +69,7 @@ class FeedRecommender(Recommender):
         self.valid_ratio = valid_ratio
         self.max_ranker_users = max_ranker_users
         self.seed = seed
+        self.serve_ranker = serve_ranker
 
     def _validate_params(self) -> None:
         if self.n_candidates < 1 or self.n_sampled_negatives < 0 or not 0 < self.valid_ratio < 1:
@@ -253,7 +255,7 @@ class FeedRecommender(Recommender):
         retrieval-feature ranker's score."""
         if c.row.size == 0:
             return np.empty(0)
-        realtime = self.realtime_
+        realtime = self.realtime_ if self.serve_ranker == "realtime" else None
         if realtime is not None and context is not None and context.features is not None:
             x = self.realtime_matrix(users, c.row, c.item, context)
             if context.record is not None:

@@ -22,7 +22,7 @@ from collections.abc import Callable, Collection
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -33,6 +33,7 @@ import pyarrow as pa
 
 from feedrec.config import BackendsConfig, IngestConfig
 from feedrec.data.store import AppendResult
+from feedrec.features.definitions import WINDOWS
 from feedrec.logs import get_logger
 from feedrec.models.base import PAD_ID, Recommender, RequestContext
 from feedrec.online.batch import PrecomputedFeeds
@@ -155,6 +156,8 @@ class FeedService:
         # this process made itself (``_own``). catch_up() folds in what other processes stored since.
         self._position = self.store.position() if start_position is None else start_position
         self._own: set[int] = set()
+        self._event_time: float | None = None  # the latest event time stored or folded in (epoch s)
+        self._backfill()
         self.budgets = budgets or Budgets()
         self.snapshot_every_s = snapshot_every_s
         self._last_snapshot = 0.0
@@ -179,8 +182,26 @@ class FeedService:
         self.clock = clock
         self.feature_log_rate = feature_log_rate
         self._feature_rng = random.Random(0)
-        self._event_time: float | None = None  # the latest event time stored or folded in (epoch s)
         self.writer = EventWriter(self.store, self._fold_own, rules=rules, max_pending=max_pending_batches)
+
+    def _backfill(self) -> None:
+        """Bring the online features up to the event store: the snapshot records the position it
+        reflects (and this process's own appends past it); everything stored after that, within
+        the longest feature window of the latest event, is folded in. Without it a server started
+        on an ingested log would rank with counters that miss the log (a training-serving skew)."""
+        meta = self.features.meta
+        since = int(meta.get("position", 0))
+        table, position = self.store.read_since(since, skip=set(meta.get("own", [])))
+        if table.num_rows:
+            events = pl.DataFrame(pl.from_arrow(table))
+            horizon = events["timestamp"].max() - timedelta(seconds=max(WINDOWS.values()))  # type: ignore[operator]
+            events = events.filter(pl.col("timestamp") >= horizon)
+            self.features.update(events)
+            self._note_event_time(events)
+        self._position = max(self._position, position)
+
+    def _snapshot_meta(self) -> dict[str, Any]:
+        return {"position": self._position, "own": sorted(self._own)}
 
     # -- background loops ------------------------------------------------------------------------
     def start_background(
@@ -221,7 +242,7 @@ class FeedService:
         self.writer.close()
         self.store.close()
         with self._write_lock:
-            self.features.save()
+            self.features.save(meta=self._snapshot_meta())
         self._pool.shutdown(wait=False, cancel_futures=True)
         self.served_log.close()
 
@@ -432,9 +453,9 @@ class FeedService:
 
     def _fold_own(self, events: pa.Table, result: AppendResult) -> None:
         with self._write_lock:
-            self._fold(pl.DataFrame(pl.from_arrow(events)))
-            if result.position is not None:
+            if result.position is not None:  # first: a snapshot written by this fold must skip it
                 self._own.add(result.position)
+            self._fold(pl.DataFrame(pl.from_arrow(events)))
 
     def catch_up(self) -> int:
         """Fold in the events other processes (other server workers, ``feedrec ingest``) stored since
@@ -452,15 +473,17 @@ class FeedService:
     def _fold(self, events: pl.DataFrame) -> None:
         """Update the online features and the recent actions with new events (under the write lock)."""
         self.features.update(events)
-        if events.height:
-            latest = events["timestamp"].max()
-            if isinstance(latest, datetime):
-                self._event_time = max(self._event_time or 0.0, latest.timestamp())
+        self._note_event_time(events)
         self.recent.add(events["user_id"].to_list(), events["item_id"].to_list(), events["type"].to_list())
         now = time.monotonic()
         if now - self._last_snapshot >= self.snapshot_every_s:  # the events are durable already; the
-            self.features.save()  # feature snapshot is a cache of them, written at most this often
+            self.features.save(meta=self._snapshot_meta())  # feature snapshot is a cache of them
             self._last_snapshot = now
+
+    def _note_event_time(self, events: pl.DataFrame) -> None:
+        latest = events["timestamp"].max() if events.height else None
+        if isinstance(latest, datetime):
+            self._event_time = max(self._event_time or 0.0, latest.timestamp())
 
 
 def _served_features(record: dict[str, Any] | None, items: list[FeedItem]) -> dict[str, list[float | None]] | None:

@@ -24,7 +24,9 @@ def test_a_loaded_world_logs_the_same_events(tmp_path):
     assert replayed["user"].size == imp.height
     # The same impressions, clicks and dwell, row for row (the log is sorted by time, so compare sets).
     logged = set(zip(imp["user_id"].to_list(), imp["item_id"].to_list(), imp["position"].to_list(), strict=True))
-    again = {(f"u{u}", f"i{i}", int(p)) for u, i, p in zip(replayed["user"], replayed["item"], replayed["pos"], strict=True)}
+    again = {
+        (f"u{u}", f"i{i}", int(p)) for u, i, p in zip(replayed["user"], replayed["item"], replayed["pos"], strict=True)
+    }
     assert logged == again
     assert int(replayed["click"].sum()) == events.filter(pl.col("type") == "click").height
     # And the state at the end of the log matches what was saved.
