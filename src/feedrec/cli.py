@@ -490,9 +490,12 @@ def demo(
         bool, typer.Option("--serve/--no-serve", help="End by serving the trained pipeline (Ctrl-C stops it).")
     ] = True,
     port: Annotated[int, typer.Option("--port", help="Port to serve on.")] = 8000,
+    live: Annotated[
+        bool, typer.Option("--live", help="Then drive one simulated day of the world's traffic at the server.")
+    ] = False,
 ) -> None:
     """The main job: simulate a feed, ingest it, train and evaluate every model and the whole
-    pipeline, register the pipeline, then serve it."""
+    pipeline, register the pipeline, then serve it (after a simulated day of live traffic, with --live)."""
     from feedrec.offline import jobs
 
     try:
@@ -517,8 +520,24 @@ def demo(
         bar.advance(overall)
     if not as_json:
         err.print(f"simulated {result.n_events:,} events -> {result.simulated['events']}")
-    _emit(as_json, render.demo_json(result), *render.demo_lines(result, cfg.split.protocol))
+    if not as_json:
+        _emit(False, None, *render.demo_lines(result, cfg.split.protocol))
+    day = None
+    if live and result.served is not None and result.version is not None:
+        from feedrec.loop.demo import live_day
+
+        with _progress() as bar:
+            task = bar.add_task("live: one simulated day", total=None)
+            day = live_day(
+                result.served,
+                Path(result.simulated["world"]),
+                port,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+        if not as_json:
+            _emit(False, None, render.traffic_table(day.summary))
     if as_json:
+        _emit(True, render.demo_json(result) | ({"live": day.summary} if day is not None else {}))
         return
     if serve_after and result.served is not None and result.version is not None:
         from feedrec.online.server import serve_demo

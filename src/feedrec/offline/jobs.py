@@ -17,9 +17,11 @@ from feedrec.data.sources import read_events
 from feedrec.data.validation import validate_events
 from feedrec.logs import get_logger
 from feedrec.models.base import Recommender
+from feedrec.models.feed import FeedRecommender
 from feedrec.offline.cold_start import ColdStartReport, evaluate_cold_start
 from feedrec.offline.protocol import EvalReport, dedupe_earliest, run_protocol
 from feedrec.offline.ranking_eval import RankerReport, evaluate_rankers
+from feedrec.offline.realtime import fit_realtime_ranker
 from feedrec.offline.report import render_report
 from feedrec.offline.split import Protocol, Split, train_valid_test
 from feedrec.offline.tuning import TuneResult, tune
@@ -175,7 +177,11 @@ def demo(cfg: FeedrecConfig, *, on_stage: Callable[[str], None], progress: Progr
 
     on_stage("rank impressions")
     store_events = pl.DataFrame(pl.from_arrow(store.scan()))
-    rankers = evaluate_rankers(store_events, pl.DataFrame(pl.from_arrow(store.items())), threads=cfg.threads)
+    items = pl.DataFrame(pl.from_arrow(store.items()))
+    rankers = evaluate_rankers(store_events, items, threads=cfg.threads)
+    served = fitted.get(SERVED_MODEL)
+    if isinstance(served, FeedRecommender):  # the bundle ranks with real-time features when served
+        fit_realtime_ranker(served, store_events, items, load_store_side(space), threads=cfg.threads)
 
     version = None
     if SERVED_MODEL in fitted:  # the whole pipeline, as evaluated, becomes the bundle the demo serves

@@ -57,12 +57,11 @@ def test_no_training_row_sees_an_event_at_or_after_its_own_time(rows, future):
         for c in COUNTERS:
             if c.entity == "creator":
                 continue
-            key = q["user_id"] if c.entity == "user" else q["item_id"]
-            col = "user_id" if c.entity == "user" else "item_id"
+            cols = {"user": ["user_id"], "item": ["item_id"], "user_item": ["user_id", "item_id"]}[c.entity]
             naive = sum(
                 1
                 for e in events.iter_rows(named=True)
-                if e[col] == key
+                if all(e[col] == q[col] for col in cols)
                 and e["type"] == c.event_type
                 and t - timedelta(seconds=WINDOWS[c.window]) <= e["timestamp"] < t
             )
