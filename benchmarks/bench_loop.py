@@ -53,7 +53,10 @@ def sh(*args: str, env: dict[str, str] | None = None) -> str:
 
 
 def train(ws: Path, model: str) -> str:
-    out = json.loads(sh("train", "-w", str(ws), "--model", model, "--json"))
+    # Tuning (the candidate fusion's weights) is what `feedrec train` does by default; a single-source
+    # policy has nothing it would use.
+    tune = [] if model in ("popularity", "als") else ["--set", "train.tune=[candidates]"]
+    out = json.loads(sh("train", "-w", str(ws), "--model", model, "--json", *(tune or ["--set", "train.tune=[]"])))
     print(f"  trained {model}: {out['version']} in {sum(out['seconds'].values()):.0f} s", flush=True)
     return str(out["version"])
 

@@ -188,6 +188,8 @@ class FeedParams(StrictModel):
     # What orders the candidates when serving: the real-time impression ranker (when the bundle has
     # one: trained on logged impressions, features from the online store) or the retrieval-feature ranker.
     serve_ranker: Literal["realtime", "retrieval"] = "realtime"
+    # Candidates per request the real-time ranker scores (each user's best by fused retrieval score).
+    realtime_top: int = Field(200, ge=1)
     ranker: GBDTParams = Field(default_factory=GBDTParams)
     rerank: RerankParams | None = Field(default_factory=RerankParams)  # null: the ranker's order as is
 

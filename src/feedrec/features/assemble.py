@@ -2,13 +2,16 @@
 
 ``CountFn(keys, ts, window_us) -> counts`` answers "how many events of key ``keys[i]`` happened in
 ``[ts[i] - window_us, ts[i])``". The offline builder answers it with a vectorized search over the
-whole log, the online store with per-key sorted lists; everything else is this one function, so
-the two sides cannot disagree about what a feature means.
+whole log, the online store with per-key sorted lists; everything else is ``compute``, one
+function on arrays, so the two sides cannot disagree about what a feature means. ``assemble`` is
+its frame form (the item attributes joined in with polars); the online store builds the same
+``Queries`` from its own item index, without a frame, on the request path.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
@@ -17,71 +20,103 @@ from feedrec.features.definitions import AFFINITIES, COUNTERS, RATIOS, WINDOWS, 
 
 CountFn = Callable[[np.ndarray, np.ndarray, int], np.ndarray]
 US = 1_000_000
+DAY_US = 86_400 * US
 
 QUERY_COLUMNS = ("user_id", "item_id", "timestamp", "surface", "position")
 
 
-def assemble(queries: pl.DataFrame, items: pl.DataFrame, count: CountFn) -> pl.DataFrame:
-    """One row per query, in query order: the query columns then every feature in FEATURE_NAMES."""
-    q = queries.select(*QUERY_COLUMNS).join(items, on="item_id", how="left", maintain_order="left")
-    ts = q["timestamp"].dt.epoch("us").to_numpy()
-    users = q["user_id"].cast(pl.Utf8).to_numpy().astype(str)
-    item_ids = q["item_id"].cast(pl.Utf8).to_numpy().astype(str)
-    creators = q["creator_id"].fill_null("").to_numpy().astype(str)
-    entity_ids = {
-        "user": users,
-        "item": item_ids,
-        "creator": creators,
-        "user_item": np.char.add(np.char.add(users, "|"), item_ids),
-    }
+@dataclass
+class Queries:
+    """Queries as arrays, with the attributes of their items (``""``/NaN where unknown)."""
 
+    users: np.ndarray  # str
+    items: np.ndarray  # str
+    ts: np.ndarray  # int64, epoch microseconds
+    position: np.ndarray  # float64 (NaN: none)
+    creators: np.ndarray  # str, "" when unknown
+    created: np.ndarray  # float64 epoch microseconds, NaN when unknown
+    topic_row: np.ndarray  # int64: the query each (query, topic) pair belongs to
+    topics: np.ndarray  # str: the topic of that pair
+
+
+def compute(q: Queries, count: CountFn) -> dict[str, np.ndarray]:
+    """Every feature but ``surface`` (a column of the queries), as float64 arrays, by name."""
+    n = q.users.size
+    ts = q.ts
+    # One user at one moment (a request): a user's counters are counted once, not once per candidate.
+    single = n > 1 and bool((q.users == q.users[0]).all()) and bool((ts == ts[0]).all())
+
+    def per_user(keys: np.ndarray, window: int) -> np.ndarray:
+        if single:
+            return np.repeat(count(keys[:1], ts[:1], window), n)
+        return count(keys, ts, window)
+
+    pair = np.char.add(np.char.add(q.users, "|"), q.items)
+    entity_ids = {"user": q.users, "item": q.items, "creator": q.creators, "user_item": pair}
     out: dict[str, np.ndarray] = {}
     for c in COUNTERS:
         keys = np.char.add(np.char.add(f"{c.entity}|", entity_ids[c.entity]), f"|{c.event_type}")
-        values = count(keys, ts, WINDOWS[c.window] * US).astype(np.float64)
+        window = WINDOWS[c.window] * US
+        values = (per_user(keys, window) if c.entity == "user" else count(keys, ts, window)).astype(np.float64)
         if c.entity == "creator":
-            values[creators == ""] = np.nan  # no creator known: missing, not zero
+            values[q.creators == ""] = np.nan  # no creator known: missing, not zero
         out[c.name] = values
     for r in RATIOS:
         out[r.name] = ratio_value(out[r.numerator], out[r.denominator], r)
 
     for a in AFFINITIES:
         window = WINDOWS[a.window] * US
-        engaged = count(np.char.add("engaged|", users), ts, window).astype(np.float64)
+        engaged = per_user(np.char.add("engaged|", q.users), window).astype(np.float64)
         if a.kind == "creator":
-            hits = count(np.char.add(np.char.add(np.char.add("aff_creator|", users), "|"), creators), ts, window)
-            value = np.where(creators == "", np.nan, hits / np.maximum(engaged, 1.0))
+            keys = np.char.add(np.char.add(np.char.add("aff_creator|", q.users), "|"), q.creators)
+            hits = count(keys, ts, window)
+            value = np.where(q.creators == "", np.nan, hits / np.maximum(engaged, 1.0))
         else:
             # The largest share of the user's engaged events that went to one of the item's topics.
-            exploded = q.select(pl.int_range(pl.len()).alias("row"), "user_id", "topics").explode("topics")
-            exploded = exploded.filter(pl.col("topics").is_not_null())
-            rows = exploded["row"].to_numpy()
-            keys = np.char.add(
-                np.char.add(np.char.add("aff_topic|", exploded["user_id"].cast(pl.Utf8).to_numpy().astype(str)), "|"),
-                exploded["topics"].to_numpy().astype(str),
-            )
+            rows = q.topic_row
+            keys = np.char.add(np.char.add(np.char.add("aff_topic|", q.users[rows]), "|"), q.topics)
             per_topic = count(keys, ts[rows], window).astype(np.float64)
-            best = np.full(len(q), np.nan)
+            value = np.full(n, np.nan)
             if rows.size:
-                best_hits = np.zeros(len(q))
+                best_hits = np.zeros(n)
                 np.maximum.at(best_hits, rows, per_topic)
-                has = np.zeros(len(q), bool)
+                has = np.zeros(n, bool)
                 has[rows] = True
-                best[has] = best_hits[has] / np.maximum(engaged[has], 1.0)
-            value = best
+                value[has] = best_hits[has] / np.maximum(engaged[has], 1.0)
         out[a.name] = value
 
-    created = q["created_at"].dt.epoch("us").to_numpy().astype(np.float64) if "created_at" in q.columns else None
-    age = np.full(len(q), np.nan) if created is None else np.maximum(ts - created, 0) / (86_400 * US)
-    when = q["timestamp"]
+    out["hour"] = ((ts // (3600 * US)) % 24).astype(np.float64)
+    out["weekday"] = (((ts // DAY_US) + 3) % 7 + 1).astype(np.float64)  # ISO: Monday 1 (1970-01-01 was a Thursday)
+    out["position"] = q.position.astype(np.float64)
+    out["item_age_days"] = np.maximum(ts - q.created, 0) / DAY_US
+    return out
+
+
+def assemble(queries: pl.DataFrame, items: pl.DataFrame, count: CountFn) -> pl.DataFrame:
+    """One row per query, in query order: the query columns then every feature in FEATURE_NAMES."""
+    q = queries.select(*QUERY_COLUMNS).join(items, on="item_id", how="left", maintain_order="left")
+    exploded = q.select(pl.int_range(pl.len()).alias("row"), "topics").explode("topics")
+    exploded = exploded.filter(pl.col("topics").is_not_null())
+    arrays = Queries(
+        users=q["user_id"].cast(pl.Utf8).to_numpy().astype(str),
+        items=q["item_id"].cast(pl.Utf8).to_numpy().astype(str),
+        ts=q["timestamp"].dt.epoch("us").to_numpy().astype(np.int64),
+        position=q["position"].cast(pl.Float64).to_numpy(),
+        creators=q["creator_id"].fill_null("").to_numpy().astype(str),
+        created=q["created_at"].dt.epoch("us").cast(pl.Float64).to_numpy(),
+        topic_row=exploded["row"].to_numpy().astype(np.int64),
+        topics=exploded["topics"].to_numpy().astype(str),
+    )
+    features = compute(arrays, count)
+    hour, weekday, position, age = (features.pop(name) for name in ("hour", "weekday", "position", "item_age_days"))
     return pl.DataFrame(
         {
             **{c: q[c] for c in QUERY_COLUMNS},
-            **out,
-            "hour": when.dt.hour().cast(pl.Float64),
-            "weekday": when.dt.weekday().cast(pl.Float64),
+            **features,
+            "hour": hour,
+            "weekday": weekday,
             "surface": q["surface"],
-            "position": q["position"].cast(pl.Float64),
+            "position": position,
             "item_age_days": age,
         }
     )

@@ -21,7 +21,7 @@ import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 
-from feedrec.features.assemble import assemble
+from feedrec.features.assemble import Queries, assemble, compute
 from feedrec.features.definitions import FEATURE_NAMES, WINDOWS
 from feedrec.features.keys import event_streams, item_lookup
 
@@ -47,10 +47,30 @@ class OnlineFeatureStore(ABC):
         """The ``meta`` of the snapshot this store was loaded from ({} when none)."""
         return {}
 
+    def request_features(
+        self, user_id: str, item_ids: np.ndarray, ts_us: int, surface: str | None, position: int
+    ) -> dict[str, np.ndarray]:
+        """One request's features (every name in FEATURE_NAMES but ``surface``, as arrays, one value
+        per item): what a server ranks with. This default goes through ``get_online_features``;
+        a store may answer it without building a frame."""
+        n = len(item_ids)
+        rows = pl.DataFrame(
+            {
+                "user_id": [user_id] * n,
+                "item_id": list(item_ids),
+                "timestamp": pl.Series([ts_us] * n, dtype=pl.Int64).cast(pl.Datetime("us", "UTC")),
+                "surface": pl.Series([surface] * n, dtype=pl.Utf8),
+                "position": pl.Series([position] * n, dtype=pl.Int32),
+            }
+        )
+        frame = self.get_online_features(rows)
+        return {name: frame[name].cast(pl.Float64).to_numpy() for name in FEATURE_NAMES if name != "surface"}
+
 
 class LocalOnlineStore(OnlineFeatureStore):
     def __init__(self, items: pl.DataFrame | None = None, path: Path | None = None) -> None:
         self.items = item_lookup(items)
+        self._index = _ItemIndex(self.items)
         self.path = path
         self._streams: dict[str, list[int]] = defaultdict(list)
         self._latest = -(2**62)
@@ -90,10 +110,6 @@ class LocalOnlineStore(OnlineFeatureStore):
                 del self._streams[key]
 
     def _count(self, keys: np.ndarray, ts: np.ndarray, window_us: int) -> np.ndarray:
-        if keys.size > 1 and ts.min() == ts.max():  # one request: its user's keys repeat per candidate
-            unique, inverse = np.unique(keys, return_inverse=True)
-            if unique.size < keys.size:
-                return self._count(unique, ts[: unique.size], window_us)[inverse]
         out = np.zeros(keys.size, np.int64)
         streams = self._streams
         for i, (key, t) in enumerate(zip(keys.tolist(), ts.tolist(), strict=True)):
@@ -108,6 +124,14 @@ class LocalOnlineStore(OnlineFeatureStore):
             raise ValueError(f"unknown feature(s) {unknown}; declared: {FEATURE_NAMES}")
         rows = assemble(entity_rows, self.items, self._count)
         return rows if features is None else rows.select("user_id", "item_id", "timestamp", *features)
+
+    def request_features(
+        self, user_id: str, item_ids: np.ndarray, ts_us: int, surface: str | None, position: int
+    ) -> dict[str, np.ndarray]:
+        n = len(item_ids)
+        items = np.asarray(item_ids).astype(str)
+        queries = self._index.queries(np.full(n, user_id), items, np.full(n, ts_us, np.int64), float(position))
+        return compute(queries, self._count)
 
     def save(self, path: Path | None = None, meta: dict[str, Any] | None = None) -> Path:
         path = path or self.path
@@ -134,3 +158,38 @@ class LocalOnlineStore(OnlineFeatureStore):
 
     def __len__(self) -> int:
         return sum(len(t) for t in self._streams.values())
+
+
+class _ItemIndex:
+    """The items' attributes as arrays, looked up by id without a join (the request path)."""
+
+    def __init__(self, items: pl.DataFrame) -> None:
+        ids = items["item_id"].cast(pl.Utf8).to_list()
+        self.row = {item: n for n, item in enumerate(ids)}
+        self.creators = np.asarray([*items["creator_id"].fill_null("").to_list(), ""], dtype=object)
+        created = items["created_at"].dt.epoch("us").cast(pl.Float64).to_numpy()
+        self.created = np.concatenate([created, [np.nan]])
+        topics = items["topics"].to_list()
+        lengths = np.asarray([len(t or []) for t in topics] + [0], np.int64)
+        self.offsets = np.concatenate([[0], np.cumsum(lengths)])
+        self.lengths = lengths
+        flat = [topic for t in topics for topic in (t or [])]
+        self.topics = np.asarray(flat, dtype=str) if flat else np.empty(0, dtype=str)
+
+    def queries(self, users: np.ndarray, items: np.ndarray, ts: np.ndarray, position: float) -> Queries:
+        missing = len(self.row)  # the sentinel row: no creator, no publish time, no topics
+        idx = np.fromiter((self.row.get(i, missing) for i in items.tolist()), np.int64, items.size)
+        lengths = self.lengths[idx]
+        topic_row = np.repeat(np.arange(idx.size), lengths)
+        starts = np.repeat(self.offsets[idx], lengths)
+        within = np.arange(topic_row.size) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        return Queries(
+            users=users.astype(str),
+            items=items,
+            ts=ts,
+            position=np.full(items.size, position),
+            creators=self.creators[idx].astype(str),
+            created=self.created[idx],
+            topic_row=topic_row,
+            topics=self.topics[starts + within] if topic_row.size else np.empty(0, dtype=str),
+        )

@@ -58,6 +58,7 @@ class FeedRecommender(Recommender):
         max_ranker_users: int | None = None,
         seed: int = 42,
         serve_ranker: str = "realtime",
+        realtime_top: int = 200,
     ) -> None:
         self.candidates = candidates
         self.ranker = ranker
@@ -70,6 +71,7 @@ class FeedRecommender(Recommender):
         self.max_ranker_users = max_ranker_users
         self.seed = seed
         self.serve_ranker = serve_ranker
+        self.realtime_top = realtime_top
 
     def _validate_params(self) -> None:
         if self.n_candidates < 1 or self.n_sampled_negatives < 0 or not 0 < self.valid_ratio < 1:
@@ -257,33 +259,37 @@ class FeedRecommender(Recommender):
             return np.empty(0)
         realtime = self.realtime_ if self.serve_ranker == "realtime" else None
         if realtime is not None and context is not None and context.features is not None:
-            x = self.realtime_matrix(users, c.row, c.item, context)
+            # Pre-ranking: the real-time ranker scores each user's best ``realtime_top`` candidates by
+            # the fused retrieval score; the rest stay below every scored one, in that order.
+            keep = _top_per_row(c.row, c.rrf, self.realtime_top)
+            x = self.realtime_matrix(users, c.row[keep], c.item[keep], context)
             if context.record is not None:
-                context.record.update(items=self.item_ids_[c.item].tolist(), names=realtime.feature_names, matrix=x)
-            return realtime.predict(x)
+                items = self.item_ids_[c.item[keep]].tolist()
+                context.record.update(items=items, names=realtime.feature_names, matrix=x)
+            scores = -2.0 + 1.0 / (1.0 + np.exp(-np.asarray(c.rrf, np.float64)))  # in (-2, -1): below any P
+            scores[keep] = realtime.predict(x)
+            return scores
         x = self._feature_matrix(self.candidates_, users, c.row, c.item, c.rrf, c.pos.astype(np.float64), c.rank)
         return np.asarray(self.ranker_.predict(x), np.float64)
 
     def realtime_matrix(
         self, users: np.ndarray, row: np.ndarray, item: np.ndarray, context: RequestContext
     ) -> np.ndarray:
-        """The real-time ranker's input for candidates (``item`` catalogue positions of ``users[row]``)
-        at ``context.now``: the online store's features and the served sources' pair scores."""
+        """The real-time ranker's input for one user's candidates (``item`` catalogue positions of
+        ``users[row]``) at ``context.now``: the online store's features, scored as if in the top slot."""
         assert self.realtime_ is not None
+        if row.size and (row != row[0]).any():
+            raise ValueError("the real-time ranker ranks one user's request at a time")
         now = float(self.now_) if context.now is None else context.now
         n = row.size
-        queries = pl.DataFrame(
-            {
-                "user_id": users[row].astype(str),
-                "item_id": self.item_ids_[item].astype(str),
-                "timestamp": pl.Series([int(now * 1_000_000)] * n, dtype=pl.Int64).cast(pl.Datetime("us", "UTC")),
-                "surface": pl.Series([context.surface] * n, dtype=pl.Utf8),
-                "position": pl.Series([SERVED_POSITION] * n, dtype=pl.Int32),
-            }
+        user = str(users[row[0]]) if n else ""
+        item_ids = self.item_ids_[item].astype(str)
+        features = context.features.request_features(
+            user, item_ids, int(now * 1_000_000), context.surface, SERVED_POSITION
         )
-        features = context.features.get_online_features(queries)
-        pairs = pair_scores(self.candidates_, self.realtime_.pair_sources, users[row], queries["item_id"].to_numpy())
-        return self.realtime_.matrix(features, pairs)
+        sources = self.realtime_.pair_sources
+        pairs = pair_scores(self.candidates_, sources, np.full(n, user), item_ids) if sources else np.empty((n, 0))
+        return self.realtime_.matrix(features, [context.surface] * n, pairs)
 
     def arrange(
         self,
@@ -367,3 +373,11 @@ def pair_scores(model: CandidateRecommender, sources: list[str], users: np.ndarr
         for s, source in enumerate(sources):
             out[known, s] = model.sources_[source]._score_pairs(uidx[known], iidx[known])
     return out
+
+
+def _top_per_row(row: np.ndarray, score: np.ndarray, n: int) -> np.ndarray:
+    """Positions of each row's ``n`` best entries by ``score`` (ties: the earlier entry)."""
+    order = np.lexsort((np.arange(row.size), -score, row))
+    rows = row[order]
+    slot = np.arange(rows.size) - np.searchsorted(rows, rows)
+    return np.sort(order[slot < n])

@@ -1,15 +1,21 @@
 """Fit the served impression ranker (``RealtimeRanker``) of a feed pipeline, with no leakage.
 
-The latest ``max_impressions`` logged impressions get their point-in-time features (every counter
-from events strictly before the impression) and a label (a click in the same request). The pair
-scores come from the pipeline's candidate sources refitted on the positive interactions before the
-first of those impressions, so no training row's pair score has seen its own click; at serving
-the sources fitted on everything score the request's candidates, as of the request. The rows are
-cut by time: 70 % train, 15 % validation (early stopping, then isotonic calibration), 15 % test
-(the reported AUC, log loss and ECE).
+The latest logged impressions (at most ``max_impressions``) get their point-in-time features
+(every counter from events strictly before the impression) and a label (a click in the same
+request). The rows are cut by time: 70 % train, 15 % validation (early stopping, then isotonic
+calibration), 15 % test (the reported AUC, log loss and ECE).
+
+Optionally (``pair_sources``) the candidate sources' scores of each pair join the features: the
+ranker's rows are then the latest ``window`` share of the impressions, and the sources are refitted
+on the positive interactions before the first of them, so no row's pair score has seen its own
+click (fitted on the whole log, every training row's pair score would be missing, and present at
+serving). Off by default: on the simulated world the refitted sources' scores sit on another
+scale than the served sources', and the online expected CTR fell (docs/BENCHMARKS.md, "live loop").
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 import polars as pl
@@ -21,7 +27,7 @@ from feedrec.models.feed import FeedRecommender, pair_scores
 from feedrec.models.ranking.base import RankingSet
 from feedrec.models.ranking.calibration import Calibrator
 from feedrec.models.ranking.gbdt import GBDTRanker
-from feedrec.models.ranking.realtime import RealtimeRanker
+from feedrec.models.ranking.realtime import NUMERIC_FEATURES, RealtimeRanker
 from feedrec.models.retrieval.candidates import CandidateRecommender
 from feedrec.offline.ranking_eval import impression_dataset
 from feedrec.offline.split import assert_no_leakage
@@ -35,19 +41,28 @@ def fit_realtime_ranker(
     side: SideInfo | None = None,
     *,
     max_impressions: int | None = 2_000_000,
+    pair_sources: Sequence[str] = (),
+    window: float = 0.5,
     threads: int = 0,
     seed: int = 42,
 ) -> dict[str, float]:
     """Fit ``model.realtime_`` on ``events`` (the log, impressions included); returns its test metrics."""
-    data = impression_dataset(events, items, max_impressions=max_impressions)
+    sources = list(pair_sources)
+    unknown = [s for s in sources if s not in model.candidates["quotas"]]
+    if unknown or not 0 < window < 1:
+        raise ValueError(f"pair_sources must be candidate sources (not {unknown}) and window in (0, 1), got {window}")
+    cap = max_impressions
+    if sources:
+        n_impressions = events.select((pl.col("type") == "impression").sum()).item()
+        cap = max(1, int(n_impressions * window)) if cap is None else min(cap, max(1, int(n_impressions * window)))
+    data = impression_dataset(events, items, max_impressions=cap)
     if data.height < 1000 or data["label"].n_unique() < 2:
         raise ValueError(f"the real-time ranker needs at least 1000 impressions with clicks; the log has {data.height}")
     cut = data["timestamp"].min()
     positives = events.filter(
         pl.col("type").is_in([t.value for t in POSITIVE_EVENT_TYPES]) & (pl.col("timestamp") < cut)
     ).select("user_id", "item_id", "timestamp")
-    sources = [s for s in model.candidates["quotas"]]
-    if positives.height:
+    if sources and positives.height:
         stage = CandidateRecommender(**model.candidates).fit(Interactions.from_frame(positives), side)
         pairs = pair_scores(stage, sources, data["user_id"].to_numpy(), data["item_id"].to_numpy())
     else:
@@ -64,7 +79,9 @@ def fit_realtime_ranker(
     assert_no_leakage(data.filter(part["valid"]), data.filter(part["test"]), protocol="global")
     surfaces = sorted(data.filter(part["train"])["surface"].drop_nulls().unique().to_list())
     shell = RealtimeRanker(GBDTRanker(), Calibrator(), surfaces, sources)
-    x = shell.matrix(data, pairs)
+    x = shell.matrix(
+        {name: data[name].cast(pl.Float64).to_numpy() for name in NUMERIC_FEATURES}, data["surface"].to_list(), pairs
+    )
     y = data["label"].to_numpy().astype(np.float32)
 
     def rows(name: str) -> RankingSet:

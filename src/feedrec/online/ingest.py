@@ -23,8 +23,10 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import polars as pl
 import pyarrow as pa
@@ -84,8 +86,12 @@ class EventWriter:
         max_group_events: int = 20_000,
         compact_every: int = 16,
         now: Callable[[], datetime] | None = None,
+        append_lock: AbstractContextManager[Any] | None = None,
     ) -> None:
         self.store = store
+        # Held from an append until ``on_stored`` returns: a reader that takes it too (the service's
+        # tail) never sees an append whose owner has not yet marked it as its own.
+        self.append_lock = append_lock if append_lock is not None else nullcontext()
         self.rules = rules or IngestConfig()
         self.on_stored = on_stored
         self.max_group_events = max_group_events
@@ -163,16 +169,19 @@ class EventWriter:
         if not accepted:
             return
         table = pa.concat_tables([t for _, t in accepted])
-        result = self.store.append(table)
-        if result.stored:
-            fresh = table.filter(pc.is_in(table.column("event_id"), pa.array(result.stored_ids, pa.string())))
-            # Two batches of the group may carry the same new id: the store kept the first, and so
-            # must the online features, or the event would count twice.
-            fresh = pl.DataFrame(pl.from_arrow(fresh)).unique("event_id", keep="first", maintain_order=True).to_arrow()
-            try:
-                self.on_stored(fresh, result)
-            except Exception:  # the events are durable; the online features catch up from the store
-                log.exception("folding stored events into the online features failed")
+        with self.append_lock:
+            result = self.store.append(table)
+            if result.stored:
+                fresh = table.filter(pc.is_in(table.column("event_id"), pa.array(result.stored_ids, pa.string())))
+                # Two batches of the group may carry the same new id: the store kept the first, and so
+                # must the online features, or the event would count twice.
+                fresh = (
+                    pl.DataFrame(pl.from_arrow(fresh)).unique("event_id", keep="first", maintain_order=True).to_arrow()
+                )
+                try:
+                    self.on_stored(fresh, result)
+                except Exception:  # the events are durable; the online features catch up from the store
+                    log.exception("folding stored events into the online features failed")
         new = set(result.stored_ids)
         for job, batch in accepted:  # the first batch of the group to carry a new id stored it
             mine = [i for i in batch.column("event_id").to_pylist() if i in new]

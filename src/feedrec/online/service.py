@@ -165,7 +165,9 @@ class FeedService:
         self._held: dict[str, Bundle] = {}
         self._stop = threading.Event()
         self._on_swap: Callable[[str], None] | None = None
-        self._write_lock = threading.Lock()
+        # Guards the online state; the writer holds it from an append until the append is folded and
+        # marked as this process's own, so the tail can never fold it a second time.
+        self._write_lock = threading.RLock()
         self._reload_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=stage_workers, thread_name_prefix="feedrec-stage")
         # Start every worker now: a worker started by a request's first stage runs that stage before
@@ -182,7 +184,9 @@ class FeedService:
         self.clock = clock
         self.feature_log_rate = feature_log_rate
         self._feature_rng = random.Random(0)
-        self.writer = EventWriter(self.store, self._fold_own, rules=rules, max_pending=max_pending_batches)
+        self.writer = EventWriter(
+            self.store, self._fold_own, rules=rules, max_pending=max_pending_batches, append_lock=self._write_lock
+        )
 
     def _backfill(self) -> None:
         """Bring the online features up to the event store: the snapshot records the position it

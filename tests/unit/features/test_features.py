@@ -156,3 +156,33 @@ def test_window_counts_over_many_keys_and_a_long_span_match_a_naive_count():
     np.testing.assert_array_equal(index.count(q_key, q_ts, window), naive)  # mixed kinds
     users = np.char.startswith(q_key, "user|")
     np.testing.assert_array_equal(index.count(q_key[users], q_ts[users], window), naive[users])  # one kind
+
+
+def test_a_request_gets_the_same_features_from_the_fast_path_as_from_the_frame(feed):
+    """``request_features`` (one user, many candidates, no frame) equals the builder's rows."""
+    events = pl.from_arrow(feed.events)
+    items = pl.from_arrow(feed.items)
+    store = LocalOnlineStore(items)
+    cut = events["timestamp"].sort()[int(events.height * 0.8)]
+    store.update(events.filter(pl.col("timestamp") < cut))
+    user = events.filter(pl.col("timestamp") < cut)["user_id"][-1]
+    candidates = np.asarray([*items["item_id"].head(40).to_list(), "no-such-item"])
+    ts_us = int(cut.timestamp() * 1_000_000) - 1_000_000 + 123  # off the second: hour and weekday still agree
+    fast = store.request_features(user, candidates, ts_us, "home", 0)
+    queries = pl.DataFrame(
+        {
+            "user_id": [user] * candidates.size,
+            "item_id": candidates.tolist(),
+            "timestamp": pl.Series([ts_us] * candidates.size).cast(pl.Datetime("us", "UTC")),
+            "surface": ["home"] * candidates.size,
+            "position": [0] * candidates.size,
+        }
+    )
+    frame = build_features(queries, events, items)
+    for name in FEATURE_NAMES:
+        if name != "surface":
+            np.testing.assert_array_equal(fast[name], frame[name].cast(pl.Float64).to_numpy(), err_msg=name)
+    # The arithmetic hour and ISO weekday are polars' own.
+    when = queries["timestamp"]
+    assert fast["hour"][0] == when.dt.hour()[0] and fast["weekday"][0] == when.dt.weekday()[0]
+    assert np.isnan(fast["item_age_days"][-1]) and np.isnan(fast["creator_ctr_7d"][-1])  # an unknown item

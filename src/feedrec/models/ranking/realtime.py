@@ -16,10 +16,11 @@ do the same for the deep ranker; the gradient-boosted ranker needs none.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import polars as pl
 
 from feedrec.features.definitions import FEATURE_NAMES
 from feedrec.models.ranking.calibration import Calibrator
@@ -40,14 +41,16 @@ class RealtimeRanker:
     def feature_names(self) -> list[str]:
         return [*NUMERIC_FEATURES, "surface", *(f"pair_{s}" for s in self.pair_sources)]
 
-    def matrix(self, features: pl.DataFrame, pair_scores: np.ndarray) -> np.ndarray:
-        """The model's input: ``features`` (rows of ``feedrec.features``) then ``pair_scores``
-        (rows x ``pair_sources``, NaN where a source does not know the user or the item)."""
-        surface = features["surface"].replace_strict(
-            {s: float(i) for i, s in enumerate(self.surfaces)}, default=None, return_dtype=pl.Float64
-        )
-        numeric = features.select(NUMERIC_FEATURES).to_numpy().astype(np.float64)
-        return np.column_stack([numeric, surface.to_numpy(), pair_scores]).astype(np.float32)
+    def matrix(
+        self, features: Mapping[str, Any], surfaces: Sequence[str | None], pair_scores: np.ndarray
+    ) -> np.ndarray:
+        """The model's input: ``features`` (by name: one array, or frame column, per feature of
+        ``feedrec.features``), the surface of each row (coded; NaN when unseen in training), then
+        ``pair_scores`` (rows x ``pair_sources``, NaN where a source does not know the pair)."""
+        code = {s: float(i) for i, s in enumerate(self.surfaces)}
+        surface = np.asarray([code.get(s, np.nan) if s is not None else np.nan for s in surfaces], np.float64)
+        numeric = [np.asarray(features[name], np.float64) for name in NUMERIC_FEATURES]
+        return np.column_stack([*numeric, surface, pair_scores]).astype(np.float32)
 
     def raw(self, x: np.ndarray) -> np.ndarray:
         return self.booster.predict(x)
