@@ -51,6 +51,22 @@ def _iso_text(value: Any) -> Any:
     return value
 
 
+def iso_time_text(value: Any) -> Any:
+    """A time given as text (a query parameter): ISO-8601 only; "0.0" or "1700000000" (which
+    pydantic would read as epoch seconds) is refused like a bare number."""
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return _iso_text(value)
+        raise ValueError("give the time as ISO-8601 text, such as 2024-01-05T12:00:00Z, not a number")
+    return _iso_text(value)
+
+
+#: A time that must be ISO-8601 text (UTC when no zone is given).
+IsoTime = Annotated[datetime, BeforeValidator(iso_time_text)]
+
+
 def _not_bool(value: Any) -> Any:
     if isinstance(value, bool):
         raise ValueError("a number, not true or false")

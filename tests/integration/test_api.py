@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import threading
@@ -57,11 +58,21 @@ def test_feed_for_known_and_unknown_users(server: str):
         ({"user_id": "u1", "k": 0}, "greater than or equal"),
         ({"user_id": "u1", "k": "ten"}, "integer"),
         ({"user_id": "u1", "k": 10_000}, "less than or equal to 200"),
+        ({"user_id": "u1", "now": "0.0"}, "ISO-8601"),  # a number would be read as epoch seconds
+        ({"user_id": "u1", "now": "yesterday"}, "datetime"),
     ],
 )
 def test_bad_feed_requests_get_a_4xx_that_says_what_to_fix(server: str, params, needle):
     r = httpx.get(f"{server}/v1/feed", params=params)
     assert r.status_code == 422 and needle in r.text
+
+
+def test_a_feed_at_a_given_moment_is_logged_at_that_moment(server: str, workspace: Path):
+    body = httpx.get(f"{server}/v1/feed", params={"user_id": "u2", "k": 3, "now": "2024-01-03T10:00:00"}).json()
+    log = (workspace / "serving" / "impressions.jsonl").read_text().splitlines()
+    record = next(r for r in map(json.loads, log) if r["request_id"] == body["request_id"])
+    assert record["time"] == "2024-01-03T10:00:00+00:00"  # no zone given: UTC; the wall clock is served_at
+    assert record["served_at"] > "2026"
 
 
 def test_events_are_stored_once_and_reach_the_online_features(server: str, workspace: Path):

@@ -1,7 +1,7 @@
 """GET /v1/feed: ranked items for a user, with score, source, reason, model version, request id."""
 
 import time
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Annotated
 
 import orjson
@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from feedrec.online.deps import MetricsDep, ServiceDep, SettingsDep, errors
 from feedrec.online.service import NoModelError
+from feedrec.schemas import IsoTime
 
 
 class FeedItemOut(BaseModel):
@@ -41,7 +42,7 @@ def router(max_k: int) -> APIRouter:
         k: Annotated[int | None, Query(ge=1, le=max_k, description=f"how many items (at most {max_k})")] = None,
         surface: Annotated[str | None, Query(max_length=64)] = None,
         now: Annotated[
-            datetime | None,
+            IsoTime | None,
             Query(
                 description="the request's moment (ISO 8601; UTC when no offset is given): what the features, "
                 "freshness and the served log use; default: the server's clock (FEEDREC_CLOCK: wall, or the "
