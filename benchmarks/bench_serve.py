@@ -4,7 +4,8 @@
 
 1. Build (once; cached in --workspace): simulate the catalogue and its users, store the events,
    items and users, fit the full pipeline (two-tower over an HNSW index + trending + fresh ->
-   500 candidates -> LightGBM -> re-rank) and promote it.
+   500 candidates -> the real-time ranker on the best 200 of them, features from the online
+   store -> re-rank) and promote it.
 2. Start ``feedrec serve --workers 2`` (two uvicorn worker processes; each holds the bundle and
    tails the event store) and, from this process, send
    ``GET /v1/feed?k=50`` for random known users at a fixed rate (open loop: a request is sent at
@@ -44,6 +45,7 @@ from feedrec.data.simulator import simulate
 from feedrec.data.store import LocalEventStore
 from feedrec.models import build_model
 from feedrec.offline.protocol import dedupe_earliest
+from feedrec.offline.realtime import fit_realtime_ranker
 from feedrec.registry import LocalRegistry, build_manifest
 
 SERVING_CANDIDATES = {"two_tower": 400, "trending": 50, "fresh": 50}  # 500 candidates per request
@@ -74,6 +76,11 @@ def build(workspace: Path, users: int, items: int, days: int) -> dict[str, float
     start = time.perf_counter()
     model = build_model("feedrec", cfg).fit(interactions, SideInfo(items=feed.items, users=feed.users))
     timings["fit_s"] = time.perf_counter() - start
+    # The served ranker on real-time features (issue 12): it scores each request's best
+    # `realtime_top` candidates with the features the online store answers as events arrive.
+    start = time.perf_counter()
+    fit_realtime_ranker(model, events, pl.DataFrame(pl.from_arrow(feed.items)), threads=2)
+    timings["realtime_ranker_fit_s"] = time.perf_counter() - start
     registry = LocalRegistry(workspace / "registry")
     manifest = build_manifest(registry.next_version(), "feedrec", df, cfg, {})
     registry.register(model, manifest)

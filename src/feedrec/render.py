@@ -126,7 +126,12 @@ def cold_start_table(report: Any) -> Table:
 
 
 def demo_json(result: Any) -> dict[str, Any]:
-    return {"ingest": result.ingest.to_dict(), "split": result.split_sizes, "eval": result.report.to_dict()}
+    return {
+        "ingest": result.ingest.to_dict(),
+        "split": result.split_sizes,
+        "eval": result.report.to_dict(),
+        "version": result.version,
+    }
 
 
 def demo_lines(result: Any, protocol: str) -> list[Any]:

@@ -140,8 +140,15 @@ def test_demo_evaluates_then_serves_the_pipeline_it_trained(tmp_path: Path):
     for name in ("popularity", "covisit", "als", "feedrec", "ndcg@10", "recall@10", "stored"):
         assert name in stdout
     assert f"curl 'http://127.0.0.1:{port}/v1/feed?user_id=" in stdout and f"{url}/docs" in stdout
-    rerun = feedrec("demo", *size, "--no-serve", "--json", cwd=tmp_path)
-    assert json.loads(rerun.stdout)["ingest"]["stored"] == 0  # ingestion is idempotent
+    # Again, live: one simulated day of the world's traffic at the server the demo starts.
+    rerun = feedrec("demo", *size, "--no-serve", "--live", "--port", str(port), "--json", cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr
+    payload = json.loads(rerun.stdout)
+    assert payload["ingest"]["stored"] == 0  # ingestion is idempotent
+    live = payload["live"]
+    assert live["errors"] == 0 and live["requests"] > 50 and live["events_posted"] > 0
+    row = live["by_version"][payload["version"]]
+    assert 0 < row["expected_ctr"] < row["oracle_ctr"] and row["regret"] > 0
 
 
 def test_train_registers_gates_and_rolls_back(tmp_path: Path):

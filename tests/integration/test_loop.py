@@ -53,7 +53,10 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     cfg = TrafficConfig(url="http://127.0.0.1", seconds=4, rps=25, speed=2.0, concurrency=1, seed=3)
     with serving(ws, FEEDREC_FEATURE_LOG_RATE="1", FEEDREC_WATCH_INTERVAL_S="0") as url:
         result = run_traffic(world, TrafficConfig(**{**cfg.__dict__, "url": url}), save=True)
-    return {"ws": ws, "world": world, "result": result, "items": items, "ranker_metrics": metrics}
+        # Then a drifted hour that is not kept: the world's clock stays where the first run left it.
+        drifted = TrafficConfig(**{**cfg.__dict__, "url": url, "seconds": 1.0, "drift_at": "now", "seed": 4})
+        drift = run_traffic(world, drifted, save=False)
+    return {"ws": ws, "world": world, "result": result, "drift": drift, "items": items, "ranker_metrics": metrics}
 
 
 def _store_events(ws: Path) -> pl.DataFrame:
@@ -75,7 +78,8 @@ def test_traffic_reports_every_version_against_the_oracle(live):
 def test_every_posted_event_is_in_the_store_with_its_request_and_position(live):
     events = _store_events(live["ws"])
     posted = events.filter(pl.col("event_id").str.starts_with("live-"))
-    assert posted.height == live["result"].summary["events_posted"] > 0
+    runs = (live["result"].summary, live["drift"].summary)
+    assert posted.height == sum(run["events_posted"] for run in runs) > 0
     assert posted["request_id"].null_count() == 0 and posted["position"].null_count() == 0
     # Simulated time: the events are the world's, after the log and within the run.
     assert posted["timestamp"].min() >= datetime(2024, 1, 7, tzinfo=UTC)
@@ -113,6 +117,19 @@ def test_the_features_the_server_ranked_with_equal_the_point_in_time_ones(live):
             np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6, equal_nan=True, err_msg=name)
             checked += 1
     assert checked > 100
+
+
+def test_a_drift_starts_when_asked_and_an_unsaved_run_leaves_the_world_as_it_was(live):
+    first, drift = live["result"].summary, live["drift"].summary
+    assert drift["sim_start"] == first["sim_end"] == drift["drift_at"]  # "now": the run's start
+    assert drift["errors"] == 0 and drift["requests"] > 0
+
+
+def test_the_report_plots_the_run(live):
+    from feedrec.loop.report import render_loop_report
+
+    page = render_loop_report(live["result"].summary, live["result"].hourly)
+    assert page.count("data:image/png;base64,") == 2 and "v0001" in page and "oracle" in page
 
 
 def test_the_world_moves_on_and_publishes_its_new_items(live):
