@@ -16,9 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from feedrec.features.definitions import AFFINITIES, COUNTERS, RATIOS, WINDOWS, ratio_value
+from feedrec.features.definitions import AFFINITIES, COUNTERS, RATIOS, WINDOWS, Counter, ratio_value
 
 CountFn = Callable[[np.ndarray, np.ndarray, int], np.ndarray]
+WindowsFn = Callable[[np.ndarray, np.ndarray, list[int]], np.ndarray]
 US = 1_000_000
 DAY_US = 86_400 * US
 
@@ -39,9 +40,16 @@ class Queries:
     topics: np.ndarray  # str: the topic of that pair
 
 
-def compute(q: Queries, count: CountFn) -> dict[str, np.ndarray]:
-    """Every feature but ``surface`` (a column of the queries), as float64 arrays, by name."""
+def compute(q: Queries, count: CountFn, count_windows: WindowsFn | None = None) -> dict[str, np.ndarray]:
+    """Every feature but ``surface`` (a column of the queries), as float64 arrays, by name.
+    ``count_windows(keys, ts, windows) -> (n, len(windows))`` counts several windows of the same
+    keys at once (default: ``count`` once per window)."""
     n = q.users.size
+    if count_windows is None:
+
+        def count_windows(keys: np.ndarray, ts: np.ndarray, windows: list[int]) -> np.ndarray:
+            return np.column_stack([count(keys, ts, w) for w in windows])
+
     ts = q.ts
     # One user at one moment (a request): a user's counters are counted once, not once per candidate.
     single = n > 1 and bool((q.users == q.users[0]).all()) and bool((ts == ts[0]).all())
@@ -54,13 +62,21 @@ def compute(q: Queries, count: CountFn) -> dict[str, np.ndarray]:
     pair = np.char.add(np.char.add(q.users, "|"), q.items)
     entity_ids = {"user": q.users, "item": q.items, "creator": q.creators, "user_item": pair}
     out: dict[str, np.ndarray] = {}
-    for c in COUNTERS:
-        keys = np.char.add(np.char.add(f"{c.entity}|", entity_ids[c.entity]), f"|{c.event_type}")
-        window = WINDOWS[c.window] * US
-        values = (per_user(keys, window) if c.entity == "user" else count(keys, ts, window)).astype(np.float64)
-        if c.entity == "creator":
+    groups: dict[tuple[str, str], list[Counter]] = {}
+    for c in COUNTERS:  # the counters of one key, every window at once (one lookup per key online)
+        groups.setdefault((c.entity, c.event_type), []).append(c)
+    for (entity, event_type), counters in groups.items():
+        keys = np.char.add(np.char.add(f"{entity}|", entity_ids[entity]), f"|{event_type}")
+        windows = [WINDOWS[c.window] * US for c in counters]
+        if entity == "user" and single:
+            values = np.repeat(count_windows(keys[:1], ts[:1], windows), n, axis=0)
+        else:
+            values = count_windows(keys, ts, windows)
+        values = values.astype(np.float64)
+        if entity == "creator":
             values[q.creators == ""] = np.nan  # no creator known: missing, not zero
-        out[c.name] = values
+        for j, c in enumerate(counters):
+            out[c.name] = values[:, j]
     for r in RATIOS:
         out[r.name] = ratio_value(out[r.numerator], out[r.denominator], r)
 

@@ -118,6 +118,18 @@ class LocalOnlineStore(OnlineFeatureStore):
                 out[i] = bisect.bisect_left(times, t) - bisect.bisect_left(times, t - window_us)
         return out
 
+    def _count_windows(self, keys: np.ndarray, ts: np.ndarray, windows: list[int]) -> np.ndarray:
+        """(n, len(windows)): one lookup per key, then a bisect per window below the first."""
+        out = np.zeros((keys.size, len(windows)), np.int64)
+        streams = self._streams
+        for i, (key, t) in enumerate(zip(keys.tolist(), ts.tolist(), strict=True)):
+            times = streams.get(key)
+            if times:
+                hi = bisect.bisect_left(times, t)
+                if hi:
+                    out[i] = [hi - bisect.bisect_left(times, t - w, 0, hi) for w in windows]
+        return out
+
     def get_online_features(self, entity_rows: pl.DataFrame, features: list[str] | None = None) -> pl.DataFrame:
         unknown = [f for f in features or [] if f not in FEATURE_NAMES]
         if unknown:
@@ -131,7 +143,7 @@ class LocalOnlineStore(OnlineFeatureStore):
         n = len(item_ids)
         items = np.asarray(item_ids).astype(str)
         queries = self._index.queries(np.full(n, user_id), items, np.full(n, ts_us, np.int64), float(position))
-        return compute(queries, self._count)
+        return compute(queries, self._count, self._count_windows)
 
     def save(self, path: Path | None = None, meta: dict[str, Any] | None = None) -> Path:
         path = path or self.path
