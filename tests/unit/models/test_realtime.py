@@ -1,0 +1,83 @@
+"""The served real-time ranker: fitted without leakage, saved in the bundle, ranking from the online store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from feedrec.data.interactions import Interactions
+from feedrec.data.simulator import SimulatedFeed
+from feedrec.features.online import LocalOnlineStore
+from feedrec.models import model_for_tests
+from feedrec.models.base import Recommender, RequestContext
+from feedrec.models.feed import FeedRecommender, _top_per_row
+from feedrec.offline.realtime import fit_realtime_ranker
+
+
+@pytest.fixture(scope="module")
+def fitted(small_feed: SimulatedFeed) -> tuple[FeedRecommender, LocalOnlineStore, dict[str, float]]:
+    events = pl.DataFrame(pl.from_arrow(small_feed.events))
+    items = pl.DataFrame(pl.from_arrow(small_feed.items))
+    model = model_for_tests("feedrec")
+    assert isinstance(model, FeedRecommender)
+    model.fit(Interactions.from_frame(events.filter(pl.col("type") == "click")))
+    metrics = fit_realtime_ranker(model, events, items, threads=1)
+    store = LocalOnlineStore(items)
+    store.update(events)
+    return model, store, metrics
+
+
+def _context(store: LocalOnlineStore, **extra: object) -> RequestContext:
+    return RequestContext(now=float(1_705_300_000), surface="home", features=store, **extra)  # type: ignore[arg-type]
+
+
+def test_it_is_calibrated_and_survives_the_bundle_round_trip(fitted, tmp_path: Path):
+    model, store, metrics = fitted
+    assert metrics["auc"] > 0.6 and metrics["ece"] < 0.05
+    users = np.asarray(["u5"])
+    candidates = model.retrieve(users, 10)
+    scores = model.rank(users, candidates, _context(store))
+    assert np.all((scores >= 0) & (scores <= 1 + 1e-6))  # calibrated probabilities for every candidate
+    loaded = Recommender.load(model.save(tmp_path / "bundle"))
+    assert isinstance(loaded, FeedRecommender) and loaded.realtime_ is not None
+    np.testing.assert_allclose(loaded.rank(users, candidates, _context(store)), scores)
+
+
+def test_without_the_online_store_or_when_told_it_ranks_with_the_retrieval_features(fitted):
+    model, store, _ = fitted
+    users = np.asarray(["u5"])
+    candidates = model.retrieve(users, 10)
+    offline = model.rank(users, candidates)  # no context: a batch job, an offline evaluation
+    realtime = model.rank(users, candidates, _context(store))
+    assert not np.allclose(offline, realtime)
+    model.set_params(serve_ranker="retrieval")
+    try:
+        np.testing.assert_allclose(model.rank(users, candidates, _context(store)), offline)
+    finally:
+        model.set_params(serve_ranker="realtime")
+
+
+def test_it_scores_the_best_candidates_by_retrieval_and_records_its_inputs(fitted):
+    model, store, _ = fitted
+    users = np.asarray(["u5"])
+    candidates = model.retrieve(users, 10)
+    record: dict[str, object] = {}
+    model.set_params(realtime_top=20)
+    try:
+        scores = model.rank(users, candidates, _context(store, record=record))
+    finally:
+        model.set_params(realtime_top=200)
+    scored = scores >= 0
+    assert scored.sum() == 20 and (scores[~scored] < -1).all()  # the rest stay below every scored one
+    best = np.argsort(-candidates.rrf, kind="stable")[:20]
+    assert set(np.flatnonzero(scored)) == set(best.tolist())
+    assert len(record["items"]) == 20 and record["matrix"].shape == (20, len(record["names"]))  # type: ignore[attr-defined,index]
+
+
+def test_top_per_row_keeps_each_rows_best():
+    row = np.array([0, 0, 0, 1, 1, 2])
+    score = np.array([0.1, 0.9, 0.5, 0.3, 0.7, 0.2])
+    assert _top_per_row(row, score, 2).tolist() == [1, 2, 3, 4, 5]
