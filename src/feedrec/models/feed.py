@@ -262,7 +262,7 @@ class FeedRecommender(Recommender):
             # Pre-ranking: the real-time ranker scores each user's best ``realtime_top`` candidates by
             # the fused retrieval score; the rest stay below every scored one, in that order.
             keep = _top_per_row(c.row, c.rrf, self.realtime_top)
-            x = self.realtime_matrix(users, c.row[keep], c.item[keep], context)
+            x = self.realtime_matrix(users, c.take(keep), context)
             if context.record is not None:
                 items = self.item_ids_[c.item[keep]].tolist()
                 context.record.update(items=items, names=realtime.feature_names, matrix=x)
@@ -272,24 +272,26 @@ class FeedRecommender(Recommender):
         x = self._feature_matrix(self.candidates_, users, c.row, c.item, c.rrf, c.pos.astype(np.float64), c.rank)
         return np.asarray(self.ranker_.predict(x), np.float64)
 
-    def realtime_matrix(
-        self, users: np.ndarray, row: np.ndarray, item: np.ndarray, context: RequestContext
-    ) -> np.ndarray:
-        """The real-time ranker's input for one user's candidates (``item`` catalogue positions of
-        ``users[row]``) at ``context.now``: the online store's features, scored as if in the top slot."""
-        assert self.realtime_ is not None
-        if row.size and (row != row[0]).any():
+    def realtime_matrix(self, users: np.ndarray, c: CandidateSet, context: RequestContext) -> np.ndarray:
+        """The real-time ranker's input for one user's candidates ``c`` at ``context.now``: the online
+        store's features (scored as if in the top slot), then what retrieval says of each candidate."""
+        realtime = self.realtime_
+        assert realtime is not None
+        if c.row.size and (c.row != c.row[0]).any():
             raise ValueError("the real-time ranker ranks one user's request at a time")
         now = float(self.now_) if context.now is None else context.now
-        n = row.size
-        user = str(users[row[0]]) if n else ""
-        item_ids = self.item_ids_[item].astype(str)
+        n = c.row.size
+        user = str(users[c.row[0]]) if n else ""
+        item_ids = self.item_ids_[c.item].astype(str)
         features = context.features.request_features(
             user, item_ids, int(now * 1_000_000), context.surface, SERVED_POSITION
         )
-        sources = self.realtime_.pair_sources
-        pairs = pair_scores(self.candidates_, sources, np.full(n, user), item_ids) if sources else np.empty((n, 0))
-        return self.realtime_.matrix(features, [context.surface] * n, pairs)
+        sources = realtime.pair_sources
+        extra = [pair_scores(self.candidates_, sources, np.full(n, user), item_ids) if sources else np.empty((n, 0))]
+        if realtime.rank_sources:
+            columns = [c.names.index(s) for s in realtime.rank_sources]
+            extra += [c.pos.astype(np.float64)[:, None], c.rank[:, columns].astype(np.float64)]
+        return realtime.matrix(features, [context.surface] * n, np.column_stack(extra))
 
     def arrange(
         self,

@@ -5,12 +5,15 @@ The latest logged impressions (at most ``max_impressions``) get their point-in-t
 request). The rows are cut by time: 70 % train, 15 % validation (early stopping, then isotonic
 calibration), 15 % test (the reported AUC, log loss and ECE).
 
-Optionally (``pair_sources``) the candidate sources' scores of each pair join the features: the
-ranker's rows are then the latest ``window`` share of the impressions, and the sources are refitted
-on the positive interactions before the first of them, so no row's pair score has seen its own
-click (fitted on the whole log, every training row's pair score would be missing, and present at
-serving). Off by default: on the simulated world the refitted sources' scores sit on another
-scale than the served sources', and the online expected CTR fell (docs/BENCHMARKS.md, "live loop").
+Optionally the retrieval's evidence joins the features: each source's score of the pair
+(``pair_sources``) and where the sources retrieve the item for the user (``rank_sources``: the
+fused position and each source's rank, NaN when not retrieved; at serving, the request's own
+candidate set). The ranker's rows are then the latest ``window`` share of the impressions, and the
+sources are refitted on the positive interactions before the first of them, so no row's evidence
+has seen its own click (fitted on the whole log, every training row's evidence would be missing,
+and present at serving). Both are off by default: on the simulated world each lowered the online
+expected CTR (the refitted sources, stale and fitted on less, describe pairs differently from the
+served ones; docs/BENCHMARKS.md, "live loop").
 """
 
 from __future__ import annotations
@@ -42,17 +45,18 @@ def fit_realtime_ranker(
     *,
     max_impressions: int | None = 2_000_000,
     pair_sources: Sequence[str] = (),
+    rank_sources: Sequence[str] = (),
     window: float = 0.5,
     threads: int = 0,
     seed: int = 42,
 ) -> dict[str, float]:
     """Fit ``model.realtime_`` on ``events`` (the log, impressions included); returns its test metrics."""
-    sources = list(pair_sources)
-    unknown = [s for s in sources if s not in model.candidates["quotas"]]
+    sources, ranked = list(pair_sources), list(rank_sources)
+    unknown = [s for s in [*sources, *ranked] if s not in model.candidates["quotas"]]
     if unknown or not 0 < window < 1:
         raise ValueError(f"pair_sources must be candidate sources (not {unknown}) and window in (0, 1), got {window}")
     cap = max_impressions
-    if sources:
+    if sources or ranked:
         n_impressions = events.select((pl.col("type") == "impression").sum()).item()
         cap = max(1, int(n_impressions * window)) if cap is None else min(cap, max(1, int(n_impressions * window)))
     data = impression_dataset(events, items, max_impressions=cap)
@@ -62,11 +66,14 @@ def fit_realtime_ranker(
     positives = events.filter(
         pl.col("type").is_in([t.value for t in POSITIVE_EVENT_TYPES]) & (pl.col("timestamp") < cut)
     ).select("user_id", "item_id", "timestamp")
-    if sources and positives.height:
+    pairs = np.full((data.height, len(sources)), np.nan)
+    ranks = np.full((data.height, len(ranked) + 1 if ranked else 0), np.nan)
+    if (sources or ranked) and positives.height:
         stage = CandidateRecommender(**model.candidates).fit(Interactions.from_frame(positives), side)
-        pairs = pair_scores(stage, sources, data["user_id"].to_numpy(), data["item_id"].to_numpy())
-    else:
-        pairs = np.full((data.height, len(sources)), np.nan)
+        if sources:
+            pairs = pair_scores(stage, sources, data["user_id"].to_numpy(), data["item_id"].to_numpy())
+        if ranked:
+            ranks = _retrieval_ranks(stage, ranked, data, model.n_candidates)
 
     n = data.height
     cut1, cut2 = data["timestamp"][int(n * 0.70)], data["timestamp"][int(n * 0.85)]
@@ -78,9 +85,11 @@ def fit_realtime_ranker(
     assert_no_leakage(data.filter(part["train"]), data.filter(part["valid"]), protocol="global")
     assert_no_leakage(data.filter(part["valid"]), data.filter(part["test"]), protocol="global")
     surfaces = sorted(data.filter(part["train"])["surface"].drop_nulls().unique().to_list())
-    shell = RealtimeRanker(GBDTRanker(), Calibrator(), surfaces, sources)
+    shell = RealtimeRanker(GBDTRanker(), Calibrator(), surfaces, sources, ranked)
     x = shell.matrix(
-        {name: data[name].cast(pl.Float64).to_numpy() for name in NUMERIC_FEATURES}, data["surface"].to_list(), pairs
+        {name: data[name].cast(pl.Float64).to_numpy() for name in NUMERIC_FEATURES},
+        data["surface"].to_list(),
+        np.column_stack([pairs, ranks]),
     )
     y = data["label"].to_numpy().astype(np.float32)
 
@@ -98,7 +107,7 @@ def fit_realtime_ranker(
         num_threads=threads,
     ).fit(rows("train"), rows("valid"))
     calibrator = Calibrator("isotonic").fit(booster.predict(x[part["valid"]]), y[part["valid"]])
-    ranker = RealtimeRanker(booster, calibrator, surfaces, sources)
+    ranker = RealtimeRanker(booster, calibrator, surfaces, sources, ranked)
     model.realtime_ = ranker
     y_test, p_test = y[part["test"]], ranker.predict(x[part["test"]])
     if y_test.size == 0 or len(np.unique(y_test)) < 2:
@@ -109,3 +118,19 @@ def fit_realtime_ranker(
         "ece": round(expected_calibration_error(y_test, p_test), 4),
         "rows": float(n),
     }
+
+
+def _retrieval_ranks(stage: CandidateRecommender, sources: list[str], data: pl.DataFrame, k: int) -> np.ndarray:
+    """(rows, 1 + sources): where ``stage`` retrieves each row's item for its user, fused and by
+    each source (NaN where it does not): what the served candidate set says of a candidate."""
+    users = np.sort(data["user_id"].unique().to_numpy().astype(str))
+    table = stage.candidate_table(users, k)
+    table = table.with_columns(pl.Series("user_id", users[table["row"].to_numpy()]))
+    table = table.select(
+        "user_id",
+        pl.col("item").alias("item_id"),
+        pl.col("pos").cast(pl.Float64).alias("_pos"),
+        *(pl.col(f"rank_{s}").cast(pl.Float64).alias(f"_rank_{s}") for s in sources),
+    )
+    joined = data.select("user_id", "item_id").join(table, on=["user_id", "item_id"], how="left", maintain_order="left")
+    return joined.select("_pos", *(f"_rank_{s}" for s in sources)).fill_null(np.nan).to_numpy().astype(np.float64)

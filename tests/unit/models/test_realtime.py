@@ -81,3 +81,32 @@ def test_top_per_row_keeps_each_rows_best():
     row = np.array([0, 0, 0, 1, 1, 2])
     score = np.array([0.1, 0.9, 0.5, 0.3, 0.7, 0.2])
     assert _top_per_row(row, score, 2).tolist() == [1, 2, 3, 4, 5]
+
+
+def test_retrieval_evidence_can_join_the_features_without_leakage(small_feed: SimulatedFeed, tmp_path: Path):
+    """Optional: the sources' pair scores and retrieval ranks, from sources refitted on the log
+    before the ranker's rows; served from the request's candidate set."""
+    events = pl.DataFrame(pl.from_arrow(small_feed.events))
+    items = pl.DataFrame(pl.from_arrow(small_feed.items))
+    model = model_for_tests("feedrec")
+    assert isinstance(model, FeedRecommender)
+    model.fit(Interactions.from_frame(events.filter(pl.col("type") == "click")))
+    fit_realtime_ranker(
+        model, events, items, pair_sources=["covisit"], rank_sources=["popularity", "covisit"], threads=1
+    )
+    assert model.realtime_ is not None
+    names = model.realtime_.feature_names
+    assert names[-4:] == ["pair_covisit", "retrieval_pos", "retrieval_rank_popularity", "retrieval_rank_covisit"]
+    store = LocalOnlineStore(items)
+    store.update(events)
+    users = np.asarray(["u5"])
+    candidates = model.retrieve(users, 10)
+    record: dict[str, object] = {}
+    scores = model.rank(users, candidates, _context(store, record=record))
+    x = record["matrix"]
+    assert x.shape[1] == len(names)  # type: ignore[attr-defined]
+    np.testing.assert_array_equal(x[:, names.index("retrieval_pos")], candidates.pos[: x.shape[0]])  # type: ignore[index]
+    loaded = Recommender.load(model.save(tmp_path / "bundle"))
+    np.testing.assert_allclose(loaded.rank(users, candidates, _context(store)), scores)
+    with pytest.raises(ValueError, match="candidate sources"):
+        fit_realtime_ranker(model, events, items, rank_sources=["nope"])

@@ -31,15 +31,24 @@ SERVED_POSITION = 0
 
 
 class RealtimeRanker:
-    def __init__(self, booster: GBDTRanker, calibrator: Calibrator, surfaces: list[str], pair_sources: list[str]):
+    def __init__(
+        self,
+        booster: GBDTRanker,
+        calibrator: Calibrator,
+        surfaces: list[str],
+        pair_sources: list[str],
+        rank_sources: list[str] | None = None,
+    ):
         self.booster = booster
         self.calibrator = calibrator
         self.surfaces = surfaces
         self.pair_sources = pair_sources
+        self.rank_sources = rank_sources or []
 
     @property
     def feature_names(self) -> list[str]:
-        return [*NUMERIC_FEATURES, "surface", *(f"pair_{s}" for s in self.pair_sources)]
+        ranks = ["retrieval_pos", *(f"retrieval_rank_{s}" for s in self.rank_sources)] if self.rank_sources else []
+        return [*NUMERIC_FEATURES, "surface", *(f"pair_{s}" for s in self.pair_sources), *ranks]
 
     def matrix(
         self, features: Mapping[str, Any], surfaces: Sequence[str | None], pair_scores: np.ndarray
@@ -67,7 +76,12 @@ class RealtimeRanker:
         path.mkdir(parents=True, exist_ok=True)
         self.booster.save(path / "booster")
         joblib.dump(self.calibrator, path / "calibrator.joblib")
-        meta = {"surfaces": self.surfaces, "pair_sources": self.pair_sources, "features": self.feature_names}
+        meta = {
+            "surfaces": self.surfaces,
+            "pair_sources": self.pair_sources,
+            "rank_sources": self.rank_sources,
+            "features": self.feature_names,
+        }
         (path / "realtime.json").write_text(json.dumps(meta))
 
     @classmethod
@@ -78,7 +92,7 @@ class RealtimeRanker:
         ranker = cls(
             GBDTRanker.load(path / "booster"),
             joblib.load(path / "calibrator.joblib"),
-            **{k: meta[k] for k in ("surfaces", "pair_sources")},
+            **{k: meta.get(k, []) for k in ("surfaces", "pair_sources", "rank_sources")},
         )
         if ranker.feature_names != meta["features"]:
             raise ValueError(f"{path}: the ranker was trained on other features than this feedrec declares")
