@@ -15,15 +15,17 @@ from feedrec.data.world import World, examine, sigmoid
 
 def oracle_slate(world: World, user: int, t: int, k: int) -> tuple[np.ndarray, np.ndarray]:
     """(items, P(click) per slot) of the best ``k``-slate for ``user`` at ``t``."""
-    available = world.published(t)
+    mask = world.item_created <= t
     done, _ = world.engaged.row(user)
-    if done.size:
-        available = available[~np.isin(available, done)]
+    mask[done] = False
+    available = np.flatnonzero(mask)
     if available.size == 0:
         return np.empty(0, np.int64), np.empty(0)
     n = available.size
-    seen = world.exposures.get(user, available)
-    rel = sigmoid(world.logit(np.full(n, user), available, np.full(n, t, np.int64), seen))
+    seen = np.zeros(world.n_items, np.int64)  # the user's exposures, dense: one scatter, no search
+    shown, counts = world.exposures.row(user)
+    seen[shown] = counts
+    rel = sigmoid(world.logit(np.full(n, user), available, np.full(n, t, np.int64), seen[available]))
     k = min(k, n)
     top = np.argpartition(-rel, k - 1)[:k] if k < n else np.arange(n)
     top = top[np.lexsort((available[top], -rel[top]))]  # best first; ties by item id

@@ -132,7 +132,7 @@ class FeedService:
         precomputed: Path | None = None,
         *,
         budgets: Budgets | None = None,
-        snapshot_every_s: float = 5.0,
+        snapshot_every_s: float = 300.0,
         stage_workers: int = 8,
         rules: IngestConfig | None = None,
         backends: BackendsConfig | None = None,

@@ -32,7 +32,9 @@ class ServeSettings(BaseSettings):
     # How often to fold in events other processes stored (the other workers, `feedrec ingest`); 0 = never.
     tail_interval_s: float = Field(0.5, ge=0)
     workers: int = Field(1, ge=1)  # server processes; each holds the bundle and tails the event store
-    snapshot_every_s: float = Field(5.0, ge=0)  # how often the online features are written to disk
+    # How often the online features are written to disk: a cache of the durable events (a restart
+    # folds in what came after it), so rarely (writing a few million entries holds the GIL ~1 s).
+    snapshot_every_s: float = Field(300.0, ge=0)
     # Slow clients: a request whose headers (or body) have not arrived after this long is dropped (408).
     header_timeout_s: float = Field(10.0, gt=0)
     body_timeout_s: float = Field(10.0, gt=0)
