@@ -7,16 +7,19 @@
 3. For each policy, from a copy of the same workspace and the same world state: promote it, start
    `feedrec serve`, drive `--days` simulated days of traffic through it (`feedrec.loop.traffic`,
    the same seed: the same sessions and dice), stop it. The table: every online metric, per policy.
-4. Retrain: the real-time pipeline's run is saved (its events are in its workspace, the world moves
-   on); `feedrec train` on the 14 + 2 days (and the items published meanwhile), then the next
-   `--days` days are served by the 14-day bundle and by the retrained one (same sessions).
+4. Retrain: the real-time pipeline serves two live days at the world's own session rate
+   (`--retrain-rps` sessions/s, the speed set to match), tastes shifting as they begin
+   (`--retrain-drift now`); `feedrec train --set train.refit_on_all=true` on the 14 + 2 days (and
+   the items published meanwhile); the next `--live-days` days are served by the 14-day bundle and
+   by the retrained one (the same sessions and dice).
 5. What limits the oracle fraction, measured offline on a sample of the run's sessions: the share of
    the oracle's items that exist in the bundle's catalogue (cold items published after training),
    the share retrieved as candidates (retrieval recall), and the expected CTR of the best slate
    among the candidates (what a perfect ranker of those candidates would reach).
 
-    python benchmarks/bench_loop.py                      # the issue's sizes (about an hour on 2 cores)
-    python benchmarks/bench_loop.py --users 2000 --items 5000 --seconds 20 --out /tmp/loop-small
+    python benchmarks/bench_loop.py --rps 30 --speed 2          # the issue's sizes (about an hour on 2 cores)
+    python benchmarks/bench_loop.py --rps 30 --speed 2 --keep   # reuse the simulated, trained workspace
+    python benchmarks/bench_loop.py --users 2000 --items 5000 --speed 4 --out /tmp/loop-small
 """
 
 from __future__ import annotations
@@ -52,11 +55,12 @@ def sh(*args: str, env: dict[str, str] | None = None) -> str:
     return done.stdout
 
 
-def train(ws: Path, model: str) -> str:
+def train(ws: Path, model: str, *, refit_on_all: bool = False) -> str:
     # Tuning (the candidate fusion's weights) is what `feedrec train` does by default; a single-source
     # policy has nothing it would use.
-    tune = [] if model in ("popularity", "als") else ["--set", "train.tune=[candidates]"]
-    out = json.loads(sh("train", "-w", str(ws), "--model", model, "--json", *(tune or ["--set", "train.tune=[]"])))
+    tune = ["--set", "train.tune=[]"] if model in ("popularity", "als") else ["--set", "train.tune=[candidates]"]
+    refit = ["--set", "train.refit_on_all=true"] if refit_on_all else []
+    out = json.loads(sh("train", "-w", str(ws), "--model", model, "--json", *tune, *refit))
     print(f"  trained {model}: {out['version']} in {sum(out['seconds'].values()):.0f} s", flush=True)
     return str(out["version"])
 
@@ -163,6 +167,8 @@ def main() -> None:
     parser.add_argument("--rps", type=float, default=25.0)
     parser.add_argument("--speed", type=float, default=1.0, help="simulated hours per wall second")
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--retrain-rps", type=float, default=60.0, help="sessions/s of the live days retrained on")
+    parser.add_argument("--retrain-drift", default="now", help="drift_at for those days ('now', ISO, or 'none')")
     parser.add_argument("--out", type=Path, default=Path("/tmp/feedrec-bench-loop"))
     parser.add_argument("--keep", action="store_true", help="reuse the simulated, trained base workspace")
     args = parser.parse_args()
@@ -204,18 +210,37 @@ def main() -> None:
     # What limits the full pipeline against the oracle.
     diagnosis = limits(base, sim / "world", versions["feedrec_realtime_ranker"], cfg)
 
-    # Retraining on the 14 days + the two live days, then the next days, same sessions.
-    live_ws, live_world = out / "ws-feedrec_realtime_ranker", out / "world-feedrec_realtime_ranker"
+    # Retraining: the real-time pipeline serves two live days at the world's own session rate (so
+    # that they weigh in training as logged days do), tastes shifting as they begin; then
+    # `feedrec train` on the 14 + 2 days (and the items published meanwhile), and the next days
+    # are served by the 14-day bundle and by the retrained one: the same sessions, the same dice.
+    live_ws, live_world = out / "ws-live", out / "world-live"
+    for src, dst in ((base, live_ws), (sim / "world", live_world)):
+        shutil.rmtree(dst, ignore_errors=True)
+        shutil.copytree(src, dst)
+    natural = World.load(sim / "world").activity.sum() / 24  # the world's sessions per simulated hour
+    live_speed = args.retrain_rps / natural
+    live_cfg = TrafficConfig(
+        url="http://127.0.0.1",
+        seconds=args.live_days * 24 / live_speed,
+        rps=args.retrain_rps,
+        speed=live_speed,
+        seed=8,
+        drift_at=None if args.retrain_drift == "none" else args.retrain_drift,
+    )
+    print(f"live days for retraining: {live_cfg.seconds:.0f} s at {args.retrain_rps} sessions/s", flush=True)
+    live_run = serve_and_drive(live_ws, live_world, versions["feedrec_realtime_ranker"], live_cfg, args.workers, True)
     sh("ingest", str(live_world / "items_published.parquet"), "--kind", "items", "-w", str(live_ws))
-    retrained = train(live_ws, "feedrec")
+    retrained = train(live_ws, "feedrec", refit_on_all=True)
     after: dict[str, dict] = {}
+    next_cfg = TrafficConfig(**{**cfg.__dict__, "seed": 9})
     for name, version in (("14-day bundle", versions["feedrec_realtime_ranker"]), ("retrained", retrained)):
         ws, world = out / f"ws-after-{version}", out / f"world-after-{version}"
         for src, dst in ((live_ws, ws), (live_world, world)):
             shutil.rmtree(dst, ignore_errors=True)
             shutil.copytree(src, dst)
         print(f"next days: {name} ({version})", flush=True)
-        after[name] = serve_and_drive(ws, world, version, cfg, args.workers, save=False)
+        after[name] = serve_and_drive(ws, world, version, next_cfg, args.workers, save=False)
 
     def table(results: dict[str, dict]) -> dict[str, dict]:
         return {
@@ -244,7 +269,17 @@ def main() -> None:
             "realtime_over_retrieval_ranker_ctr": round(full["ctr"] / policies["feedrec_retrieval_ranker"]["ctr"], 3),
         },
         "limits": diagnosis,
-        "retraining": table(after),
+        "retraining": {
+            "live_days": {
+                "sessions": live_run["sessions"],
+                "rps": args.retrain_rps,
+                "speed": round(live_speed, 4),
+                "drift_at": live_run["drift_at"],
+                "served": live_run["by_version"][versions["feedrec_realtime_ranker"]],
+            },
+            "retrained_version": retrained,
+            "next_days": table(after),
+        },
         "hourly": {name: r["hourly"] for name, r in runs.items()},
     }
     path = write_result("loop", payload)

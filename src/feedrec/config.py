@@ -354,6 +354,9 @@ class TrainConfig(StrictModel):
     model: str = "feedrec"
     tune: list[str] = Field(default_factory=lambda: ["candidates"])  # tuned before fitting; [] skips tuning
     ranker_max_impressions: int | None = Field(2_000_000, ge=1000)  # the latest ones train the impression ranker
+    # After the test score, fit the served bundle once more on everything (test part included): what a
+    # loop that retrains on its latest days wants; the manifest's test metrics stay those of the held-out fit.
+    refit_on_all: bool = False
     tune_trials: int = Field(20, ge=1)
     tune_timeout_s: float = Field(300.0, gt=0)
 

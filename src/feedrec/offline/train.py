@@ -20,6 +20,7 @@ from typing import Any
 import polars as pl
 
 from feedrec.config import FeedrecConfig
+from feedrec.data.interactions import Interactions
 from feedrec.data.side import SideInfo
 from feedrec.logs import get_logger
 from feedrec.models import build_model
@@ -129,6 +130,9 @@ def train(
         _, valid_metrics, served_ranker = _fit_and_score(model_name, split.train, split.valid, side, cfg)
         on_stage(f"refit {model_name} on train + validation, score on test")
         model, test_metrics, _ = _fit_and_score(model_name, split.rest, split.test, side, cfg)
+        if cfg.train.refit_on_all:
+            on_stage(f"refit {model_name} on everything (train.refit_on_all)")
+            model = build_model(model_name, cfg).fit(Interactions.from_frame(df), side)
 
     cuts = split.cuts
     del events, split  # the retrieval stages' frames: the ranker needs the memory
