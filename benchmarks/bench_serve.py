@@ -148,6 +148,24 @@ def stage_totals(base: str) -> dict[str, tuple[float, int]]:
     return {stage: (float(sums[stage]), int(float(counts[stage]))) for stage in sums if stage in counts}
 
 
+def serve_variant(workspace: Path, realtime_top: int | None) -> dict[str, object]:
+    """Promote the built bundle, or (``realtime_top``) a copy of it that scores that many candidates
+    per request with the real-time ranker; returns what serves."""
+    import dataclasses
+
+    registry = LocalRegistry(workspace / "registry")
+    first = registry.list()[0]
+    model = registry.load_model(first.version)
+    if realtime_top is None:
+        registry.promote(first.version, reason="bench_serve")
+        return {"version": first.version, "realtime_top": model.get_params().get("realtime_top")}
+    model.set_params(realtime_top=realtime_top)
+    variant = registry.next_version()
+    registry.register(model, dataclasses.replace(first, version=variant))
+    registry.promote(variant, reason=f"bench_serve --realtime-top {realtime_top}")
+    return {"version": variant, "realtime_top": realtime_top}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--users", type=int, default=100_000)
@@ -159,6 +177,12 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2, help="Server processes (uvicorn workers).")
     parser.add_argument("--workspace", type=Path, default=Path("/tmp/feedrec-bench-serve"))
     parser.add_argument("--rebuild", action="store_true", help="Build the bundle again even if one is cached.")
+    parser.add_argument(
+        "--realtime-top",
+        type=int,
+        default=None,
+        help="Serve the cached bundle with this many candidates per request scored by the real-time ranker.",
+    )
     args = parser.parse_args()
     built: dict[str, float] = {}
     stamp = args.workspace / "bench.json"
@@ -169,6 +193,7 @@ def main() -> int:
         stamp.write_text(json.dumps({"wanted": wanted, "built": built}))
     built = json.loads(stamp.read_text())["built"]
     model_users = np.load(next((args.workspace / "registry" / "bundles").glob("v*/model/state.npz")))["user_ids_"]
+    served = serve_variant(args.workspace, args.realtime_top)
 
     port = free_port()
     env = os.environ | {
@@ -212,6 +237,7 @@ def main() -> int:
         "target_rps": args.rps,
         "server_workers": args.workers,
         "seconds": args.seconds,
+        "served": served,
         **result,
         "build": built,
         "client_peak_rss_gib": round(peak_rss_gib(), 2),
