@@ -87,8 +87,9 @@ class LoopMetrics:
         v.hourly[t // HOUR * HOUR].add(one)
         v.shown.update(items.tolist())
 
-    def error(self, version: str | None = None, latency_ms: float | None = None) -> None:
-        self.requests += 1
+    def error(self, version: str | None = None, latency_ms: float | None = None, *, feed: bool = True) -> None:
+        """A failed feed request (``feed``), or a failed event post after a served feed."""
+        self.requests += int(feed)
         self.errors += 1
         if latency_ms is not None:
             self.latency_ms.append(latency_ms)

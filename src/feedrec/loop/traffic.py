@@ -154,7 +154,7 @@ class _Run:
             world.engaged.add(s.user, shown[did])
         events = self.events(s, body["request_id"], shown, reaction, rng)
         if events and not await self.post(client, events):
-            self.metrics.error(body["model_version"])
+            self.metrics.error(body["model_version"], feed=False)  # its events were not stored
 
     def events(
         self, s: Session, request_id: str, shown: np.ndarray, r: dict[str, np.ndarray], rng: np.random.Generator
