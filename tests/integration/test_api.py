@@ -31,7 +31,12 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(workspace: Path) -> Iterator[str]:
-    env = {"FEEDREC_ADMIN_TOKEN": TOKEN, "FEEDREC_MAX_EVENTS_PER_BATCH": "50", "FEEDREC_WATCH_INTERVAL_S": "0.2"}
+    env = {
+        "FEEDREC_ADMIN_TOKEN": TOKEN,
+        "FEEDREC_MAX_EVENTS_PER_BATCH": "50",
+        "FEEDREC_WATCH_INTERVAL_S": "0.2",
+        "FEEDREC_SNAPSHOT_EVERY_S": "0",  # the online features written after every fold: the tests read them
+    }
     with serving(workspace, **env) as url:
         yield url
 
@@ -88,7 +93,10 @@ def test_events_are_stored_once_and_reach_the_online_features(server: str, works
     again = httpx.post(f"{server}/v1/events", json={"events": [event]})
     assert again.json() == {"stored": 0, "duplicates": 1}
     assert LocalEventStore(workspace).scan(columns=["event_id"]).column("event_id").to_pylist().count("api-1") == 1
-    assert (workspace / "online" / "features.parquet").exists()
+    # Folded into the online features once (the duplicate not again): the snapshot holds it once.
+    snapshot = pl.read_parquet(workspace / "online" / "features.parquet")
+    at = 1_704_456_000 * 1_000_000  # 2024-01-05T12:00:00Z in microseconds
+    assert snapshot.filter((pl.col("key") == "user|u1|click") & (pl.col("ts") == at)).height == 1
 
 
 @pytest.mark.parametrize(

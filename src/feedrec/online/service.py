@@ -160,7 +160,7 @@ class FeedService:
         self._backfill()
         self.budgets = budgets or Budgets()
         self.snapshot_every_s = snapshot_every_s
-        self._last_snapshot = time.monotonic()  # the backfill has just built the state: the first snapshot waits its turn
+        self._last_snapshot = time.monotonic()  # the first snapshot waits its interval too
         self._bundle: Bundle | None = None
         self._held: dict[str, Bundle] = {}
         self._stop = threading.Event()
