@@ -357,6 +357,10 @@ class TrainConfig(StrictModel):
     # After the test score, fit the served bundle once more on everything (test part included): what a
     # loop that retrains on its latest days wants; the manifest's test metrics stay those of the held-out fit.
     refit_on_all: bool = False
+    # The retrieval's evidence as real-time ranker features (candidate sources' names): each source's
+    # pair score, and where the sources rank the item; [] = none (the default: both lowered online CTR).
+    realtime_pair_sources: list[str] = Field(default_factory=list)
+    realtime_rank_sources: list[str] = Field(default_factory=list)
     tune_trials: int = Field(20, ge=1)
     tune_timeout_s: float = Field(300.0, gt=0)
 
@@ -394,6 +398,11 @@ class FeedrecConfig(StrictModel):
         bad = [s for s in self.models.candidates.quotas if s not in table or not table[s].source]
         if bad:
             raise ValueError(f"models.candidates.quotas: unknown source(s) {bad}; known: {sorted(MODEL_NAMES)}")
+        quotas = self.models.candidates.quotas
+        for key in ("realtime_pair_sources", "realtime_rank_sources"):
+            stray = [s for s in getattr(self.train, key) if s not in quotas]
+            if stray:
+                raise ValueError(f"train.{key}: {stray} are not candidate sources; these are: {sorted(quotas)}")
         return self
 
 

@@ -34,3 +34,9 @@ def test_overrides_are_typed_and_checked():
 def test_missing_file():
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(Path("/nonexistent.yaml"))
+
+
+def test_real_time_ranker_evidence_must_name_candidate_sources():
+    with pytest.raises(ConfigError, match=r"train\.realtime_rank_sources"):
+        load_config(None, ["train.realtime_rank_sources=[als,nope]"])
+    assert load_config(None, ["train.realtime_pair_sources=[als]"]).train.realtime_pair_sources == ["als"]

@@ -148,7 +148,14 @@ def train(
         if isinstance(model, FeedRecommender):
             on_stage("real-time ranker (served)")
             realtime = fit_realtime_ranker(
-                model, all_events, items, side, max_impressions=cfg.train.ranker_max_impressions, threads=cfg.threads
+                model,
+                all_events,
+                items,
+                side,
+                max_impressions=cfg.train.ranker_max_impressions,
+                pair_sources=cfg.train.realtime_pair_sources,
+                rank_sources=cfg.train.realtime_rank_sources,
+                threads=cfg.threads,
             )
 
     on_stage("register the bundle")
