@@ -143,3 +143,13 @@ def test_the_service_holds_several_bundles_and_serves_each_by_version(tmp_path: 
         assert set(service.bundles) == {"v0001"}
     finally:
         service.close()
+
+
+def test_served_features_line_up_with_the_feed_even_for_items_the_ranker_did_not_score():
+    from feedrec.online.service import FeedItem, _served_features
+
+    record = {"items": ["a", "b"], "names": ["f", "g"], "matrix": np.array([[1.0, np.nan], [2.0, 3.0]])}
+    feed = [FeedItem("b", 0.9, "als", "personalized"), FeedItem("pinned", 0.0, "rule", "personalized")]
+    feed.append(FeedItem("a", 0.5, "als", "personalized"))
+    assert _served_features(record, feed) == {"f": [2.0, None, 1.0], "g": [3.0, None, None]}
+    assert _served_features({}, feed) is None and _served_features(None, feed) is None

@@ -491,15 +491,17 @@ class FeedService:
 
 
 def _served_features(record: dict[str, Any] | None, items: list[FeedItem]) -> dict[str, list[float | None]] | None:
-    """The real-time ranker's inputs for the served items (name -> one value per item), from what
-    ``rank`` recorded; None when it recorded nothing (not sampled, or another ranker served)."""
+    """The real-time ranker's inputs for the served items (name -> one value per served item, in
+    feed order; None where missing, or for an item it did not score: a pinned one, or one past
+    ``realtime_top``), from what ``rank`` recorded; None when it recorded nothing (not sampled,
+    or another ranker served)."""
     if not record or "matrix" not in record:
         return None
     row_of = {item: n for n, item in enumerate(record["items"])}
-    picked = [row_of[i.item_id] for i in items if i.item_id in row_of]
-    x = record["matrix"][picked]
+    matrix = record["matrix"]
+    rows = [row_of.get(i.item_id) for i in items]
     return {
-        name: [None if not np.isfinite(v) else float(v) for v in x[:, j].tolist()]
+        name: [None if r is None or not np.isfinite(matrix[r, j]) else float(matrix[r, j]) for r in rows]
         for j, name in enumerate(record["names"])
     }
 
