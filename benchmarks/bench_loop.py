@@ -31,15 +31,14 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, write_result
 from feedrec.data.world import World, examine
+from feedrec.loop.demo import serving
 from feedrec.loop.oracle import oracle_slate
 from feedrec.loop.traffic import TrafficConfig, run_traffic, schedule
 from feedrec.registry import LocalRegistry
@@ -83,39 +82,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class Server:
-    def __init__(self, ws: Path, workers: int) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = open(ws / "serve.log", "w")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [*FEEDREC, "serve", "-w", str(ws), "--port", str(self.port), "--workers", str(workers)],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            env=os.environ | {"FEEDREC_WATCH_INTERVAL_S": "0"},
-        )
-        for _ in range(1200):
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.25)
-        raise RuntimeError("the server did not become ready")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(60)
-        self.log.close()
-
-
 def serve_and_drive(ws: Path, world: Path, version: str, cfg: TrafficConfig, workers: int, save: bool) -> dict:
     LocalRegistry(ws / "registry").promote(version, reason="bench_loop")
-    server = Server(ws, workers)
-    try:
-        result = run_traffic(world, TrafficConfig(**{**cfg.__dict__, "url": server.url}), save=save)
-    finally:
-        server.stop()
+    with open(ws / "serve.log", "w") as log, serving(ws, free_port(), workers=workers, log=log) as url:
+        result = run_traffic(world, TrafficConfig(**{**cfg.__dict__, "url": url}), save=save)
     summary = result.summary
     served = summary["by_version"].get(version)
     if served is None:

@@ -118,13 +118,7 @@ class LocalOnlineStore(OnlineFeatureStore):
                 del self._streams[key]
 
     def _count(self, keys: np.ndarray, ts: np.ndarray, window_us: int) -> np.ndarray:
-        out = np.zeros(keys.size, np.int64)
-        streams = self._streams
-        for i, (key, t) in enumerate(zip(keys.tolist(), ts.tolist(), strict=True)):
-            times = streams.get(key)
-            if times:
-                out[i] = bisect.bisect_left(times, t) - bisect.bisect_left(times, t - window_us)
-        return out
+        return self._count_windows(keys, ts, [window_us])[:, 0]
 
     def _count_windows(self, keys: np.ndarray, ts: np.ndarray, windows: list[int]) -> np.ndarray:
         """(n, len(windows)): one lookup per key, then a bisect per window below the first."""

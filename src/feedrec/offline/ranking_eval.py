@@ -144,6 +144,20 @@ def multitask_set(frame: pl.DataFrame, x: np.ndarray) -> MultiTaskSet:
     )
 
 
+def impression_gbdt(*, seed: int, threads: int) -> GBDTRanker:
+    """The gradient-boosted click model of logged impressions (pointwise, early-stopped): what
+    ``evaluate_rankers`` reports and what the served real-time ranker uses."""
+    return GBDTRanker(
+        objective="binary",
+        n_estimators=1000,
+        learning_rate=0.05,
+        num_leaves=63,
+        min_data_in_leaf=100,
+        seed=seed,
+        num_threads=threads,
+    )
+
+
 def evaluate_rankers(
     events: pl.DataFrame,
     items: pl.DataFrame | None,
@@ -161,15 +175,7 @@ def evaluate_rankers(
     def one_group(rows: int) -> np.ndarray:
         return np.zeros(rows, np.int64)
 
-    gbdt = GBDTRanker(
-        objective="binary",
-        n_estimators=1000,
-        learning_rate=0.05,
-        num_leaves=63,
-        min_data_in_leaf=100,
-        seed=seed,
-        num_threads=threads,
-    )
+    gbdt = impression_gbdt(seed=seed, threads=threads)
     gbdt.fit(
         RankingSet(x_train.astype(np.float32), y_train.astype(np.float32), one_group(len(y_train)), names),
         RankingSet(x_valid.astype(np.float32), y_valid.astype(np.float32), one_group(len(y_valid)), names),

@@ -32,7 +32,7 @@ from feedrec.models.ranking.calibration import Calibrator
 from feedrec.models.ranking.gbdt import GBDTRanker
 from feedrec.models.ranking.realtime import NUMERIC_FEATURES, RealtimeRanker
 from feedrec.models.retrieval.candidates import CandidateRecommender
-from feedrec.offline.ranking_eval import impression_dataset
+from feedrec.offline.ranking_eval import impression_dataset, impression_gbdt
 from feedrec.offline.split import assert_no_leakage
 from feedrec.schemas import POSITIVE_EVENT_TYPES
 
@@ -97,15 +97,7 @@ def fit_realtime_ranker(
         mask = part[name]
         return RankingSet(x[mask], y[mask], np.zeros(int(mask.sum()), np.int64), shell.feature_names)
 
-    booster = GBDTRanker(
-        objective="binary",
-        n_estimators=1000,
-        learning_rate=0.05,
-        num_leaves=63,
-        min_data_in_leaf=100,
-        seed=seed,
-        num_threads=threads,
-    ).fit(rows("train"), rows("valid"))
+    booster = impression_gbdt(seed=seed, threads=threads).fit(rows("train"), rows("valid"))
     calibrator = Calibrator("isotonic").fit(booster.predict(x[part["valid"]]), y[part["valid"]])
     ranker = RealtimeRanker(booster, calibrator, surfaces, sources, ranked)
     model.realtime_ = ranker
