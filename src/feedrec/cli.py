@@ -10,11 +10,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from feedrec import render
+from feedrec.cli_experiments import experiment_app
 from feedrec.config import ConfigError, FeedrecConfig, load_config
+from feedrec.console import ConfigOpt, JsonOpt, SetOpt, WorkspaceOpt, err, out
+from feedrec.console import emit as _emit
+from feedrec.console import fail as _fail
+from feedrec.console import progress as _progress
 from feedrec.data.sources import FORMATS, SourceError, parse_mapping
 from feedrec.logs import setup_logging
 from feedrec.models import MODEL_NAMES
@@ -26,16 +29,6 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-# Off a terminal (pipes, CI logs) Rich would wrap tables at 80 columns; give them room instead.
-out = Console(width=None if sys.stdout.isatty() else 160)  # results
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)  # progress, summaries, errors
-
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file (configs/default.yaml).")]
-SetOpt = Annotated[
-    list[str] | None, typer.Option("--set", help="Override a config key, e.g. --set split.test_ratio=0.2.")
-]
-WorkspaceOpt = Annotated[Path | None, typer.Option("--workspace", "-w", help="Workspace folder (config: workspace).")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
 EventsOpt = Annotated[
     Path | None, typer.Option("--events", "-e", help="Events file; without it, the workspace's store.")
 ]
@@ -58,31 +51,12 @@ def _model_names(text: str | None, default: list[str]) -> list[str]:
     return names
 
 
-def _fail(message: str) -> None:
-    err.print(f"[bold red]error:[/] {message}")
-    raise typer.Exit(2)
-
-
-def _emit(as_json: bool, payload: Any, *shown: Any) -> None:
-    """``--json``: the payload as one JSON object on stdout; otherwise the tables and lines shown."""
-    if as_json:
-        print(json.dumps(payload, default=str))
-        return
-    for item in shown:
-        out.print(item)
-
-
 def _simulator(cfg: FeedrecConfig, **values: int | None) -> FeedrecConfig:
     """The command-line simulator options (given ones only) over the config's."""
     for key, value in values.items():
         if value is not None:
             setattr(cfg.simulator, key, value)
     return cfg
-
-
-def _progress() -> Progress:
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    return Progress(*columns, console=err, transient=True)
 
 
 @app.callback()
@@ -263,6 +237,8 @@ def train_cmd(
         _fail(str(exc))
     _emit(as_json, render.train_json(result), *render.train_lines(result))
 
+
+app.add_typer(experiment_app, name="experiment")
 
 models_app = typer.Typer(help="The model registry: list, show, promote, roll back bundles.", no_args_is_help=True)
 app.add_typer(models_app, name="models")

@@ -180,3 +180,84 @@ def traffic_table(summary: dict[str, Any]) -> Table:
     for version, row in summary["by_version"].items():
         table.add_row(version, *(f"{row[c]:.4f}" if isinstance(row[c], float) else str(row[c]) for c in _LOOP_COLUMNS))
     return table
+
+
+def experiments_table(rows: list[dict[str, Any]], holdout: float) -> Table:
+    table = Table(title=f"experiments · holdout {holdout:.1%}")
+    for col in ("name", "status", "layer", "traffic", "arms", "metric", "started"):
+        table.add_column(col)
+    for e in rows:
+        arms = ", ".join(
+            f"{a['name']}={a['version'] or '+'.join(a['interleave'])} ({a['weight']:g})" for a in e["arms"]
+        )
+        table.add_row(
+            e["name"], e["status"], e["layer"], f"{e['traffic']:.0%}", arms, e["metric"], str(e["started_at"] or "")
+        )
+    return table
+
+
+def _num(value: Any, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}g}" if isinstance(value, float) else str(value)
+
+
+def experiment_tables(result: dict[str, Any]) -> list[Table]:
+    """``feedrec experiment analyze``: the arms, then each metric's comparison (or the interleaving)."""
+    arms = Table(title=f"experiment {result['experiment']} ({result['status']})")
+    columns = ("users", "exposures", "impressions", "clicks", "ctr", "clicks_per_user", "hides_per_user")
+    arms.add_column("arm", style="bold")
+    for col in columns:
+        arms.add_column(col, justify="right")
+    for name, row in result.get("arms", {}).items():
+        arms.add_row(name, *(_num(row.get(c)) for c in columns))
+    tables = [arms]
+    if "interleaving" in result:
+        il = result["interleaving"]
+        t = Table(title=f"interleaving {il['a']} (A) vs {il['b']} (B)")
+        for col in ("users", "wins_a", "wins_b", "ties", "preference_a", "p_value", "winner"):
+            t.add_column(col, justify="right")
+        t.add_row(
+            *(_num(il.get(c)) for c in ("users", "wins_a", "wins_b", "ties", "preference_a", "p_value", "winner"))
+        )
+        return [*tables, t]
+    metrics = Table(
+        title=f"treatment vs control · SRM p={_num(result['srm'].get('p_value'))}"
+        + (" [red]MISMATCH[/]" if result["srm"].get("flagged") else "")
+    )
+    for col in (
+        "metric",
+        "control",
+        "treatment",
+        "lift",
+        "95% CI",
+        "p",
+        "CUPED lift",
+        "CUPED p",
+        "var. cut",
+        "sequential",
+    ):
+        metrics.add_column(col, justify="right")
+    for name, m in result.get("metrics", {}).items():
+        cuped = m.get("cuped", {})
+        seq = m.get("sequential", {})
+        metrics.add_row(
+            name,
+            _num(m["control"]),
+            _num(m["treatment"]),
+            f"{m['relative_lift']:+.2%}" if m.get("relative_lift") is not None else "-",
+            f"[{_num(m['ci_low'])}, {_num(m['ci_high'])}]",
+            _num(m["p_value"], 3),
+            _num(cuped.get("lift")),
+            _num(cuped.get("p_value"), 3),
+            f"{cuped['variance_reduction']:.0%}" if "variance_reduction" in cuped else "-",
+            f"{seq['decision']} (p={_num(seq['p_value'], 3)})" if seq else "",
+        )
+    tables.append(metrics)
+    if result.get("guardrails"):
+        guard = Table(title="guardrails")
+        for col in ("guardrail", "control", "treatment", "lift", "flagged"):
+            guard.add_column(col, justify="right")
+        for name, g in result["guardrails"].items():
+            guard.add_row(name, _num(g.get("control")), _num(g.get("treatment")), _num(g.get("lift")),
+                          "[red]yes[/]" if g.get("flagged") else "no")  # fmt: skip
+        tables.append(guard)
+    return tables

@@ -10,6 +10,7 @@ gets it from config. Layout::
     <root>/online/          the online feature snapshot              (online_store: local)
     <root>/serving/         served-feed log, metrics of the workers
     <root>/quarantine/      refused rows, with their reasons
+    <root>/experiments/     experiment definitions, their history, the exposure log
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import polars as pl
 
 from feedrec.config import BackendsConfig, FeedrecConfig
 from feedrec.data.store import EventStore
+from feedrec.experiments.store import ExperimentStore
 from feedrec.features.online import OnlineFeatureStore
 from feedrec.registry import ModelRegistry
 
@@ -73,6 +75,10 @@ class Workspace:
     @property
     def quarantine_dir(self) -> Path:
         return self.root / "quarantine"
+
+    @property
+    def experiments(self) -> ExperimentStore:
+        return ExperimentStore(self.root / "experiments")
 
     # -- stores ----------------------------------------------------------------------------------
     @cached_property

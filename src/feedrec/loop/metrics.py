@@ -50,6 +50,7 @@ class _Version:
 class LoopMetrics:
     def __init__(self) -> None:
         self.versions: dict[str, _Version] = defaultdict(_Version)
+        self.arms: dict[str, dict[str, _Version]] = defaultdict(lambda: defaultdict(_Version))
         self.latency_ms: list[float] = []
         self.errors = 0
         self.requests = 0
@@ -64,13 +65,15 @@ class LoopMetrics:
         slots: int,
         reaction: dict[str, np.ndarray],
         oracle_p: np.ndarray,
+        *,
+        experiment: str | None = None,
+        arm: str | None = None,
     ) -> None:
-        """One feed served by ``version`` at simulated time ``t``, what the user did with it
-        (``reaction``, per shown item, with the ground-truth ``p_click``) and the oracle slate's P(click)."""
+        """One feed served by ``version`` (in ``experiment``'s ``arm``, when the server says so) at
+        simulated time ``t``, what the user did with it (``reaction``, per shown item, with the
+        ground-truth ``p_click``) and the oracle slate's P(click)."""
         self.requests += 1
         self.latency_ms.append(latency_ms)
-        v = self.versions[version]
-        v.latency_ms.append(latency_ms)
         one = _Sums(
             feeds=1,
             impressions=int(items.size),
@@ -83,9 +86,14 @@ class LoopMetrics:
             expected=float(reaction["p_click"].sum()),
             oracle=float(oracle_p.sum()),
         )
-        v.total.add(one)
-        v.hourly[t // HOUR * HOUR].add(one)
-        v.shown.update(items.tolist())
+        targets = [self.versions[version]]
+        if experiment is not None and arm is not None:
+            targets.append(self.arms[experiment][arm])
+        for v in targets:
+            v.latency_ms.append(latency_ms)
+            v.total.add(one)
+            v.hourly[t // HOUR * HOUR].add(one)
+            v.shown.update(items.tolist())
 
     def error(self, version: str | None = None, latency_ms: float | None = None, *, feed: bool = True) -> None:
         """A failed feed request (``feed``), or a failed event post after a served feed."""
@@ -97,9 +105,14 @@ class LoopMetrics:
             self.versions[version].errors += 1
 
     def summary(self, catalogue_size: int) -> dict[str, Any]:
-        """The ``by_version`` table and the overall latency (``catalogue_size``: items published)."""
+        """The ``by_version`` table, ``by_arm`` (experiment -> arm -> the same row) and the overall
+        latency (``catalogue_size``: items published)."""
         by_version = {version: _row(v.total, v, catalogue_size) for version, v in sorted(self.versions.items())}
-        return {"latency_ms": _percentiles(self.latency_ms), "by_version": by_version}
+        by_arm = {
+            name: {arm: _row(v.total, v, catalogue_size) for arm, v in sorted(arms.items())}
+            for name, arms in sorted(self.arms.items())
+        }
+        return {"latency_ms": _percentiles(self.latency_ms), "by_version": by_version, "by_arm": by_arm}
 
     def hourly(self) -> dict[str, list[dict[str, float]]]:
         """Per version, per simulated hour: CTR, expected CTR, oracle CTR, regret and feeds."""

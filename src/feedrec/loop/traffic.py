@@ -147,7 +147,17 @@ class _Run:
         logit = world.logit(np.full(shown.size, s.user), shown, np.full(shown.size, s.t, np.int64), seen)
         reaction = world.react(rng, logit, np.arange(shown.size))  # its p_click: the slate's expected clicks
         _, oracle_p = oracle_slate(world, s.user, s.t, cfg.k)
-        self.metrics.feed(body["model_version"], s.t, latency, shown, cfg.k, reaction, oracle_p)
+        self.metrics.feed(
+            body["model_version"],
+            s.t,
+            latency,
+            shown,
+            cfg.k,
+            reaction,
+            oracle_p,
+            experiment=body.get("experiment"),
+            arm=body.get("arm"),
+        )
         world.exposures.add(s.user, shown)
         did = reaction["click"] | reaction["hide"]
         if did.any():

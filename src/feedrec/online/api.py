@@ -46,6 +46,7 @@ def create_app(settings: ServeSettings | None = None, service: FeedService | Non
         app.state.admin = AdminQueue(settings.admin_timeout_s)
         app.state.service = running = service or _build_service(settings)
         bundle = running.try_reload()
+        running.refresh_experiments()
         metrics.set_model(bundle.version if bundle else None)
         running.start_background(
             watch_interval_s=settings.watch_interval_s,

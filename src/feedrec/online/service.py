@@ -33,6 +33,10 @@ import pyarrow as pa
 
 from feedrec.config import BackendsConfig, IngestConfig
 from feedrec.data.store import AppendResult
+from feedrec.experiments.assignment import Assigner, Assignment
+from feedrec.experiments.definition import ExperimentError, ExperimentsState
+from feedrec.experiments.exposures import ExposureLog
+from feedrec.experiments.interleave import team_draft
 from feedrec.features.definitions import WINDOWS
 from feedrec.logs import get_logger
 from feedrec.models.base import PAD_ID, Recommender, RequestContext
@@ -96,6 +100,8 @@ class Feed:
     latency_ms: float
     fallback_reason: str | None = None
     stages_ms: dict[str, float] = field(default_factory=dict)
+    experiment: str | None = None
+    arm: str | None = None
 
 
 class RecentActions:
@@ -187,6 +193,10 @@ class FeedService:
         self.writer = EventWriter(
             self.store, self._fold_own, rules=rules, max_pending=max_pending_batches, append_lock=self._write_lock
         )
+        self.experiments = self.space.experiments
+        self.assigner = Assigner(ExperimentsState())
+        self._experiments_seen: tuple[int, int] | None = None
+        self.exposures = ExposureLog(self.experiments.exposures_dir)
 
     def _backfill(self) -> None:
         """Bring the online features up to the event store: the snapshot records the position it
@@ -232,6 +242,7 @@ class FeedService:
                 log.exception("%s failed", threading.current_thread().name)
 
     def _watch_once(self) -> None:
+        self.refresh_experiments()
         manifest = self.registry.production()
         current = self._bundle
         if manifest is not None and (current is None or current.version != manifest.version):
@@ -249,6 +260,7 @@ class FeedService:
             self.features.save(meta=self._snapshot_meta())
         self._pool.shutdown(wait=False, cancel_futures=True)
         self.served_log.close()
+        self.exposures.close()
 
     # -- model -----------------------------------------------------------------------------------
     @property
@@ -303,6 +315,24 @@ class FeedService:
         except (NoModelError, RegistryError):
             return None
 
+    def refresh_experiments(self) -> bool:
+        """Pick up a change of the experiments (``feedrec experiment start|stop``): load every
+        bundle the running ones serve, then swap in the new routing (one reference assignment), so
+        no request is routed to a bundle that is not loaded. A state that does not parse, or names
+        a bundle that does not load, leaves the current routing in place (retried next time)."""
+        seen = self.experiments.signature()
+        if seen == self._experiments_seen:
+            return False
+        try:
+            assigner = Assigner(self.experiments.load())
+            self.hold(assigner.versions)
+        except (ExperimentError, RegistryError, OSError) as exc:
+            log.error("experiments not applied: %s", exc)
+            return False
+        self.assigner, self._experiments_seen = assigner, seen
+        log.info("experiments: %s", sorted(e.name for e in assigner.state.running()) or "none running")
+        return True
+
     def _warm(self, model: Recommender) -> None:
         if model.user_ids_.size:
             try:
@@ -326,30 +356,49 @@ class FeedService:
         version: str | None = None,
         now: float | None = None,
     ) -> Feed:
-        """``user_id``'s feed from production, or from the held bundle ``version``, as of ``now``
-        (epoch seconds; default: the server's clock, see ``now()``)."""
+        """``user_id``'s feed as of ``now`` (epoch seconds; default: the server's clock, see
+        ``now()``): from the held bundle ``version`` when given, else from the arm of a running
+        experiment the user is assigned to (the exposure is logged), else from production."""
         start = time.perf_counter()
         at = self.now() if now is None else now
-        bundle = self._bundle if version is None else self.bundles.get(version)
+        held = self.bundles
+        assignment = self.assigner.assign(user_id) if version is None else None
+        if assignment is not None and not all(v in held for v in assignment.arm.versions):
+            assignment = None  # only between a stop and the next refresh: production serves
+        if assignment is not None and assignment.arm.interleave is not None:
+            return self._interleaved(assignment, user_id, k, surface, at, start)
+        if assignment is not None:
+            version = assignment.arm.version
+        bundle = self._bundle if version is None else held.get(version)
         if bundle is None:
             if version is not None:
-                raise NoModelError(f"bundle {version} is not held by this server; held: {sorted(self.bundles)}")
+                raise NoModelError(f"bundle {version} is not held by this server; held: {sorted(held)}")
             raise NoModelError("no bundle in production: train one with `feedrec train`")
-        model = bundle.model
-        stored = self.precomputed.get(user_id, k) if self.precomputed is not None else None
+        stored = self.precomputed.get(user_id, k) if self.precomputed is not None and assignment is None else None
         if stored is not None:
             items = [FeedItem(i, float(s), "precomputed", "precomputed") for i, s in zip(*stored, strict=True)]
             request_id = uuid.uuid4().hex
             version = self.precomputed.version if self.precomputed is not None else bundle.version
             self._log_served(request_id, user_id, surface, items, version, at)
             return Feed(request_id, user_id, version, items, False, (time.perf_counter() - start) * 1e3)
+        record: dict[str, Any] | None = {} if self._feature_rng.random() < self.feature_log_rate else None
+        items, why, stages = self._personal(bundle, user_id, k, surface, at, record)
+        request_id = uuid.uuid4().hex
+        self._log_served(request_id, user_id, surface, items, bundle.version, at, _served_features(record, items))
+        feed = Feed(request_id, user_id, bundle.version, items, why is not None, 0.0, why, stages)
+        return self._finish(feed, assignment, at, start)
+
+    def _personal(
+        self, bundle: Bundle, user_id: str, k: int, surface: str | None, at: float | None, record: dict[str, Any] | None
+    ) -> tuple[list[FeedItem], str | None, dict[str, float]]:
+        """One bundle's feed for the user: (items, fallback reason, stage timings)."""
+        model = bundle.model
         known = bool(model.user_index().lookup([user_id])[0] >= 0)
         reason = "personalized" if known else "cold_start"
         stages: dict[str, float] = {}
         t = time.perf_counter()
         exclude = self.recent.items(user_id)  # online state: what the user did since the bundle was trained
         stages["features"] = (time.perf_counter() - t) * 1e3
-        record: dict[str, Any] | None = {} if self._feature_rng.random() < self.feature_log_rate else None
         context = RequestContext(now=at, surface=surface, features=self.features, record=record)
         try:
             ids, scores, sources, why = self._recommend(model, user_id, k, exclude, stages, context)
@@ -363,18 +412,54 @@ class FeedService:
             for i, s, src in zip(ids, scores, sources, strict=True)
             if i != PAD_ID
         ]
+        return items, why, stages
+
+    def _interleaved(
+        self, assignment: Assignment, user_id: str, k: int, surface: str | None, at: float | None, start: float
+    ) -> Feed:
+        """A team-draft interleaving of the two versions' feeds (``feedrec.experiments.interleave``)."""
+        a, b = (self.bundles[v] for v in assignment.arm.versions)
+        feed_a, why_a, stages = self._personal(a, user_id, k, surface, at, None)
+        feed_b, why_b, stages_b = self._personal(b, user_id, k, surface, at, None)
+        stages.update({f"{name}_b": ms for name, ms in stages_b.items()})
         request_id = uuid.uuid4().hex
-        self._log_served(request_id, user_id, surface, items, bundle.version, at, _served_features(record, items))
-        return Feed(
-            request_id,
-            user_id,
-            bundle.version,
-            items,
-            why is not None,
-            (time.perf_counter() - start) * 1e3,
-            why,
-            stages,
-        )
+        ids, teams = team_draft([i.item_id for i in feed_a], [i.item_id for i in feed_b], k, random.Random(request_id))
+        by_id = {i.item_id: i for i in feed_b} | {i.item_id: i for i in feed_a}
+        items = [by_id[i] for i in ids]
+        version = f"{a.version}+{b.version}"
+        self._log_served(request_id, user_id, surface, items, version, at)
+        why = why_a or why_b
+        feed = Feed(request_id, user_id, version, items, why is not None, 0.0, why, stages)
+        return self._finish(feed, assignment, at, start, teams)
+
+    def _finish(
+        self,
+        feed: Feed,
+        assignment: Assignment | None,
+        at: float | None,
+        start: float,
+        teams: list[str] | None = None,
+    ) -> Feed:
+        """Stamp the latency; for an experiment's feed, its arm, and the exposure (on disk first)."""
+        feed.latency_ms = (time.perf_counter() - start) * 1e3
+        if assignment is not None:
+            feed.experiment, feed.arm = assignment.experiment.name, assignment.arm.name
+            self.exposures.write(
+                {
+                    "request_id": feed.request_id,
+                    "user_id": feed.user_id,
+                    "experiment": feed.experiment,
+                    "arm": feed.arm,
+                    "version": feed.model_version,
+                    "items": [i.item_id for i in feed.items],
+                    "positions": list(range(len(feed.items))),
+                    "teams": teams,
+                    "time": datetime.fromtimestamp(time.time() if at is None else at, UTC).isoformat(),
+                    "served_at": datetime.now(UTC).isoformat(),
+                    "latency_ms": round(feed.latency_ms, 3),
+                }
+            )
+        return feed
 
     def _stage(self, name: str, budget: float, stages: dict[str, float], fn: Callable[..., T], *args: Any) -> T:
         """Run one stage on a worker and wait at most ``budget`` seconds for it; a late stage is

@@ -26,6 +26,8 @@ class FeedOut(BaseModel):
     model_version: str
     fallback: bool = Field(description="true when a stage failed or overran its budget and its fallback was served")
     fallback_reason: str | None = Field(None, description="which stage fell back, and why")
+    experiment: str | None = Field(None, description="the running experiment that served this feed, if any")
+    arm: str | None = Field(None, description="the experiment's arm the user is assigned to")
     items: list[FeedItemOut]
 
 
@@ -68,6 +70,8 @@ def router(max_k: int) -> APIRouter:
             "model_version": result.model_version,
             "fallback": result.fallback,
             "fallback_reason": result.fallback_reason,
+            "experiment": result.experiment,
+            "arm": result.arm,
             "items": [vars(i) for i in result.items],
         }
         return Response(orjson.dumps(body), media_type="application/json")

@@ -1,0 +1,137 @@
+"""The statistics of an online experiment, as pure functions over per-user arrays.
+
+The unit of randomization is the user, so every variance is a user-level one: a ratio metric
+(CTR: clicks over impressions) is a ratio of two per-user sums, its variance from the delta
+method (Deng et al., 2018), equal to a cluster-robust (by user) variance of the per-impression
+mean. CUPED (Deng et al., 2013) subtracts the part of each user's metric that their
+pre-experiment engagement predicts (one coefficient vector pooled over the arms). The sequential
+test is the mixture SPRT of Johari et al. (2017): an always-valid p-value, so looking every hour
+does not inflate the false-positive rate. Distributions and tests come from scipy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A metric's estimate in one arm: ``mean`` and the variance of that estimate, over ``n`` users."""
+
+    mean: float
+    var: float
+    n: int
+
+
+def linearize(num: np.ndarray, den: np.ndarray | None) -> np.ndarray:
+    """Per-user values whose mean is the metric and whose sample variance over n is its variance:
+    for a ratio sum(num)/sum(den), the delta method's influence values R + (num - R den)/mean(den);
+    for a per-user mean, the values themselves."""
+    num = np.asarray(num, np.float64)
+    if den is None:
+        return num
+    den = np.asarray(den, np.float64)
+    mean_den = den.mean()
+    if mean_den <= 0:
+        return np.full_like(num, np.nan)
+    ratio = num.sum() / den.sum()
+    return ratio + (num - ratio * den) / mean_den
+
+
+def estimate(values: np.ndarray) -> Estimate:
+    """The mean of (linearized) per-user values and its variance, var(values) / n (ddof 1)."""
+    n = int(values.size)
+    if n < 2:
+        return Estimate(float(values.mean()) if n else float("nan"), float("nan"), n)
+    return Estimate(float(values.mean()), float(values.var(ddof=1) / n), n)
+
+
+def ratio_estimate(num: np.ndarray, den: np.ndarray | None) -> Estimate:
+    """``sum(num) / sum(den)`` (or the mean of ``num``) with its delta-method variance."""
+    return estimate(linearize(num, den))
+
+
+def compare(control: Estimate, treatment: Estimate, *, alpha: float = 0.05) -> dict[str, float]:
+    """Treatment against control: absolute lift with its (1 - alpha) interval and two-sided
+    z-test p-value, and the relative lift (delta method for its interval)."""
+    lift = treatment.mean - control.mean
+    var = treatment.var + control.var
+    z = stats.norm.ppf(1 - alpha / 2)
+    se = float(np.sqrt(var)) if var > 0 else float("nan")
+    p = float(2 * stats.norm.sf(abs(lift) / se)) if se > 0 else float("nan")
+    c = control.mean
+    rel = lift / c if c else float("nan")
+    rel_se = float(np.sqrt(treatment.var / c**2 + treatment.mean**2 * control.var / c**4)) if c else float("nan")
+    return {
+        "control": control.mean,
+        "treatment": treatment.mean,
+        "lift": lift,
+        "ci_low": lift - z * se,
+        "ci_high": lift + z * se,
+        "p_value": p,
+        "relative_lift": rel,
+        "relative_ci_low": rel - z * rel_se,
+        "relative_ci_high": rel + z * rel_se,
+        "se": se,
+    }
+
+
+def cuped(y: list[np.ndarray], x: list[np.ndarray]) -> tuple[list[np.ndarray], float]:
+    """CUPED over arms: ``y[a]`` (n_a,) per-user (linearized) values, ``x[a]`` (n_a, p) their
+    pre-experiment covariates. Returns each arm's adjusted values y - (x - mean x) theta, with
+    theta = Cov(x)^-1 Cov(x, y) pooled over all users (the least-squares slope), and the variance
+    reduction 1 - Var(adjusted) / Var(y) (within arms, pooled)."""
+    xs = np.concatenate(x).astype(np.float64)
+    ys = np.concatenate(y).astype(np.float64)
+    mean_x = xs.mean(axis=0)
+    theta = np.linalg.lstsq(xs - mean_x, ys - ys.mean(), rcond=None)[0]
+    adjusted = [ya - (xa - mean_x) @ theta for ya, xa in zip(y, x, strict=True)]
+    within = sum(float(((ya - ya.mean()) ** 2).sum()) for ya in y)
+    within_adj = sum(float(((a - a.mean()) ** 2).sum()) for a in adjusted)
+    return adjusted, 1 - within_adj / within if within > 0 else 0.0
+
+
+def srm(counts: list[int], weights: list[float]) -> tuple[float, float]:
+    """Sample-ratio mismatch: chi-square of the arms' user counts against their weights; (stat, p)."""
+    observed = np.asarray(counts, np.float64)
+    w = np.asarray(weights, np.float64)
+    expected = w / w.sum() * observed.sum()
+    result = stats.chisquare(observed, expected)
+    return float(result.statistic), float(result.pvalue)
+
+
+def msprt_ratio(lift: float, var: float, tau2: float) -> float:
+    """The mixture likelihood ratio of H1 (lift ~ N(0, tau2)) to H0 (lift = 0) for an observed
+    ``lift`` with sampling variance ``var`` (a normal approximation)."""
+    if not (var > 0 and tau2 > 0):
+        return 1.0
+    return float(np.sqrt(var / (var + tau2)) * np.exp(tau2 * lift**2 / (2 * var * (var + tau2))))
+
+
+def always_valid_p(lifts: np.ndarray, variances: np.ndarray, tau2: float) -> np.ndarray:
+    """The always-valid p-value after each look: min over looks so far of 1 / Lambda, capped at 1.
+    Rejecting when it drops below alpha keeps the false-positive rate at alpha however often one looks."""
+    inverse = [1.0 / msprt_ratio(float(d), float(v), tau2) for d, v in zip(lifts, variances, strict=True)]
+    return np.minimum.accumulate(np.minimum(np.asarray(inverse, np.float64), 1.0))
+
+
+def sequential_decision(p_value: float, lift: float, *, higher_is_better: bool, alpha: float = 0.05) -> str:
+    """continue (not significant yet), ship (significantly better) or stop (significantly worse)."""
+    if not p_value < alpha:
+        return "continue"
+    return "ship" if (lift > 0) == higher_is_better else "stop"
+
+
+def mde(control: Estimate, treatment: Estimate, *, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The smallest absolute lift this sample detects with ``power`` at two-sided ``alpha``."""
+    z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
+    return float(z * np.sqrt(control.var + treatment.var))
+
+
+def binomial_preference(wins_a: int, wins_b: int) -> float:
+    """Two-sided binomial test p-value of ``wins_a`` out of ``wins_a + wins_b`` against 1/2."""
+    n = wins_a + wins_b
+    return float(stats.binomtest(wins_a, n, 0.5).pvalue) if n else 1.0
