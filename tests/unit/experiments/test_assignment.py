@@ -92,7 +92,10 @@ def test_team_draft_interleaving_balances_the_teams_and_keeps_each_rankings_orde
         ({"arms": [{"name": "c", "version": "v1"}, {"name": "c", "version": "v2"}]}, "arm names must differ"),
         ({"arms": [{"name": "c", "version": "v1", "interleave": ["v1", "v2"]}]}, "not both"),
         ({"arms": [{"name": "c", "interleave": ["v1", "v1"]}]}, "two different versions"),
-        ({"arms": [{"name": "c", "version": "v1"}, {"name": "t", "version": "v2"}], "metric": "ctrr"}, "unknown metric"),
+        (
+            {"arms": [{"name": "c", "version": "v1"}, {"name": "t", "version": "v2"}], "metric": "ctrr"},
+            "unknown metric",
+        ),
         ({"arms": [{"name": "c", "version": "v1"}, {"name": "t", "version": "v2"}], "traffic": 1.5}, "traffic"),
     ],
 )
