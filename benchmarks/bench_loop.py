@@ -128,6 +128,29 @@ def limits(ws: Path, world_dir: Path, version: str, cfg: TrafficConfig, n: int =
     }
 
 
+def prepare_base(out: Path, users: int, items: int, days: int, *, sim_days: int) -> dict[str, str]:
+    """Simulate a world (``sim_days`` of it kept for live traffic), ingest its log into
+    ``out/base`` and train every policy there; ``out/base/versions.json`` names their bundles."""
+    base, sim = out / "base", out / "sim"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    print("simulate + ingest", flush=True)
+    sh("simulate", "--users", str(users), "--items", str(items), "--days", str(days),
+       "--out", str(sim), "--set", f"simulator.live_days={sim_days}")  # fmt: skip
+    for kind in ("events", "items", "users"):
+        sh("ingest", str(sim / f"{kind}.parquet"), "--kind", kind, "-w", str(base))
+    trained = {name: train(base, name) for name in ("popularity", "als", "candidates", "feedrec")}
+    versions = {
+        "popularity": trained["popularity"],
+        "als": trained["als"],
+        "candidates": trained["candidates"],
+        "feedrec_retrieval_ranker": register_retrieval_variant(base, trained["feedrec"]),
+        "feedrec_realtime_ranker": trained["feedrec"],
+    }
+    (base / "versions.json").write_text(json.dumps(versions))
+    return versions
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--users", type=int, default=20_000)
@@ -148,22 +171,7 @@ def main() -> None:
     cfg = TrafficConfig(url="http://127.0.0.1", seconds=seconds, rps=args.rps, speed=args.speed, seed=7)
 
     if not (args.keep and (base / "versions.json").exists()):
-        shutil.rmtree(out, ignore_errors=True)
-        out.mkdir(parents=True)
-        print("simulate + ingest", flush=True)
-        sh("simulate", "--users", str(args.users), "--items", str(args.items), "--days", str(args.days),
-           "--out", str(sim), "--set", f"simulator.live_days={int(2 * args.live_days) + 2}")  # fmt: skip
-        for kind in ("events", "items", "users"):
-            sh("ingest", str(sim / f"{kind}.parquet"), "--kind", kind, "-w", str(base))
-        versions = {name: train(base, name) for name in ("popularity", "als", "candidates", "feedrec")}
-        versions = {
-            "popularity": versions["popularity"],
-            "als": versions["als"],
-            "candidates": versions["candidates"],
-            "feedrec_retrieval_ranker": register_retrieval_variant(base, versions["feedrec"]),
-            "feedrec_realtime_ranker": versions["feedrec"],
-        }
-        (base / "versions.json").write_text(json.dumps(versions))
+        prepare_base(out, args.users, args.items, args.days, sim_days=int(2 * args.live_days) + 2)
     versions = json.loads((base / "versions.json").read_text())
 
     runs: dict[str, dict] = {}

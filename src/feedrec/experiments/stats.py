@@ -65,7 +65,7 @@ def compare(control: Estimate, treatment: Estimate, *, alpha: float = 0.05) -> d
     c = control.mean
     rel = lift / c if c else float("nan")
     rel_se = float(np.sqrt(treatment.var / c**2 + treatment.mean**2 * control.var / c**4)) if c else float("nan")
-    return {
+    out = {
         "control": control.mean,
         "treatment": treatment.mean,
         "lift": lift,
@@ -77,6 +77,7 @@ def compare(control: Estimate, treatment: Estimate, *, alpha: float = 0.05) -> d
         "relative_ci_high": rel + z * rel_se,
         "se": se,
     }
+    return {k: float(v) for k, v in out.items()}
 
 
 def cuped(y: list[np.ndarray], x: list[np.ndarray]) -> tuple[list[np.ndarray], float]:
