@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from feedrec import render
-from feedrec.cli_experiments import experiment_app
+from feedrec.cli_experiments import experiment_app, ope
 from feedrec.config import ConfigError, FeedrecConfig, load_config
 from feedrec.console import ConfigOpt, JsonOpt, SetOpt, WorkspaceOpt, err, out
 from feedrec.console import emit as _emit
@@ -239,6 +239,7 @@ def train_cmd(
 
 
 app.add_typer(experiment_app, name="experiment")
+app.command("ope")(ope)
 
 models_app = typer.Typer(help="The model registry: list, show, promote, roll back bundles.", no_args_is_help=True)
 app.add_typer(models_app, name="models")

@@ -32,9 +32,22 @@ def _space(workspace: Path | None, config: Path | None) -> Any:
     return Workspace.from_config(cfg)
 
 
-def parse_arms(arms: list[str], weights: str | None) -> list[dict[str, Any]]:
+def _per_arm(option: str, values: list[str] | None) -> dict[str, str]:
+    out_map: dict[str, str] = {}
+    for text in values or []:
+        arm, sep, what = text.partition("=")
+        if not sep or not arm or not what:
+            raise ExperimentError(f"{option} takes ARM=VALUE, not {text!r}")
+        out_map[arm] = what
+    return out_map
+
+
+def parse_arms(
+    arms: list[str], weights: str | None, explore: list[str] | None = None, shadow: list[str] | None = None
+) -> list[dict[str, Any]]:
     """``NAME=VERSION`` (an A/B arm) or ``NAME=VERSION+VERSION`` (an interleaving of two), with
-    ``--weights 50,50`` in the same order."""
+    ``--weights 50,50`` in the same order; ``--explore NAME=TEMPERATURE[:TOP]`` and
+    ``--shadow NAME=VERSION[,VERSION]`` for off-policy evaluation."""
     out_arms: list[dict[str, Any]] = []
     for text in arms:
         name, sep, what = text.partition("=")
@@ -55,6 +68,24 @@ def parse_arms(arms: list[str], weights: str | None) -> list[dict[str, Any]]:
             raise ExperimentError(f"--weights gives {len(values)} weights for {len(out_arms)} arms")
         for arm, w in zip(out_arms, values, strict=True):
             arm["weight"] = w
+    names = {a["name"] for a in out_arms}
+    for option, given in (("--explore", _per_arm("--explore", explore)), ("--shadow", _per_arm("--shadow", shadow))):
+        unknown = sorted(set(given) - names)
+        if unknown:
+            raise ExperimentError(f"{option} names arm {unknown[0]!r}, which is not an --arm")
+    for arm in out_arms:
+        temperature = _per_arm("--explore", explore).get(arm["name"])
+        if temperature is not None:
+            t, _, top = temperature.partition(":")
+            try:
+                arm["explore"] = float(t)
+                if top:
+                    arm["explore_top"] = int(top)
+            except ValueError:
+                raise ExperimentError(f"--explore takes ARM=TEMPERATURE[:TOP], not {temperature!r}") from None
+        shadows = _per_arm("--shadow", shadow).get(arm["name"])
+        if shadows is not None:
+            arm["shadow"] = [v for v in shadows.split(",") if v]
     return out_arms
 
 
@@ -72,6 +103,13 @@ def create(
         str | None, typer.Option("--guardrail", help="Comma-separated, e.g. hides_per_impression,latency_p99.")
     ] = None,
     salt: Annotated[str | None, typer.Option("--salt", help="The assignment hash's salt (default: the name).")] = None,
+    explore: Annotated[
+        list[str] | None,
+        typer.Option("--explore", help="ARM=TEMPERATURE[:TOP]: the arm shows a Plackett-Luce sample of its top items."),
+    ] = None,
+    shadow: Annotated[
+        list[str] | None, typer.Option("--shadow", help="ARM=VERSION[,VERSION]: log those versions' slates too (OPE).")
+    ] = None,
     workspace: WorkspaceOpt = None,
     config: ConfigOpt = None,
 ) -> None:
@@ -80,7 +118,7 @@ def create(
     try:
         definition: dict[str, Any] = {
             "name": name,
-            "arms": parse_arms(arm, weights),
+            "arms": parse_arms(arm, weights, explore, shadow),
             "layer": layer,
             "traffic": traffic,
             "metric": metric,
@@ -175,3 +213,40 @@ def analyze(
 
         report.write_text(render_experiment_report(result))
     emit(as_json, result, *render.experiment_tables(result))
+
+
+def ope(
+    policy: Annotated[str, typer.Option("--policy", help="The bundle whose CTR to estimate (logged as a shadow).")],
+    experiment: Annotated[str | None, typer.Option("--experiment", help="Only this experiment's exposures.")] = None,
+    since: Annotated[str | None, typer.Option("--since", help="ISO time: exposures from then on.")] = None,
+    until: Annotated[str | None, typer.Option("--until", help="ISO time: exposures before then.")] = None,
+    estimators: Annotated[
+        str, typer.Option("--estimators", help="Comma-separated: ips,snips,dr,pbm.")
+    ] = "ips,snips,dr,pbm",
+    boot: Annotated[int, typer.Option("--boot", help="Bootstrap draws over users.")] = 1000,
+    workspace: WorkspaceOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Estimate a bundle's CTR from feeds an exploring arm served (off-policy evaluation): IPS,
+    self-normalized IPS, doubly robust, and the position-based model's slate estimator, with
+    bootstrap intervals, effective sample sizes and support."""
+    from datetime import UTC, datetime
+
+    from feedrec.experiments import ope as offpolicy
+
+    def when(text: str | None) -> datetime | None:
+        if text is None:
+            return None
+        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+    space = _space(workspace, config)
+    try:
+        log = offpolicy.load(
+            space.events, space.experiments, policy, experiment=experiment, since=when(since), until=when(until)
+        )
+        result = offpolicy.estimate(log, tuple(e.strip() for e in estimators.split(",") if e.strip()), boot=boot)
+    except (offpolicy.OpeError, ValueError) as exc:
+        fail(str(exc))
+    emit(as_json, {"policy": policy, **result}, render.ope_table(policy, result))

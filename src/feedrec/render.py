@@ -261,3 +261,16 @@ def experiment_tables(result: dict[str, Any]) -> list[Table]:
                           "[red]yes[/]" if g.get("flagged") else "no")  # fmt: skip
         tables.append(guard)
     return tables
+
+
+def ope_table(policy: str, result: dict[str, Any]) -> Table:
+    d = result["diagnostics"]
+    table = Table(
+        title=f"off-policy CTR of {policy} · {d['requests']:,} feeds, {d['users']:,} users · "
+        f"support {d['support']:.0%}, matched {d['matched']:.0%} · logged CTR {result['logged_ctr']:.4f}"
+    )
+    for col in ("estimator", "ctr", "95% CI", "se"):
+        table.add_column(col, justify="right")
+    for name, e in result["estimators"].items():
+        table.add_row(name, f"{e['ctr']:.4f}", f"[{e['ci_low']:.4f}, {e['ci_high']:.4f}]", f"{e['se']:.4f}")
+    return table

@@ -123,3 +123,34 @@ def test_an_interleaving_credits_clicks_to_the_team_that_placed_them(world: tupl
     assert il["clicks_a"] + il["clicks_b"] == summary["by_arm"]["il"]["mix"]["clicks"]
     assert il["wins_a"] + il["wins_b"] + il["ties"] == il["users"] == result["arms"]["mix"]["users"]
     assert 0 <= il["p_value"] <= 1
+    assert feedrec("experiment", "stop", "il", *w).returncode == 0
+
+
+def test_an_exploring_arm_logs_propensities_and_shadow_slates_for_ope(world: tuple[Path, Path]):
+    ws, world_dir = world
+    w = ["-w", str(ws)]
+    made = feedrec("experiment", "create", "ope", "--arm", "log=v0001", "--arm", "live=v0002",
+                   "--explore", "log=1.0:12", "--shadow", "log=v0002", *w)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    assert feedrec("experiment", "start", "ope", *w).returncode == 0
+    with serving(ws, FEEDREC_WATCH_INTERVAL_S="0") as url:
+        summary = run_traffic(world_dir, TrafficConfig(url=url, seconds=3, rps=30, speed=3.0, seed=4), save=True).summary
+    assert summary["errors"] == 0
+    from feedrec.experiments.explore import marginals
+    from feedrec.experiments.exposures import read_records
+
+    logged = [r for r in read_records(ws / "experiments" / "exposures", "ope") if r["arm"] == "log"]
+    assert logged and all(set(r["shadow"]) == {"v0002"} for r in logged)
+    r = logged[0]
+    table = marginals(len(r["explore"]["candidates"]), len(r["items"]), 1.0)
+    assert r["items"] == [r["explore"]["candidates"][rank] for rank in r["explore"]["ranks"]]
+    assert r["explore"]["propensities"] == [pytest.approx(table[rank, j]) for j, rank in enumerate(r["explore"]["ranks"])]
+    done = feedrec("ope", "--policy", "v0002", "--experiment", "ope", "--json", "--boot", "200", *w)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert set(result["estimators"]) == {"ips", "snips", "dr", "pbm"}
+    assert result["diagnostics"]["requests"] == len(logged)
+    for e in result["estimators"].values():
+        assert e["ci_low"] <= e["ctr"] <= e["ci_high"]
+    missing = feedrec("ope", "--policy", "v0009", *w)
+    assert missing.returncode == 2 and "no exploring exposures" in missing.stderr

@@ -32,7 +32,10 @@ class ExperimentError(ValueError):
 
 class Arm(BaseModel):
     """One arm: ``version`` (an A/B arm) or ``interleave`` (two versions, team-draft interleaved
-    into one feed), with a relative ``weight``."""
+    into one feed), with a relative ``weight``. An A/B arm may ``explore`` (a Plackett-Luce
+    sample of its bundle's top ``explore_top`` with that temperature, in ranks; propensities are
+    logged) and log the slates ``shadow`` versions would have shown the same requests: what
+    ``feedrec ope`` needs to estimate those versions' CTR from this arm's feeds."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -40,6 +43,9 @@ class Arm(BaseModel):
     version: str | None = None
     interleave: tuple[str, str] | None = None
     weight: float = Field(1.0, gt=0)
+    explore: float | None = Field(None, gt=0, le=100)
+    explore_top: int = Field(20, ge=2, le=200)
+    shadow: tuple[str, ...] = ()
 
     @model_validator(mode="after")
     def _one_policy(self) -> Arm:
@@ -47,11 +53,15 @@ class Arm(BaseModel):
             raise ValueError(f"arm {self.name!r}: give a version (A/B) or two versions to interleave, not both")
         if self.interleave is not None and self.interleave[0] == self.interleave[1]:
             raise ValueError(f"arm {self.name!r}: interleaving needs two different versions")
+        if self.interleave is not None and (self.explore is not None or self.shadow):
+            raise ValueError(f"arm {self.name!r}: exploration and shadow slates are for A/B arms")
         return self
 
     @property
     def versions(self) -> tuple[str, ...]:
-        return self.interleave if self.interleave is not None else (self.version or "",)
+        """The bundles serving this arm needs loaded (shadows included)."""
+        served = self.interleave if self.interleave is not None else (self.version or "",)
+        return (*served, *(v for v in self.shadow if v not in served))
 
 
 class Experiment(BaseModel):

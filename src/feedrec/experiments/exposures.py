@@ -56,8 +56,8 @@ class ExposureLog:
                 self._fd = None
 
 
-def read_exposures(folder: Path, experiment: str | None = None) -> pl.DataFrame:
-    """Every exposure logged under ``folder`` (of ``experiment``, or all), oldest first."""
+def read_records(folder: Path, experiment: str | None = None) -> list[dict[str, Any]]:
+    """Every exposure logged under ``folder`` (of ``experiment``, or all) as written, file by file."""
     rows: list[dict[str, Any]] = []
     for path in sorted(folder.glob("*.jsonl")) if folder.exists() else []:
         with path.open() as fh:
@@ -68,6 +68,12 @@ def read_exposures(folder: Path, experiment: str | None = None) -> pl.DataFrame:
                     continue
                 if experiment is None or record.get("experiment") == experiment:
                     rows.append(record)
+    return rows
+
+
+def read_exposures(folder: Path, experiment: str | None = None) -> pl.DataFrame:
+    """Every exposure logged under ``folder`` (of ``experiment``, or all), oldest first."""
+    rows = read_records(folder, experiment)
     frame = pl.DataFrame(
         [{k: r.get(k) for k in SCHEMA if k != "time"} | {"time": r.get("time")} for r in rows],
         schema={**{k: v for k, v in SCHEMA.items() if k != "time"}, "time": pl.String},

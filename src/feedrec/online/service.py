@@ -33,6 +33,7 @@ import pyarrow as pa
 
 from feedrec.config import BackendsConfig, IngestConfig
 from feedrec.data.store import AppendResult
+from feedrec.experiments import explore
 from feedrec.experiments.assignment import Assigner, Assignment
 from feedrec.experiments.definition import ExperimentError, ExperimentsState
 from feedrec.experiments.exposures import ExposureLog
@@ -382,11 +383,33 @@ class FeedService:
             self._log_served(request_id, user_id, surface, items, version, at)
             return Feed(request_id, user_id, version, items, False, (time.perf_counter() - start) * 1e3)
         record: dict[str, Any] | None = {} if self._feature_rng.random() < self.feature_log_rate else None
-        items, why, stages = self._personal(bundle, user_id, k, surface, at, record)
         request_id = uuid.uuid4().hex
+        arm = assignment.arm if assignment is not None else None
+        extra: dict[str, Any] = {}
+        if arm is not None and arm.explore is not None:
+            ranked, why, stages = self._personal(bundle, user_id, max(arm.explore_top, k), surface, at, None)
+            ranks = explore.sample(len(ranked), min(k, len(ranked)), arm.explore, random.Random(request_id))
+            items = [ranked[r] for r in ranks]
+            table = explore.marginals(len(ranked), len(ranks), arm.explore) if ranks else None
+            extra["explore"] = {
+                "temperature": arm.explore,
+                "candidates": [i.item_id for i in ranked],
+                "scores": [i.score for i in ranked],
+                "ranks": ranks,
+                "propensities": [float(table[r, j]) for j, r in enumerate(ranks)] if table is not None else [],
+            }
+        else:
+            items, why, stages = self._personal(bundle, user_id, k, surface, at, record)
+        if arm is not None and arm.shadow:  # what other versions would have shown (for off-policy evaluation)
+            held = self.bundles
+            extra["shadow"] = {
+                v: [i.item_id for i in self._personal(held[v], user_id, k, surface, at, None)[0]]
+                for v in arm.shadow
+                if v in held
+            }
         self._log_served(request_id, user_id, surface, items, bundle.version, at, _served_features(record, items))
         feed = Feed(request_id, user_id, bundle.version, items, why is not None, 0.0, why, stages)
-        return self._finish(feed, assignment, at, start)
+        return self._finish(feed, assignment, at, start, extra=extra)
 
     def _personal(
         self, bundle: Bundle, user_id: str, k: int, surface: str | None, at: float | None, record: dict[str, Any] | None
@@ -418,7 +441,7 @@ class FeedService:
         self, assignment: Assignment, user_id: str, k: int, surface: str | None, at: float | None, start: float
     ) -> Feed:
         """A team-draft interleaving of the two versions' feeds (``feedrec.experiments.interleave``)."""
-        a, b = (self.bundles[v] for v in assignment.arm.versions)
+        a, b = (self.bundles[v] for v in assignment.arm.interleave or ())
         feed_a, why_a, stages = self._personal(a, user_id, k, surface, at, None)
         feed_b, why_b, stages_b = self._personal(b, user_id, k, surface, at, None)
         stages.update({f"{name}_b": ms for name, ms in stages_b.items()})
@@ -439,8 +462,11 @@ class FeedService:
         at: float | None,
         start: float,
         teams: list[str] | None = None,
+        *,
+        extra: dict[str, Any] | None = None,
     ) -> Feed:
-        """Stamp the latency; for an experiment's feed, its arm, and the exposure (on disk first)."""
+        """Stamp the latency; for an experiment's feed, its arm, and the exposure (on disk first),
+        with ``extra`` (exploration and shadow slates)."""
         feed.latency_ms = (time.perf_counter() - start) * 1e3
         if assignment is not None:
             feed.experiment, feed.arm = assignment.experiment.name, assignment.arm.name
@@ -457,6 +483,7 @@ class FeedService:
                     "time": datetime.fromtimestamp(time.time() if at is None else at, UTC).isoformat(),
                     "served_at": datetime.now(UTC).isoformat(),
                     "latency_ms": round(feed.latency_ms, 3),
+                    **(extra or {}),
                 }
             )
         return feed
