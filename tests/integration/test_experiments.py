@@ -134,7 +134,9 @@ def test_an_exploring_arm_logs_propensities_and_shadow_slates_for_ope(world: tup
     assert made.returncode == 0, made.stderr
     assert feedrec("experiment", "start", "ope", *w).returncode == 0
     with serving(ws, FEEDREC_WATCH_INTERVAL_S="0") as url:
-        summary = run_traffic(world_dir, TrafficConfig(url=url, seconds=3, rps=30, speed=3.0, seed=4), save=True).summary
+        summary = run_traffic(
+            world_dir, TrafficConfig(url=url, seconds=3, rps=30, speed=3.0, seed=4), save=True
+        ).summary
     assert summary["errors"] == 0
     from feedrec.experiments.explore import marginals
     from feedrec.experiments.exposures import read_records
@@ -144,7 +146,9 @@ def test_an_exploring_arm_logs_propensities_and_shadow_slates_for_ope(world: tup
     r = logged[0]
     table = marginals(len(r["explore"]["candidates"]), len(r["items"]), 1.0)
     assert r["items"] == [r["explore"]["candidates"][rank] for rank in r["explore"]["ranks"]]
-    assert r["explore"]["propensities"] == [pytest.approx(table[rank, j]) for j, rank in enumerate(r["explore"]["ranks"])]
+    assert r["explore"]["propensities"] == [
+        pytest.approx(table[rank, j]) for j, rank in enumerate(r["explore"]["ranks"])
+    ]
     done = feedrec("ope", "--policy", "v0002", "--experiment", "ope", "--json", "--boot", "200", *w)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
