@@ -12,7 +12,8 @@ w_j = 1[s_j = sigma_j] / pi(s_j, j), per request, CTR being clicks per slot:
 - ``snips``: per position, sum w c / sum w over requests, averaged over positions;
 - ``dr``: doubly robust, sum_j [r(sigma_j, j) + w_j (c_j - r(s_j, j))] / k, with the reward
   model r(i, j) = theta_j p(i): p the logging bundle's impression ranker's calibrated score
-  (at the top position) and theta_j the clicks at position j over the scores shown there;
+  (at the top position) and theta_j the examination of position j (``_examination``: its shape
+  harvested from the exploration, its scale fitted to the clicks);
 - ``pbm``: the position-based model's estimator (Li et al., 2018), sum over shown items i of
   c_i (sum_j theta_j 1[sigma_j = i]) / (sum_j theta_j pi(i, j)) / k.
 
@@ -133,11 +134,26 @@ def load(
             target_rank[row, j] = rank_of.get(item, -1)
         for j, item in enumerate(r["items"]):
             clicks[row, j] = min(click_of.get((r["request_id"], item), 0), 1)
-        scores[row, : len(e["scores"])] = e["scores"]
+        scores[row, : len(e["scores"])] = [np.nan if x is None else x for x in e["scores"]]
         tables.append(marginals(len(e["candidates"]), len(ranks), float(e["temperature"])))
         users[row] = user_index.setdefault(r["user_id"], len(user_index))
     slots = np.asarray([len(r["explore"]["ranks"]) for r in records], np.float64)
     return Logged(users, shown_rank, target_rank, clicks, scores, tables, slots, len(user_index))
+
+
+def _examination(log: Logged, prop_shown: np.ndarray, shown_score: np.ndarray) -> np.ndarray:
+    """theta_j, the examination of position j in the logging ranker's score scale. Its shape by
+    intervention harvesting: E[c_j / pi(s_j, j)] = theta_j x (the candidates' total relevance),
+    the same factor at every position, since exploration can put any candidate anywhere; its
+    scale: the ranker's scores of the shown items times theta predict as many clicks as happened."""
+    valid = log.shown_rank >= 0
+    harvested = np.where(valid & (prop_shown > 0), log.clicks / np.where(prop_shown > 0, prop_shown, 1.0), 0.0)
+    shape = harvested.sum(0) / np.maximum(valid.sum(0), 1)
+    if shape[0] <= 0:
+        return np.zeros(shape.size)
+    shape = shape / shape[0]
+    predicted = float(np.nansum(np.where(valid, shown_score, np.nan) * shape[None, :]))
+    return shape * (float(log.clicks.sum()) / predicted if predicted > 0 else 0.0)
 
 
 def _per_request(log: Logged) -> dict[str, Any]:
@@ -145,22 +161,28 @@ def _per_request(log: Logged) -> dict[str, Any]:
     the per-position weights SNIPS normalizes, and the diagnostics."""
     n, k = log.shown_rank.shape
     rows = np.arange(n)
-    shown_score = np.where(log.shown_rank >= 0, log.scores[rows[:, None], np.maximum(log.shown_rank, 0)], np.nan)
-    # theta_j: clicks at position j over the ranker's scores of the items shown there.
-    theta = np.nansum(log.clicks, axis=0) / np.maximum(np.nansum(shown_score, axis=0), 1e-12)
+    # An item the logging bundle did not score (a shadow's, merged in; or one outside the
+    # candidates): scored as the lowest it did score.
+    floor = np.nanmin(np.where(np.isnan(log.scores), np.inf, log.scores), axis=1)
+    floor = np.where(np.isfinite(floor), floor, 0.0)
+    filled = np.where(np.isnan(log.scores), floor[:, None], log.scores)
+    shown_score = np.where(log.shown_rank >= 0, filled[rows[:, None], np.maximum(log.shown_rank, 0)], np.nan)
     prop_shown = np.zeros((n, k))
+    for row in range(n):
+        kn = int(log.slots[row])
+        prop_shown[row, :kn] = log.tables[row][log.shown_rank[row, :kn], np.arange(kn)]
+    theta = _examination(log, prop_shown, shown_score)
     prop_target = np.zeros((n, k))
     pbm = np.zeros(n)
     reward_target = np.zeros((n, k))
-    floor = np.nanmin(log.scores, axis=1)  # the policy's item outside the candidates: scored as the last one
+
     for row in range(n):
         table, kn = log.tables[row], int(log.slots[row])
         for j in range(kn):
-            prop_shown[row, j] = table[log.shown_rank[row, j], j]
             t = log.target_rank[row, j]
             if t >= 0 and t < table.shape[0]:
                 prop_target[row, j] = table[t, j]
-            score = log.scores[row, t] if t >= 0 else floor[row]
+            score = filled[row, t] if t >= 0 else floor[row]
             reward_target[row, j] = theta[j] * score
         # PBM: a click on the item shown at j' counts with the policy's examination of that item
         # over the logging policy's expected examination of it.

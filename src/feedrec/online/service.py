@@ -386,27 +386,30 @@ class FeedService:
         request_id = uuid.uuid4().hex
         arm = assignment.arm if assignment is not None else None
         extra: dict[str, Any] = {}
+        shadows: dict[str, list[FeedItem]] = {}
+        if arm is not None and arm.shadow:  # what other versions would have shown (for off-policy evaluation)
+            held = self.bundles
+            shadows = {v: self._personal(held[v], user_id, k, surface, at, None)[0] for v in arm.shadow if v in held}
+            extra["shadow"] = {v: [i.item_id for i in slate] for v, slate in shadows.items()}
         if arm is not None and arm.explore is not None:
-            ranked, why, stages = self._personal(bundle, user_id, max(arm.explore_top, k), surface, at, None)
-            ranks = explore.sample(len(ranked), min(k, len(ranked)), arm.explore, random.Random(request_id))
-            items = [ranked[r] for r in ranks]
-            table = explore.marginals(len(ranked), len(ranks), arm.explore) if ranks else None
+            # The bundle's longer list scores most of the shadows' items too (the reward model's input).
+            ranked, why, stages = self._personal(bundle, user_id, max(3 * arm.explore_top, k), surface, at, None)
+            own = {i.item_id: i for i in ranked}
+            pool = {i.item_id: i for slate in shadows.values() for i in slate} | own
+            slates = [[i.item_id for i in slate] for slate in shadows.values()]
+            candidates = explore.merge([i.item_id for i in ranked[: arm.explore_top]], slates, arm.explore_top)
+            ranks = explore.sample(len(candidates), min(k, len(candidates)), arm.explore, random.Random(request_id))
+            items = [pool[candidates[r]] for r in ranks]
+            table = explore.marginals(len(candidates), len(ranks), arm.explore) if ranks else None
             extra["explore"] = {
                 "temperature": arm.explore,
-                "candidates": [i.item_id for i in ranked],
-                "scores": [i.score for i in ranked],
+                "candidates": candidates,
+                "scores": [own[c].score if c in own else None for c in candidates],  # the bundle's own scores
                 "ranks": ranks,
                 "propensities": [float(table[r, j]) for j, r in enumerate(ranks)] if table is not None else [],
             }
         else:
             items, why, stages = self._personal(bundle, user_id, k, surface, at, record)
-        if arm is not None and arm.shadow:  # what other versions would have shown (for off-policy evaluation)
-            held = self.bundles
-            extra["shadow"] = {
-                v: [i.item_id for i in self._personal(held[v], user_id, k, surface, at, None)[0]]
-                for v in arm.shadow
-                if v in held
-            }
         self._log_served(request_id, user_id, surface, items, bundle.version, at, _served_features(record, items))
         feed = Feed(request_id, user_id, bundle.version, items, why is not None, 0.0, why, stages)
         return self._finish(feed, assignment, at, start, extra=extra)

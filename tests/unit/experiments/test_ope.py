@@ -95,3 +95,18 @@ def test_unknown_estimators_are_refused():
     log, _ = _world(10, 0)
     with pytest.raises(OpeError, match="unknown estimator 'ipw'"):
         estimate(log, ("ipw",))
+
+
+def test_the_candidates_merge_the_bundles_ranking_with_the_shadow_slates_in_turns():
+    from feedrec.experiments.explore import merge
+
+    assert merge(["a", "b", "c", "d"], [["x", "a", "y"]], 5) == ["a", "x", "b", "c", "y"]
+    assert merge(["a", "b"], [["c"], ["d", "e"]], 10) == ["a", "c", "d", "b", "e"]
+    assert merge(["a"], [], 3) == ["a"]
+
+
+def test_the_examination_curve_is_harvested_from_the_exploration():
+    log, _ = _world(6000, 3)
+    theta = np.asarray(estimate(log, ("pbm",), boot=10)["diagnostics"]["theta"])
+    want = 1 / np.log2(np.arange(K) + 2)
+    np.testing.assert_allclose(theta, want / want[0], rtol=0.08)
