@@ -168,7 +168,7 @@ _LOOP_COLUMNS = ("feeds", "impressions", "ctr", "expected_ctr", "oracle_ctr", "r
 
 
 def traffic_table(summary: dict[str, Any]) -> Table:
-    """``feedrec traffic``: one row per version served, against the oracle."""
+    """``feedrec traffic``: one row per version served, then one per experiment arm, against the oracle."""
     latency = summary["latency_ms"]
     table = Table(
         title=f"live traffic {summary['sim_start']} to {summary['sim_end']}: {summary['requests']} requests, "
@@ -177,8 +177,10 @@ def traffic_table(summary: dict[str, Any]) -> Table:
     table.add_column("version")
     for column in _LOOP_COLUMNS:
         table.add_column(column, justify="right")
-    for version, row in summary["by_version"].items():
-        table.add_row(version, *(f"{row[c]:.4f}" if isinstance(row[c], float) else str(row[c]) for c in _LOOP_COLUMNS))
+    rows = list(summary["by_version"].items())
+    rows += [(f"{name}/{arm}", row) for name, arms in summary.get("by_arm", {}).items() for arm, row in arms.items()]
+    for label, row in rows:
+        table.add_row(label, *(f"{row[c]:.4f}" if isinstance(row[c], float) else str(row[c]) for c in _LOOP_COLUMNS))
     return table
 
 
