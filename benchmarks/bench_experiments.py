@@ -94,6 +94,21 @@ def true_lift(summary: dict[str, Any], name: str, control: str, treatment: str) 
     return float(arms[treatment]["expected_ctr"] - arms[control]["expected_ctr"])
 
 
+def binomial_share(out: Path, name: str) -> float:
+    """The share of the per-user variance of (linearized) CTR that is the clicks' own binomial
+    noise, given each user's impressions: what no pre-period covariate can predict, so 1 minus
+    it bounds CUPED's variance reduction for CTR."""
+    users = per_user(data_of(out, name))
+    shares = []
+    for arm in users["arm"].unique().to_list():
+        rows = users.filter(pl.col("arm") == arm)
+        n, c = rows["impressions"].to_numpy(), rows["clicks"].to_numpy()
+        r = c.sum() / n.sum()
+        y = stats.linearize(c, n)
+        shares.append(float((n * r * (1 - r)).mean() / n.mean() ** 2 / y.var()))
+    return float(np.mean(shares))
+
+
 def ab_power(out: Path, summary: dict[str, Any]) -> dict[str, Any]:
     result = analysis_of(out, "ab_power")
     ctr = result["metrics"]["ctr"]
@@ -108,6 +123,7 @@ def ab_power(out: Path, summary: dict[str, Any]) -> dict[str, Any]:
         "ci_contains_true_lift": bool(ctr["ci_low"] <= truth <= ctr["ci_high"]),
         "cuped_ci_contains_true_lift": bool(ctr["cuped"]["ci_low"] <= truth <= ctr["cuped"]["ci_high"]),
         "variance_reduction_ctr": ctr["cuped"]["variance_reduction"],
+        "binomial_share_of_ctr_variance": binomial_share(out, "ab_power"),
         "mde_ctr": ctr["mde"],
         "mde_ctr_cuped": ctr["cuped"]["mde"],
         "srm": result["srm"],
@@ -182,6 +198,31 @@ def rerandomized(data: ExperimentData, salts: int, alpha: float = 0.05) -> dict[
         "ks_uniform_p_value": float(kstest(p_values, "uniform").pvalue),
         "cuped_variance_reduction_mean": float(np.mean(reductions)),
         "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+def srm_at(n_users: int, salts: int) -> dict[str, Any]:
+    """The SRM check at ``n_users`` (the world's user ids), routed 50/50 and with a 51/49 bug,
+    over ``salts`` assignments; with the chi-square's power for the bug (noncentral, df 1)."""
+    from scipy.optimize import brentq
+    from scipy.stats import chi2, ncx2
+
+    ids = [f"u{n}" for n in range(n_users)]
+    flagged = {"50_50": 0, "51_49": 0}
+    for s in range(salts):
+        b = buckets(f"srm-{s}", ids)
+        for key, cut in (("50_50", BUCKETS // 2), ("51_49", int(0.51 * BUCKETS))):
+            control = int((b < cut).sum())
+            flagged[key] += stats.srm([control, n_users - control], [1, 1])[1] < 0.001
+    noncentrality = n_users * 2 * 0.01**2 / 0.5
+    critical = chi2.isf(0.001, 1)
+    needed = brentq(lambda lam: ncx2.sf(critical, 1, lam) - 0.8, 1e-6, 1e3)  # the noncentrality for 80 %
+    return {
+        "users": n_users,
+        "salts": salts,
+        "flag_rate": {k: v / salts for k, v in flagged.items()},
+        "power_51_49_at_0.001": float(ncx2.sf(chi2.isf(0.001, 1), 1, noncentrality)),
+        "users_for_80pct_power_51_49": int(np.ceil(needed / (2 * 0.01**2 / 0.5))),
     }
 
 
@@ -309,6 +350,7 @@ def main() -> None:
         },
         "aa_rerandomized": rerandomized(data_of(args.out, "aa"), args.salts),
         "interleaving_vs_ab": users_needed(args.out, summaries["ab_close"]),
+        "srm_at_20000_users": srm_at(20_000, args.salts),
     }
     path = write_result("experiments", payload)
     print(json.dumps(payload, indent=1, default=str))

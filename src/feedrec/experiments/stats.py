@@ -104,19 +104,25 @@ def srm(counts: list[int], weights: list[float]) -> tuple[float, float]:
     return float(result.statistic), float(result.pvalue)
 
 
-def msprt_ratio(lift: float, var: float, tau2: float) -> float:
-    """The mixture likelihood ratio of H1 (lift ~ N(0, tau2)) to H0 (lift = 0) for an observed
-    ``lift`` with sampling variance ``var`` (a normal approximation)."""
+def msprt_log_ratio(lift: float, var: float, tau2: float) -> float:
+    """log of the mixture likelihood ratio of H1 (lift ~ N(0, tau2)) to H0 (lift = 0) for an
+    observed ``lift`` with sampling variance ``var`` (a normal approximation)."""
     if not (var > 0 and tau2 > 0):
-        return 1.0
-    return float(np.sqrt(var / (var + tau2)) * np.exp(tau2 * lift**2 / (2 * var * (var + tau2))))
+        return 0.0
+    return float(0.5 * np.log(var / (var + tau2)) + tau2 * lift**2 / (2 * var * (var + tau2)))
+
+
+def msprt_ratio(lift: float, var: float, tau2: float) -> float:
+    """The mixture likelihood ratio itself (inf past what a float holds)."""
+    log_ratio = msprt_log_ratio(lift, var, tau2)
+    return float(np.exp(log_ratio)) if log_ratio < 709 else float("inf")
 
 
 def always_valid_p(lifts: np.ndarray, variances: np.ndarray, tau2: float) -> np.ndarray:
     """The always-valid p-value after each look: min over looks so far of 1 / Lambda, capped at 1.
     Rejecting when it drops below alpha keeps the false-positive rate at alpha however often one looks."""
-    inverse = [1.0 / msprt_ratio(float(d), float(v), tau2) for d, v in zip(lifts, variances, strict=True)]
-    return np.minimum.accumulate(np.minimum(np.asarray(inverse, np.float64), 1.0))
+    logs = np.asarray([msprt_log_ratio(float(d), float(v), tau2) for d, v in zip(lifts, variances, strict=True)])
+    return np.minimum.accumulate(np.exp(-np.maximum(logs, 0.0)))
 
 
 def sequential_decision(p_value: float, lift: float, *, higher_is_better: bool, alpha: float = 0.05) -> str:

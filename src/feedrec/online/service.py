@@ -35,7 +35,7 @@ from feedrec.config import BackendsConfig, IngestConfig
 from feedrec.data.store import AppendResult
 from feedrec.experiments import explore
 from feedrec.experiments.assignment import Assigner, Assignment
-from feedrec.experiments.definition import ExperimentError, ExperimentsState
+from feedrec.experiments.definition import Arm, ExperimentError, ExperimentsState
 from feedrec.experiments.exposures import ExposureLog
 from feedrec.experiments.interleave import team_draft
 from feedrec.features.definitions import WINDOWS
@@ -386,33 +386,52 @@ class FeedService:
         request_id = uuid.uuid4().hex
         arm = assignment.arm if assignment is not None else None
         extra: dict[str, Any] = {}
-        shadows: dict[str, list[FeedItem]] = {}
-        if arm is not None and arm.shadow:  # what other versions would have shown (for off-policy evaluation)
-            held = self.bundles
-            shadows = {v: self._personal(held[v], user_id, k, surface, at, None)[0] for v in arm.shadow if v in held}
-            extra["shadow"] = {v: [i.item_id for i in slate] for v, slate in shadows.items()}
-        if arm is not None and arm.explore is not None:
-            # The bundle's longer list scores most of the shadows' items too (the reward model's input).
-            ranked, why, stages = self._personal(bundle, user_id, max(3 * arm.explore_top, k), surface, at, None)
-            own = {i.item_id: i for i in ranked}
-            pool = {i.item_id: i for slate in shadows.values() for i in slate} | own
-            slates = [[i.item_id for i in slate] for slate in shadows.values()]
-            candidates = explore.merge([i.item_id for i in ranked[: arm.explore_top]], slates, arm.explore_top)
-            ranks = explore.sample(len(candidates), min(k, len(candidates)), arm.explore, random.Random(request_id))
-            items = [pool[candidates[r]] for r in ranks]
-            table = explore.marginals(len(candidates), len(ranks), arm.explore) if ranks else None
-            extra["explore"] = {
-                "temperature": arm.explore,
-                "candidates": candidates,
-                "scores": [own[c].score if c in own else None for c in candidates],  # the bundle's own scores
-                "ranks": ranks,
-                "propensities": [float(table[r, j]) for j, r in enumerate(ranks)] if table is not None else [],
-            }
+        if arm is not None and (arm.explore is not None or arm.shadow):
+            items, why, stages, extra = self._for_ope(bundle, arm, user_id, k, surface, at, request_id, record)
         else:
             items, why, stages = self._personal(bundle, user_id, k, surface, at, record)
         self._log_served(request_id, user_id, surface, items, bundle.version, at, _served_features(record, items))
         feed = Feed(request_id, user_id, bundle.version, items, why is not None, 0.0, why, stages)
         return self._finish(feed, assignment, at, start, extra=extra)
+
+    def _for_ope(
+        self,
+        bundle: Bundle,
+        arm: Arm,
+        user_id: str,
+        k: int,
+        surface: str | None,
+        at: float | None,
+        request_id: str,
+        record: dict[str, Any] | None,
+    ) -> tuple[list[FeedItem], str | None, dict[str, float], dict[str, Any]]:
+        """An arm that logs for off-policy evaluation: the slates of the versions it shadows and,
+        when it explores, a Plackett-Luce sample of its candidates (``feedrec.experiments.explore``)
+        with what an estimator needs. Returns (items, fallback reason, stage timings, what to log)."""
+        extra: dict[str, Any] = {}
+        held = self.bundles
+        shadows = {v: self._personal(held[v], user_id, k, surface, at, None)[0] for v in arm.shadow if v in held}
+        if shadows:
+            extra["shadow"] = {v: [i.item_id for i in slate] for v, slate in shadows.items()}
+        if arm.explore is None:
+            items, why, stages = self._personal(bundle, user_id, k, surface, at, record)
+            return items, why, stages, extra
+        # The bundle's longer list scores most of the shadows' items too (the reward model's input).
+        ranked, why, stages = self._personal(bundle, user_id, max(3 * arm.explore_top, k), surface, at, None)
+        own = {i.item_id: i for i in ranked}
+        pool = {i.item_id: i for slate in shadows.values() for i in slate} | own
+        slates = [[i.item_id for i in slate] for slate in shadows.values()]
+        candidates = explore.merge([i.item_id for i in ranked[: arm.explore_top]], slates, arm.explore_top)
+        ranks = explore.sample(len(candidates), min(k, len(candidates)), arm.explore, random.Random(request_id))
+        table = explore.marginals(len(candidates), len(ranks), arm.explore) if ranks else None
+        extra["explore"] = {
+            "temperature": arm.explore,
+            "candidates": candidates,
+            "scores": [own[c].score if c in own else None for c in candidates],  # the bundle's own scores
+            "ranks": ranks,
+            "propensities": [float(table[r, j]) for j, r in enumerate(ranks)] if table is not None else [],
+        }
+        return [pool[candidates[r]] for r in ranks], why, stages, extra
 
     def _personal(
         self, bundle: Bundle, user_id: str, k: int, surface: str | None, at: float | None, record: dict[str, Any] | None
