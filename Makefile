@@ -39,6 +39,11 @@ bench: $(STAMP_DEV)
 	$(BIN)/python benchmarks/bench_ann.py
 	$(BIN)/python benchmarks/bench_compression.py
 	$(BIN)/python benchmarks/bench_serve.py
+	$(BIN)/python benchmarks/bench_ingest.py
+	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/bench_loop.py --rps 30 --speed 2
+	$(BIN)/python benchmarks/bench_experiments.py
+	$(BIN)/python benchmarks/bench_ope.py
 
 clean:
 	rm -rf $(VENV) workspace .pytest_cache .mypy_cache .ruff_cache

@@ -12,8 +12,14 @@ feeds it served: the truth without click noise; its realized CTR too). Per estim
 standard deviation and mean absolute error (relative), and how often its 95 % interval covers
 the live value.
 
-    python benchmarks/bench_ope.py                    # 20 blocks of 60 s: about 25 minutes on 2 cores
+    python benchmarks/bench_ope.py                    # 20 blocks of 90 s: about 35 minutes on 2 cores
+    python benchmarks/bench_ope.py --fresh --block 120   # each repetition from the same start state
     python benchmarks/bench_ope.py --target popularity
+
+Consecutive blocks measure what a deployment sees: the live arm's own history (fatigue from
+showing its favourites again) moves its CTR, which an estimate from the logging arm's states
+cannot see. `--fresh` starts every repetition from the same state (a fresh workspace, world and
+server; new sessions and dice), which isolates the estimators' own error.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import shutil
 import sys
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -44,56 +51,69 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("/tmp/feedrec-bench-ope"))
     parser.add_argument("--target", default="feedrec_retrieval_ranker", help="a key of the base's versions.json")
     parser.add_argument("--reps", type=int, default=20)
-    parser.add_argument("--block", type=float, default=60.0, help="wall seconds of traffic per repetition")
+    parser.add_argument("--block", type=float, default=90.0, help="wall seconds of traffic per repetition")
     parser.add_argument("--rps", type=float, default=30.0)
     parser.add_argument("--temperature", type=float, default=2.0)
     parser.add_argument("--top", type=int, default=20)
+    parser.add_argument("--fresh", action="store_true", help="each repetition from the world's start state")
     args = parser.parse_args()
     base, world_src = args.loop / "base", args.loop / "sim" / "world"
     if not (base / "versions.json").exists():
         prepare_base(args.loop, 20_000, 50_000, 14, sim_days=6)
     versions = json.loads((base / "versions.json").read_text())
     logging_version, target = versions["feedrec_realtime_ranker"], versions[args.target]
-    ws, world = args.out / "ws", args.out / "world"
-    for src, dst in ((base, ws), (world_src, world)):
-        shutil.rmtree(dst, ignore_errors=True)
-        shutil.copytree(src, dst)
-    store = ExperimentStore(ws / "experiments")
     arms = [
         {"name": "log", "version": logging_version, "explore": args.temperature, "explore_top": args.top, "shadow": [target]},
         {"name": "live", "version": target},
     ]  # fmt: skip
-    store.create({"name": "ope", "arms": arms})
-    store.start("ope")
-    natural = float(World.load(world).activity.sum()) / 24
+    natural = float(World.load(world_src).activity.sum()) / 24
     speed = args.rps / natural
+    ws, world = args.out / "ws", args.out / "world"
+
+    def fresh() -> ExperimentStore:
+        for src, dst in ((base, ws), (world_src, world)):
+            shutil.rmtree(dst, ignore_errors=True)
+            shutil.copytree(src, dst)
+        store = ExperimentStore(ws / "experiments")
+        store.create({"name": "ope", "arms": arms})
+        store.start("ope")
+        return store
+
+    def block(url: str, store: ExperimentStore, rep: int) -> dict[str, Any]:
+        cfg = TrafficConfig(url=url, seconds=args.block, rps=args.rps, speed=speed, seed=100 + rep)
+        summary = run_traffic(world, cfg, save=not args.fresh).summary
+        arms_seen = summary["by_arm"]["ope"]
+        since, until = (datetime.fromisoformat(summary[k].replace("Z", "+00:00")) for k in ("sim_start", "sim_end"))
+        logged = ope.load(LocalEventStore(ws), store, target, experiment="ope", since=since, until=until)
+        result = ope.estimate(logged, boot=1000, seed=rep)
+        live = arms_seen["live"]
+        shown = " ".join(f"{n} {e['ctr']:.4f}" for n, e in result["estimators"].items())
+        print(f"rep {rep}: live {live['expected_ctr']:.4f} (realized {live['ctr']:.4f}) | {shown}", flush=True)
+        return {
+            "rep": rep,
+            "sim_start": summary["sim_start"],
+            "sessions": summary["sessions"],
+            "errors": summary["errors"],
+            "live_expected_ctr": live["expected_ctr"],
+            "live_ctr": live["ctr"],
+            "live_feeds": live["feeds"],
+            "log_feeds": arms_seen["log"]["feeds"],
+            "log_ctr": arms_seen["log"]["ctr"],
+            "log_expected_ctr": arms_seen["log"]["expected_ctr"],
+            "estimators": result["estimators"],
+            "diagnostics": result["diagnostics"],
+        }
+
     reps = []
-    with open(ws / "serve.log", "w") as log, serving(ws, free_port(), log=log) as url:
+    if args.fresh:  # every repetition from the same state: a fresh workspace, world and server, new dice
         for rep in range(args.reps):
-            cfg = TrafficConfig(url=url, seconds=args.block, rps=args.rps, speed=speed, seed=100 + rep)
-            summary = run_traffic(world, cfg, save=True).summary
-            arms_seen = summary["by_arm"]["ope"]
-            since, until = (datetime.fromisoformat(summary[k].replace("Z", "+00:00")) for k in ("sim_start", "sim_end"))
-            logged = ope.load(LocalEventStore(ws), store, target, experiment="ope", since=since, until=until)
-            result = ope.estimate(logged, boot=1000, seed=rep)
-            live = arms_seen["live"]
-            row = {
-                "rep": rep,
-                "sim_start": summary["sim_start"],
-                "sessions": summary["sessions"],
-                "errors": summary["errors"],
-                "live_expected_ctr": live["expected_ctr"],
-                "live_ctr": live["ctr"],
-                "live_feeds": live["feeds"],
-                "log_feeds": arms_seen["log"]["feeds"],
-                "log_ctr": arms_seen["log"]["ctr"],
-                "log_expected_ctr": arms_seen["log"]["expected_ctr"],
-                "estimators": result["estimators"],
-                "diagnostics": result["diagnostics"],
-            }
-            reps.append(row)
-            shown = " ".join(f"{n} {e['ctr']:.4f}" for n, e in result["estimators"].items())
-            print(f"rep {rep}: live {live['expected_ctr']:.4f} (realized {live['ctr']:.4f}) | {shown}", flush=True)
+            store = fresh()
+            with open(ws / "serve.log", "w") as log, serving(ws, free_port(), log=log) as url:
+                reps.append(block(url, store, rep))
+    else:  # consecutive blocks of one run: the world, the server and the arms' histories move on
+        store = fresh()
+        with open(ws / "serve.log", "w") as log, serving(ws, free_port(), log=log) as url:
+            reps.extend(block(url, store, rep) for rep in range(args.reps))
     summary_by = {}
     for name in ope.ESTIMATORS:
         truth = np.asarray([r["live_expected_ctr"] for r in reps])
@@ -124,6 +144,7 @@ def main() -> None:
         "temperature": args.temperature,
         "top": args.top,
         "block_seconds": args.block,
+        "fresh": args.fresh,
         "rps": args.rps,
         "speed": round(speed, 4),
         "summary": summary_by,
@@ -134,7 +155,7 @@ def main() -> None:
         },
         "reps": reps,
     }
-    path = write_result(f"ope_{args.target}", payload)
+    path = write_result(f"ope_{args.target}" + ("_fresh" if args.fresh else ""), payload)
     print(json.dumps({k: v for k, v in payload.items() if k != "reps"}, indent=1))
     print(f"wrote {path} ({machine()})")
 
