@@ -42,7 +42,9 @@ ALLOWED: dict[str, set[str]] = {
     # The live loop is a test harness outside the product: it reaches feedrec over HTTP only.
     "loop": {"config", "data"},
     "cli": {
+        "cli_experiments",
         "config",
+        "console",
         "data",
         "experiments",
         "logs",
