@@ -269,6 +269,8 @@ def analyze_data(
         "flagged": p < SRM_ALPHA,
         "users": dict(zip([a.name for a in e.arms], counts, strict=True)),
     }
+    if min(counts) < 2:
+        return out | {"metrics": {}, "guardrails": {}, "note": "every arm needs at least two exposed users"}
     control = e.control.name
     treatments = [a.name for a in e.arms if a.name != control]
     names = dict.fromkeys([e.metric, "ctr", "clicks_per_user", "likes_per_user", "hides_per_user", "dwell_per_user"])

@@ -141,3 +141,15 @@ def test_a_line_cut_short_by_a_crash_is_skipped(tmp_path: Path):
     with log.path.open("a") as fh:
         fh.write('{"request_id": "r2", "us')
     assert read_exposures(tmp_path)["request_id"].to_list() == ["r1"]
+
+
+def test_an_arm_without_users_yet_gets_no_comparison_rather_than_nans(tmp_path: Path):
+    t = T0.isoformat()
+    exposures = [
+        {"request_id": f"r{n}", "user_id": f"u{n}", "arm": "control", "items": ["a"], "time": t} for n in range(3)
+    ]
+    events_store, store = _setup(tmp_path, exposures, [_event(0, "u1", "a", T0, "impression", "r1")])
+    result = analyze(events_store, store, "e")
+    assert (
+        result["arms"]["treatment"]["users"] == 0 and result["metrics"] == {} and "two exposed users" in result["note"]
+    )
