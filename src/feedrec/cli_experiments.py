@@ -69,12 +69,13 @@ def parse_arms(
         for arm, w in zip(out_arms, values, strict=True):
             arm["weight"] = w
     names = {a["name"] for a in out_arms}
-    for option, given in (("--explore", _per_arm("--explore", explore)), ("--shadow", _per_arm("--shadow", shadow))):
+    temperatures, shadowed = _per_arm("--explore", explore), _per_arm("--shadow", shadow)
+    for option, given in (("--explore", temperatures), ("--shadow", shadowed)):
         unknown = sorted(set(given) - names)
         if unknown:
             raise ExperimentError(f"{option} names arm {unknown[0]!r}, which is not an --arm")
     for arm in out_arms:
-        temperature = _per_arm("--explore", explore).get(arm["name"])
+        temperature = temperatures.get(arm["name"])
         if temperature is not None:
             t, _, top = temperature.partition(":")
             try:
@@ -83,7 +84,7 @@ def parse_arms(
                     arm["explore_top"] = int(top)
             except ValueError:
                 raise ExperimentError(f"--explore takes ARM=TEMPERATURE[:TOP], not {temperature!r}") from None
-        shadows = _per_arm("--shadow", shadow).get(arm["name"])
+        shadows = shadowed.get(arm["name"])
         if shadows is not None:
             arm["shadow"] = [v for v in shadows.split(",") if v]
     return out_arms

@@ -38,7 +38,7 @@ class ExperimentData:
     pre: pl.DataFrame  # user_id, pre_impressions, pre_clicks, pre_likes, pre_hides, pre_dwell
 
 
-def _counts(events: pl.DataFrame, prefix: str = "") -> list[pl.Expr]:
+def _counts(prefix: str = "") -> list[pl.Expr]:
     def n(kind: str) -> pl.Expr:
         return (pl.col("type") == kind).sum().cast(pl.Float64)
 
@@ -67,12 +67,7 @@ def load(
     )
     logged = pl.DataFrame(pl.from_arrow(scanned))
     exposed = exposures.select("user_id").unique()
-    pre = (
-        logged.filter(pl.col("timestamp") < t0)
-        .join(exposed, on="user_id")
-        .group_by("user_id")
-        .agg(_counts(logged, "pre_"))
-    )
+    pre = logged.filter(pl.col("timestamp") < t0).join(exposed, on="user_id").group_by("user_id").agg(_counts("pre_"))
     served = exposures.select("request_id", pl.col("user_id").alias("exposed_user"), pl.col("time").alias("exposed_at"))
     attributed = (
         logged.filter(pl.col("request_id").is_not_null())
@@ -96,7 +91,7 @@ def per_user(data: ExperimentData, until: datetime | None = None) -> pl.DataFram
         events = events.filter((pl.col("timestamp") < until) & (pl.col("exposed_at") < until))
     users = exposures.group_by("user_id").agg(pl.col("arm").first(), pl.len().cast(pl.Float64).alias("exposures"))
     if events.height:
-        users = users.join(events.group_by("user_id").agg(_counts(events)), on="user_id", how="left")
+        users = users.join(events.group_by("user_id").agg(_counts()), on="user_id", how="left")
     else:
         users = users.with_columns(*(pl.lit(0.0).alias(c) for c in COUNTS))
     return users.join(data.pre, on="user_id", how="left").fill_null(0.0).sort("user_id")
@@ -145,7 +140,7 @@ def sequential(
     treatment: str,
     *,
     look_every_s: float = 3600,
-    tau_relative: float = 0.05,
+    tau_relative: float = stats.TAU_RELATIVE,
     alpha: float = 0.05,
 ) -> dict[str, Any]:
     """The metric at each look (cumulative), the fixed-horizon p-value there and the mSPRT's
@@ -164,9 +159,8 @@ def sequential(
         )
     lifts = np.asarray([look["lift"] for look in looks], np.float64)
     variances = np.asarray([look["se"] ** 2 for look in looks], np.float64)
-    tau2 = (tau_relative * abs(looks[-1]["control"])) ** 2 if looks else 0.0
-    valid = np.nan_to_num(variances, nan=0.0)
-    always = stats.always_valid_p(np.nan_to_num(lifts), valid, tau2) if looks else np.ones(0)
+    control_mean = looks[-1]["control"] if looks else 0.0
+    always = stats.sequential_p(lifts, variances, control_mean, tau_relative) if looks else np.ones(0)
     for look, p in zip(looks, always, strict=True):
         look["always_valid_p"] = float(p)
     p_final = float(always[-1]) if looks else 1.0
@@ -174,7 +168,8 @@ def sequential(
     decision = stats.sequential_decision(
         p_final, float(lifts[-1]) if looks else 0.0, higher_is_better=higher, alpha=alpha
     )
-    return {"decision": decision, "p_value": p_final, "looks": looks, "tau": float(np.sqrt(tau2))}
+    tau = float(np.sqrt(stats.mixture_variance(control_mean, tau_relative)))
+    return {"decision": decision, "p_value": p_final, "looks": looks, "tau": tau}
 
 
 def _latency_guardrail(data: ExperimentData, control: str, treatment: str) -> dict[str, Any]:
@@ -244,7 +239,7 @@ def _arm_row(rows: pl.DataFrame, exposures: int) -> dict[str, Any]:
 
 
 def analyze_data(
-    data: ExperimentData, *, alpha: float = 0.05, look_every_s: float = 3600, tau_relative: float = 0.05
+    data: ExperimentData, *, alpha: float = 0.05, look_every_s: float = 3600, tau_relative: float = stats.TAU_RELATIVE
 ) -> dict[str, Any]:
     e = data.experiment
     out: dict[str, Any] = {"experiment": e.name, "status": e.status, "layer": e.layer, "metric": e.metric}
@@ -316,7 +311,7 @@ def analyze(
     pre_days: float = 7,
     alpha: float = 0.05,
     look_every_s: float = 3600,
-    tau_relative: float = 0.05,
+    tau_relative: float = stats.TAU_RELATIVE,
 ) -> dict[str, Any]:
     """The analysis of experiment ``name`` (the ``--json`` of ``feedrec experiment analyze``)."""
     data = load(events, store, name, window_s=window_s, pre_days=pre_days)

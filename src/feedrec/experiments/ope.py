@@ -172,7 +172,6 @@ def _per_request(log: Logged) -> dict[str, Any]:
         kn = int(log.slots[row])
         prop_shown[row, :kn] = log.tables[row][log.shown_rank[row, :kn], np.arange(kn)]
     theta = _examination(log, prop_shown, shown_score)
-    prop_target = np.zeros((n, k))
     pbm = np.zeros(n)
     reward_target = np.zeros((n, k))
 
@@ -180,8 +179,6 @@ def _per_request(log: Logged) -> dict[str, Any]:
         table, kn = log.tables[row], int(log.slots[row])
         for j in range(kn):
             t = log.target_rank[row, j]
-            if t >= 0 and t < table.shape[0]:
-                prop_target[row, j] = table[t, j]
             score = filled[row, t] if t >= 0 else floor[row]
             reward_target[row, j] = theta[j] * score
         # PBM: a click on the item shown at j' counts with the policy's examination of that item

@@ -125,6 +125,22 @@ def always_valid_p(lifts: np.ndarray, variances: np.ndarray, tau2: float) -> np.
     return np.minimum.accumulate(np.exp(-np.maximum(logs, 0.0)))
 
 
+TAU_RELATIVE = 0.05  # the mSPRT is tuned for effects of about 5 % of the control's mean
+
+
+def mixture_variance(control_mean: float, tau_relative: float = TAU_RELATIVE) -> float:
+    """The mSPRT's mixture variance tau^2 = (tau_relative x |control mean|)^2."""
+    return float((tau_relative * abs(control_mean)) ** 2)
+
+
+def sequential_p(
+    lifts: np.ndarray, variances: np.ndarray, control_mean: float, tau_relative: float = TAU_RELATIVE
+) -> np.ndarray:
+    """``always_valid_p`` at each look, with ``mixture_variance``; a look without an estimate yet
+    (NaN: too few users) counts as no evidence."""
+    return always_valid_p(np.nan_to_num(lifts), np.nan_to_num(variances), mixture_variance(control_mean, tau_relative))
+
+
 def sequential_decision(p_value: float, lift: float, *, higher_is_better: bool, alpha: float = 0.05) -> str:
     """continue (not significant yet), ship (significantly better) or stop (significantly worse)."""
     if not p_value < alpha:
