@@ -42,9 +42,8 @@ from scipy.stats import kstest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, write_result
-from bench_loop import free_port, prepare_base
+from bench_loop import base_of, free_port, natural_speed
 from feedrec.data.store import LocalEventStore
-from feedrec.data.world import World
 from feedrec.experiments import stats
 from feedrec.experiments.analysis import ExperimentData, _looks, analyze, compare_metric, load, per_user
 from feedrec.experiments.assignment import buckets
@@ -182,8 +181,7 @@ def rerandomized(data: ExperimentData, salts: int, alpha: float = 0.05) -> dict[
             lifts.append(cmp["lift"])
             variances.append(cmp["se"] ** 2)
             fixed.append(cmp["p_value"])
-        tau2 = (0.05 * c.mean) ** 2
-        always = stats.always_valid_p(np.nan_to_num(lifts), np.nan_to_num(variances), tau2)
+        always = stats.sequential_p(np.asarray(lifts), np.asarray(variances), c.mean)
         rejected["msprt_any_look"] += bool((always < alpha).any())
         rejected["fixed_any_look"] += bool((np.nan_to_num(fixed, nan=1.0) < alpha).any())
         rejected["fixed_last_look"] += fixed[-1] < alpha
@@ -255,6 +253,7 @@ def users_needed(out: Path, ab_summary: dict[str, Any], reps: int = 200, alpha: 
         il_data.exposures.select("user_id").unique()
         .join(credited.group_by("user_id").agg((pl.col("team") == "A").sum().alias("a"), (pl.col("team") == "B").sum().alias("b")), on="user_id", how="left")
         .fill_null(0)
+        .sort("user_id")  # group_by and unique do not keep an order: the subsamples must be reproducible
     )  # fmt: skip
     a, b = per["a"].to_numpy(), per["b"].to_numpy()
 
@@ -309,12 +308,8 @@ def main() -> None:
     parser.add_argument("--salts", type=int, default=1000)
     parser.add_argument("--keep", action="store_true", help="reuse the runs' logs (traffic.json in each)")
     args = parser.parse_args()
-    base, world = args.loop / "base", args.loop / "sim" / "world"
-    if not (base / "versions.json").exists():
-        prepare_base(args.loop, 20_000, 50_000, 14, sim_days=6)
-    versions = json.loads((base / "versions.json").read_text())
-    natural = float(World.load(world).activity.sum()) / 24  # the world's sessions per simulated hour
-    speed = args.rps / natural
+    base, world, versions = base_of(args.loop)
+    speed = natural_speed(world, args.rps)
     cfg = TrafficConfig(url="http://127.0.0.1", seconds=args.days * 24 / speed, rps=args.rps, speed=speed, seed=21)
     args.out.mkdir(parents=True, exist_ok=True)
     full, retrieval, popularity = (

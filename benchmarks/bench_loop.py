@@ -151,6 +151,21 @@ def prepare_base(out: Path, users: int, items: int, days: int, *, sim_days: int)
     return versions
 
 
+def base_of(out: Path) -> tuple[Path, Path, dict[str, str]]:
+    """The base workspace, the world's folder and the trained versions under bench_loop's
+    ``out`` (made with the issue's sizes when missing), for the benchmarks that build on it."""
+    base, world = out / "base", out / "sim" / "world"
+    if not (base / "versions.json").exists():
+        prepare_base(out, 20_000, 50_000, 14, sim_days=6)
+    return base, world, json.loads((base / "versions.json").read_text())
+
+
+def natural_speed(world: Path, rps: float) -> float:
+    """Simulated hours per wall second at which ``rps`` sessions per second is the world's own
+    session rate (its users' activity: sessions per simulated day)."""
+    return rps / (float(World.load(world).activity.sum()) / 24)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--users", type=int, default=20_000)
@@ -196,8 +211,7 @@ def main() -> None:
     for src, dst in ((base, live_ws), (sim / "world", live_world)):
         shutil.rmtree(dst, ignore_errors=True)
         shutil.copytree(src, dst)
-    natural = World.load(sim / "world").activity.sum() / 24  # the world's sessions per simulated hour
-    live_speed = args.retrain_rps / natural
+    live_speed = natural_speed(sim / "world", args.retrain_rps)
     live_cfg = TrafficConfig(
         url="http://127.0.0.1",
         seconds=args.live_days * 24 / live_speed,

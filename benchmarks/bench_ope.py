@@ -36,9 +36,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, write_result
-from bench_loop import free_port, prepare_base
+from bench_loop import base_of, free_port, natural_speed
 from feedrec.data.store import LocalEventStore
-from feedrec.data.world import World
 from feedrec.experiments import ope
 from feedrec.experiments.store import ExperimentStore
 from feedrec.loop.demo import serving
@@ -57,17 +56,13 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=20)
     parser.add_argument("--fresh", action="store_true", help="each repetition from the world's start state")
     args = parser.parse_args()
-    base, world_src = args.loop / "base", args.loop / "sim" / "world"
-    if not (base / "versions.json").exists():
-        prepare_base(args.loop, 20_000, 50_000, 14, sim_days=6)
-    versions = json.loads((base / "versions.json").read_text())
+    base, world_src, versions = base_of(args.loop)
     logging_version, target = versions["feedrec_realtime_ranker"], versions[args.target]
     arms = [
         {"name": "log", "version": logging_version, "explore": args.temperature, "explore_top": args.top, "shadow": [target]},
         {"name": "live", "version": target},
     ]  # fmt: skip
-    natural = float(World.load(world_src).activity.sum()) / 24
-    speed = args.rps / natural
+    speed = natural_speed(world_src, args.rps)
     ws, world = args.out / "ws", args.out / "world"
 
     def fresh() -> ExperimentStore:
