@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import polars as pl
 
 from feedrec.config import SimulatorConfig
 from feedrec.data.interactions import Interactions
-from feedrec.data.simulator import simulate
+from feedrec.data.simulator import SimulatedFeed, simulate
 from feedrec.data.store import LocalEventStore
 from feedrec.features.definitions import schema_hash
 from feedrec.models.retrieval.covisit import CovisitRecommender
@@ -53,6 +54,20 @@ def build_workspace(ws: Path) -> Path:
     registry.promote("v0001")
     registry.register(CovisitRecommender().fit(Interactions.from_frame(positives)), _manifest("v0002", "covisit"))
     return ws
+
+
+def live_workspace(root: Path, seed: int) -> tuple[Path, Path, SimulatedFeed]:
+    """A small world for live traffic (150 users, 300 items, 6 logged days) under ``root``: its
+    log and items stored in ``root/ws``, the world saved to ``root/world``. Returns (workspace,
+    world, the simulated feed); the caller registers the bundles."""
+    feed = simulate(SimulatorConfig(n_users=150, n_items=300, days=6, seed=seed, sessions_per_user_day=2.0))
+    files = feed.write(root / "sim")
+    ws = root / "ws"
+    store = LocalEventStore(ws)
+    store.append(feed.events)
+    store.put_items(feed.items)
+    shutil.copytree(files["world"], root / "world")
+    return ws, root / "world", feed
 
 
 def _start_server(workspace: Path, **env: str) -> tuple[subprocess.Popen[bytes], str]:

@@ -5,7 +5,6 @@ traffic harness saw."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -15,16 +14,13 @@ import httpx
 import polars as pl
 import pytest
 
-from feedrec.config import SimulatorConfig
 from feedrec.data.interactions import Interactions
-from feedrec.data.simulator import simulate
-from feedrec.data.store import LocalEventStore
 from feedrec.experiments.exposures import read_exposures
 from feedrec.loop.traffic import TrafficConfig, run_traffic
 from feedrec.models.retrieval.covisit import CovisitRecommender
 from feedrec.models.retrieval.popularity import PopularityRecommender
 from feedrec.registry import LocalRegistry
-from tests.integration.servers import _manifest, serving
+from tests.integration.servers import _manifest, live_workspace, serving
 
 pytestmark = pytest.mark.integration
 PROBES = [f"probe-{n}" for n in range(40)]  # not the world's users: their feeds are not the traffic's
@@ -45,20 +41,13 @@ def _until(condition, what: str, timeout: float = 20.0) -> None:  # type: ignore
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("exp")
-    feed = simulate(SimulatorConfig(n_users=150, n_items=300, days=6, seed=5, sessions_per_user_day=2.0))
-    files = feed.write(root / "sim")
-    ws = root / "ws"
-    store = LocalEventStore(ws)
-    store.append(feed.events)
-    store.put_items(feed.items)
+    ws, world_dir, feed = live_workspace(tmp_path_factory.mktemp("exp"), seed=5)
     clicks = Interactions.from_frame(pl.DataFrame(pl.from_arrow(feed.events)).filter(pl.col("type") == "click"))
     registry = LocalRegistry(ws / "registry")
     registry.register(PopularityRecommender().fit(clicks), _manifest("v0001", "popularity"))
     registry.register(CovisitRecommender().fit(clicks), _manifest("v0002", "covisit"))
     registry.promote("v0001")
-    shutil.copytree(files["world"], root / "world")
-    return ws, root / "world"
+    return ws, world_dir
 
 
 def test_an_ab_test_on_a_live_server_from_start_to_analysis(world: tuple[Path, Path]):

@@ -5,7 +5,6 @@ builder's point-in-time recomputation for the same requests."""
 from __future__ import annotations
 
 import json
-import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,9 +12,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from feedrec.config import SimulatorConfig
 from feedrec.data.interactions import Interactions
-from feedrec.data.simulator import simulate
 from feedrec.data.store import LocalEventStore
 from feedrec.features.offline import build_features
 from feedrec.loop.traffic import TrafficConfig, run_traffic
@@ -23,20 +20,14 @@ from feedrec.models import model_for_tests
 from feedrec.models.feed import FeedRecommender
 from feedrec.offline.realtime import fit_realtime_ranker
 from feedrec.registry import LocalRegistry
-from tests.integration.servers import _manifest, serving
+from tests.integration.servers import _manifest, live_workspace, serving
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
-    root = tmp_path_factory.mktemp("loop")
-    feed = simulate(SimulatorConfig(n_users=150, n_items=300, days=6, seed=11, sessions_per_user_day=2.0))
-    files = feed.write(root / "sim")
-    ws = root / "ws"
-    store = LocalEventStore(ws)
-    store.append(feed.events)
-    store.put_items(feed.items)
+    ws, world, feed = live_workspace(tmp_path_factory.mktemp("loop"), seed=11)
     events = pl.DataFrame(pl.from_arrow(feed.events))
     items = pl.DataFrame(pl.from_arrow(feed.items))
     model = model_for_tests("feedrec")
@@ -46,8 +37,6 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     registry = LocalRegistry(ws / "registry")
     registry.register(model, _manifest("v0001", "feedrec"))
     registry.promote("v0001")
-    world = root / "world"
-    shutil.copytree(files["world"], world)
     # One session at a time: each session's events are stored (and folded in) before the next
     # asks for its feed, so the server's features are exactly the point-in-time ones.
     cfg = TrafficConfig(url="http://127.0.0.1", seconds=4, rps=25, speed=2.0, concurrency=1, seed=3)
