@@ -13,6 +13,7 @@ import typer
 
 from feedrec import render
 from feedrec.cli_experiments import experiment_app, ope
+from feedrec.cli_monitor import monitor
 from feedrec.config import ConfigError, FeedrecConfig, load_config
 from feedrec.console import ConfigOpt, JsonOpt, SetOpt, WorkspaceOpt, err, out
 from feedrec.console import emit as _emit
@@ -240,6 +241,7 @@ def train_cmd(
 
 app.add_typer(experiment_app, name="experiment")
 app.command("ope")(ope)
+app.command("monitor")(monitor)
 
 models_app = typer.Typer(help="The model registry: list, show, promote, roll back bundles.", no_args_is_help=True)
 app.add_typer(models_app, name="models")

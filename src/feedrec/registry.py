@@ -16,7 +16,7 @@ import os
 import shutil
 import subprocess
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -113,7 +113,20 @@ class ModelRegistry(ABC):
         """Every change of production, in the order it took effect."""
 
     @abstractmethod
-    def register(self, model: Recommender, manifest: Manifest, report_html: str | None = None) -> Manifest: ...
+    def register(
+        self,
+        model: Recommender,
+        manifest: Manifest,
+        report_html: str | None = None,
+        *,
+        artifacts: Mapping[str, str] | None = None,
+    ) -> Manifest:
+        """Store a bundle whole: the model, its manifest, its report and named text ``artifacts``
+        (its reference profile for monitoring, ``profile.json``)."""
+
+    @abstractmethod
+    def artifact(self, version: str, name: str) -> str | None:
+        """The text of ``version``'s artifact ``name``; None when the bundle has none of that name."""
 
     @abstractmethod
     def list(self) -> list[Manifest]: ...
@@ -152,7 +165,14 @@ class LocalRegistry(ModelRegistry):
         tmp.write_text(json.dumps(payload, indent=2, default=str))
         os.replace(tmp, path)
 
-    def register(self, model: Recommender, manifest: Manifest, report_html: str | None = None) -> Manifest:
+    def register(
+        self,
+        model: Recommender,
+        manifest: Manifest,
+        report_html: str | None = None,
+        *,
+        artifacts: Mapping[str, str] | None = None,
+    ) -> Manifest:
         folder = self.bundles / manifest.version
         if folder.exists():
             raise RegistryError(f"bundle {manifest.version} exists already")
@@ -161,9 +181,17 @@ class LocalRegistry(ModelRegistry):
         model.save(staging / "model")
         if report_html is not None:
             (staging / "report.html").write_text(report_html)
+        for name, text in (artifacts or {}).items():
+            if Path(name).name != name or name in ("manifest.json", "report.html", "model"):
+                raise RegistryError(f"artifact name {name!r} must be a plain file name of its own")
+            (staging / name).write_text(text)
         self._write_json(staging / "manifest.json", asdict(manifest))
         os.replace(staging, folder)  # a bundle appears whole or not at all
         return manifest
+
+    def artifact(self, version: str, name: str) -> str | None:
+        path = self.bundles / self.get(version).version / name
+        return path.read_text() if Path(name).name == name and path.is_file() else None
 
     def list(self) -> list[Manifest]:
         current = self.production()

@@ -276,3 +276,32 @@ def ope_table(policy: str, result: dict[str, Any]) -> Table:
     for name, e in result["estimators"].items():
         table.add_row(name, f"{e['ctr']:.4f}", f"[{e['ci_low']:.4f}, {e['ci_high']:.4f}]", f"{e['se']:.4f}")
     return table
+
+
+def monitor_tables(result: dict[str, Any]) -> list[Table]:
+    """``feedrec monitor``: the drift of each feature (drifted first, then by PSI), the
+    prediction, calibration, skew, online engagement and the alerts."""
+    window = result["window"]
+    drift = Table(
+        title=f"drift vs {result['reference']} · {window['start']} → {window['end']} · {result['rows']:,} rows"
+    )
+    for col in ("feature", "psi", "kl", "js", "test", "p", "drifted"):
+        drift.add_column(col, justify="left" if col in ("feature", "test") else "right")
+    rows = sorted(result["features"].items(), key=lambda kv: (not kv[1]["drifted"], -kv[1]["psi"]))
+    for name, s in [*rows, ("prediction", result["prediction"])]:
+        mark = "[red]yes[/]" if s["drifted"] else "no"
+        drift.add_row(name, _num(s["psi"]), _num(s["kl"]), _num(s["js"]), s["test"], _num(s["p_value"], 3), mark)
+    health = Table(title="calibration · skew · online")
+    health.add_column("check")
+    health.add_column("value", justify="right")
+    cal, skew, online = result["calibration"], result["skew"], result["online"]
+    health.add_row("ECE (logged predictions vs clicks)", _num(cal["ece"]))
+    health.add_row("mean prediction / observed CTR", f"{_num(cal['mean_prediction'])} / {_num(cal['ctr'])}")
+    health.add_row(f"skew: features flagged ({skew['requests']} requests)", ", ".join(skew["flagged"]) or "none")
+    health.add_row("online CTR", _num(online["ctr"]))
+    alerts = Table(title=f"alerts ({len(result['alerts'])})")
+    for col in ("kind", "feature", "statistic", "value", "threshold", "time"):
+        alerts.add_column(col)
+    for a in result["alerts"]:
+        alerts.add_row(a["kind"], a["feature"] or "", a["statistic"], _num(a["value"]), _num(a["threshold"]), a["time"])
+    return [drift, health, alerts]

@@ -14,10 +14,12 @@ import pytest
 
 from feedrec.data.interactions import Interactions
 from feedrec.data.store import LocalEventStore
+from feedrec.features.definitions import FEATURE_NAMES
 from feedrec.features.offline import build_features
 from feedrec.loop.traffic import TrafficConfig, run_traffic
 from feedrec.models import model_for_tests
 from feedrec.models.feed import FeedRecommender
+from feedrec.monitoring.featurelog import read_feature_log
 from feedrec.offline.realtime import fit_realtime_ranker
 from feedrec.registry import LocalRegistry
 from tests.integration.servers import _manifest, live_workspace, serving
@@ -81,31 +83,29 @@ def test_every_posted_event_is_in_the_store_with_its_request_and_position(live):
 
 
 def test_the_features_the_server_ranked_with_equal_the_point_in_time_ones(live):
+    """The feature log (every feed sampled here) against the offline builder's recomputation."""
+    logged = read_feature_log(live["ws"] / "serving" / "features")
     served = [json.loads(line) for line in (live["ws"] / "serving" / "impressions.jsonl").read_text().splitlines()]
-    logged = [r for r in served if r.get("features")]
-    assert len(logged) == len(served) > 5
-    events = _store_events(live["ws"])
+    assert logged["request_id"].n_unique() == len(served) > 5
+    queries = logged.select(
+        "user_id",
+        "item_id",
+        pl.col("time").alias("timestamp"),
+        "surface",
+        pl.col("slot").cast(pl.Int32).alias("position"),
+    )
+    offline = build_features(queries, _store_events(live["ws"]), live["items"])
     checked = 0
-    for record in logged:
-        n = len(record["items"])
-        queries = pl.DataFrame(
-            {
-                "user_id": [record["user_id"]] * n,
-                "item_id": record["items"],
-                "timestamp": [record["time"]] * n,
-                "surface": [record["surface"]] * n,
-                "position": [0] * n,
-            }
-        ).with_columns(pl.col("timestamp").str.to_datetime(time_zone="UTC").dt.cast_time_unit("us"))
-        offline = build_features(queries, events, live["items"])
-        for name, values in record["features"].items():
-            if name.startswith("pair_") or name == "surface":
-                continue  # the sources' scores and the surface code are not online-store features
-            want = offline[name].to_numpy().astype(np.float64)
-            got = np.asarray([np.nan if v is None else v for v in values], np.float64)
-            np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6, equal_nan=True, err_msg=name)
-            checked += 1
-    assert checked > 100
+    for name in FEATURE_NAMES:
+        if name == "surface":
+            continue  # the surface code is the ranker's, not an online-store feature
+        want = offline[name].cast(pl.Float64).to_numpy()
+        got = logged[name].cast(pl.Float64).to_numpy()
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6, equal_nan=True, err_msg=name)
+        checked += 1
+    assert checked == len(FEATURE_NAMES) - 1 and logged.height > 50
+    # The logged prediction is the ranker's P(click) at the slot the item was served in.
+    assert logged["prediction"].is_between(0, 1).all()
 
 
 def test_a_drift_starts_when_asked_and_an_unsaved_run_leaves_the_world_as_it_was(live):

@@ -145,11 +145,26 @@ def test_the_service_holds_several_bundles_and_serves_each_by_version(tmp_path: 
         service.close()
 
 
-def test_served_features_line_up_with_the_feed_even_for_items_the_ranker_did_not_score():
-    from feedrec.online.service import FeedItem, _served_features
+def test_logged_features_line_up_with_the_feed_even_for_items_the_ranker_did_not_score(tmp_path):
+    from types import SimpleNamespace
 
-    record = {"items": ["a", "b"], "names": ["f", "g"], "matrix": np.array([[1.0, np.nan], [2.0, 3.0]])}
+    from feedrec.monitoring.featurelog import FeatureLog, read_feature_log
+    from feedrec.online.service import FeedItem, FeedService
+
+    names = ["f", "position"]
+    record = {
+        "items": ["a", "b"],
+        "names": names,
+        "matrix": np.array([[1.0, 0.0], [2.0, 0.0]]),
+        "predict": lambda x: x[:, 0] / 10,
+    }
     feed = [FeedItem("b", 0.9, "als", "personalized"), FeedItem("pinned", 0.0, "rule", "personalized")]
     feed.append(FeedItem("a", 0.5, "als", "personalized"))
-    assert _served_features(record, feed) == {"f": [2.0, None, 1.0], "g": [3.0, None, None]}
-    assert _served_features({}, feed) is None and _served_features(None, feed) is None
+    fake = SimpleNamespace(feature_log=FeatureLog(tmp_path, flush_interval_s=3600))
+    FeedService._log_features(fake, "r1", "u1", "home", feed, "v0001", 1_700_000_000.0, record)  # type: ignore[arg-type]
+    fake.feature_log.close()
+    rows = read_feature_log(tmp_path)
+    # The pinned item was not scored: not logged; the others keep the slots they were served in.
+    assert rows["item_id"].to_list() == ["b", "a"] and rows["slot"].to_list() == [0, 2]
+    assert rows["f"].to_list() == [2.0, 1.0] and rows["position"].to_list() == [0.0, 2.0]
+    assert rows["prediction"].to_list() == pytest.approx([0.2, 0.1])

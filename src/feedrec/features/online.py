@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from feedrec.features.assemble import Queries, assemble, compute
-from feedrec.features.definitions import FEATURE_NAMES, WINDOWS
+from feedrec.features.definitions import COUNTERS, FEATURE_NAMES, WINDOWS
 from feedrec.features.keys import event_streams, item_lookup
 
 MAX_WINDOW_US = max(WINDOWS.values()) * 1_000_000
@@ -49,6 +49,12 @@ class OnlineFeatureStore(ABC):
     def meta(self) -> dict[str, Any]:
         """The ``meta`` of the snapshot this store was loaded from ({} when none)."""
         return {}
+
+    def freeze(self, counters: list[str]) -> None:
+        """Fault injection (``FEEDREC_FAULT_FROZEN_COUNTERS``): stop folding the events that the
+        named counters count, as a broken feature pipeline would. Every feature fed by the same
+        stream (the counter's other windows, the ratios over them) freezes with it."""
+        raise NotImplementedError(f"{type(self).__name__} cannot freeze counters")
 
     def request_features(
         self, user_id: str, item_ids: np.ndarray, ts_us: int, surface: str | None, position: int
@@ -79,6 +85,7 @@ class LocalOnlineStore(OnlineFeatureStore):
         self._latest = -(2**62)
         self._pruned_at = -(2**62)
         self._meta: dict[str, Any] = {}
+        self._frozen: list[tuple[str, str]] = []
         if path is not None and path.exists():
             self._load(path)
 
@@ -86,8 +93,18 @@ class LocalOnlineStore(OnlineFeatureStore):
     def meta(self) -> dict[str, Any]:
         return self._meta
 
+    def freeze(self, counters: list[str]) -> None:
+        by_name = {c.name: c for c in COUNTERS}
+        unknown = [name for name in counters if name not in by_name]
+        if unknown:
+            raise ValueError(f"cannot freeze {unknown}: not counters; counters: {sorted(by_name)}")
+        self._frozen = [(f"{by_name[n].entity}|", f"|{by_name[n].event_type}") for n in counters]
+
     def update(self, events: pl.DataFrame) -> int:
         streams = event_streams(events, self.items)
+        for prefix, suffix in self._frozen:
+            key = pl.col("key")
+            streams = streams.filter(~(key.str.starts_with(prefix) & key.str.ends_with(suffix)))
         added = streams.height
         if added > 1000:  # a backfill: one group-by, then a merge per key
             grouped = streams.group_by("key").agg(pl.col("ts").sort())

@@ -18,16 +18,24 @@ from feedrec.loop.traffic import Progress, TrafficConfig, TrafficResult, run_tra
 
 
 @contextmanager
-def serving(workspace: Path, port: int, *, workers: int = 1, log: IO[str] | None = None) -> Iterator[str]:
+def serving(
+    workspace: Path,
+    port: int,
+    *,
+    workers: int = 1,
+    log: IO[str] | None = None,
+    env: dict[str, str] | None = None,
+) -> Iterator[str]:
     """``feedrec serve`` on ``workspace`` (no watcher: the bundle promoted before it starts serves
-    throughout) for the block; yields its URL once it is ready, stops it after."""
+    throughout; ``env``: more FEEDREC_* settings) for the block; yields its URL once it is ready,
+    stops it after."""
     url = f"http://127.0.0.1:{port}"
     command = [sys.executable, "-m", "feedrec.cli", "serve", "-w", str(workspace), "--port", str(port)]
     proc = subprocess.Popen(
         [*command, "--workers", str(workers)],
         stdout=log if log is not None else subprocess.DEVNULL,
         stderr=subprocess.STDOUT if log is not None else subprocess.PIPE,
-        env=os.environ | {"FEEDREC_WATCH_INTERVAL_S": "0"},
+        env=os.environ | {"FEEDREC_WATCH_INTERVAL_S": "0"} | (env or {}),
     )
     try:
         for _ in range(1200):

@@ -265,7 +265,7 @@ class FeedRecommender(Recommender):
             x = self.realtime_matrix(users, c.take(keep), context)
             if context.record is not None:
                 items = self.item_ids_[c.item[keep]].tolist()
-                context.record.update(items=items, names=realtime.feature_names, matrix=x)
+                context.record.update(items=items, names=realtime.feature_names, matrix=x, predict=realtime.predict)
             scores = -2.0 + 1.0 / (1.0 + np.exp(-np.asarray(c.rrf, np.float64)))  # in (-2, -1): below any P
             scores[keep] = realtime.predict(x)
             return scores

@@ -18,6 +18,7 @@ from feedrec.data.validation import validate_events
 from feedrec.logs import get_logger
 from feedrec.models.base import Recommender
 from feedrec.models.feed import FeedRecommender
+from feedrec.monitoring.profile import profile_artifacts
 from feedrec.offline.cold_start import ColdStartReport, evaluate_cold_start
 from feedrec.offline.protocol import EvalReport, dedupe_earliest, run_protocol
 from feedrec.offline.ranking_eval import RankerReport, evaluate_rankers
@@ -190,7 +191,8 @@ def demo(cfg: FeedrecConfig, *, on_stage: Callable[[str], None], progress: Progr
         manifest = build_manifest(
             registry.next_version(), SERVED_MODEL, events, cfg, {"test": report.models[SERVED_MODEL]}
         )
-        registry.register(fitted[SERVED_MODEL], manifest, render_report(manifest, rankers))
+        model = fitted[SERVED_MODEL]
+        registry.register(model, manifest, render_report(manifest, rankers), artifacts=profile_artifacts(model))
         registry.promote(manifest.version, reason="feedrec demo")
         version = manifest.version
     return DemoResult(files, feed.events.num_rows, ingested, sizes, report, rankers, space.root, version)

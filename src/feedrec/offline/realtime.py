@@ -32,6 +32,7 @@ from feedrec.models.ranking.calibration import Calibrator
 from feedrec.models.ranking.gbdt import GBDTRanker
 from feedrec.models.ranking.realtime import NUMERIC_FEATURES, RealtimeRanker
 from feedrec.models.retrieval.candidates import CandidateRecommender
+from feedrec.monitoring.profile import build_profile
 from feedrec.offline.ranking_eval import impression_dataset, impression_gbdt
 from feedrec.offline.split import assert_no_leakage
 from feedrec.schemas import POSITIVE_EVENT_TYPES
@@ -102,6 +103,17 @@ def fit_realtime_ranker(
     ranker = RealtimeRanker(booster, calibrator, surfaces, sources, ranked)
     model.realtime_ = ranker
     y_test, p_test = y[part["test"]], ranker.predict(x[part["test"]])
+    # The reference ``feedrec monitor`` compares serving with: the training rows' features, the
+    # held-out rows' predictions and calibration (stored in the bundle by ``feedrec train``).
+    train_rows = data.filter(part["train"])
+    columns = shell.feature_names
+    ranker.profile = build_profile(
+        {name: x[part["train"], j] for j, name in enumerate(columns) if name != "surface"},
+        {"surface": train_rows["surface"].to_list()},
+        p_test,
+        y_test,
+        seed=seed,
+    )
     if y_test.size == 0 or len(np.unique(y_test)) < 2:
         return {"rows": float(n)}
     return {

@@ -27,6 +27,7 @@ from feedrec.models import build_model
 from feedrec.models.base import Recommender
 from feedrec.models.feed import FeedRecommender
 from feedrec.models.retrieval.candidates import reusing_fits
+from feedrec.monitoring.profile import profile_artifacts
 from feedrec.offline.jobs import load_store_side
 from feedrec.offline.protocol import (
     dedupe_earliest,
@@ -175,7 +176,7 @@ def train(
     manifest.data_window["split"] = cuts  # where train, validation and test began and ended
     decision = gate_decision(manifest, registry.production(), policy or GatePolicy(metric=f"ndcg@{cfg.eval.k}"))
     manifest.gate = decision
-    registry.register(model, manifest, render_report(manifest, ranker))
+    registry.register(model, manifest, render_report(manifest, ranker), artifacts=profile_artifacts(model))
     if decision["promote"]:
         registry.promote(manifest.version, reason=decision["reason"])
     clock.stop()

@@ -27,6 +27,7 @@ from starlette.types import Scope
 
 from feedrec import __version__
 from feedrec.config import load_config
+from feedrec.monitoring import latest_file
 from feedrec.online.admin import AdminQueue
 from feedrec.online.http import Guard
 from feedrec.online.routes import admin, events, feed, probes
@@ -41,10 +42,11 @@ def create_app(settings: ServeSettings | None = None, service: FeedService | Non
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         limit_inference_threads(settings.inference_threads)
-        metrics = Metrics()
+        running = service or _build_service(settings)
+        metrics = Metrics(monitor_file=latest_file(running.workspace))
         app.state.settings, app.state.metrics = settings, metrics
         app.state.admin = AdminQueue(settings.admin_timeout_s)
-        app.state.service = running = service or _build_service(settings)
+        app.state.service = running
         bundle = running.try_reload()
         running.refresh_experiments()
         metrics.set_model(bundle.version if bundle else None)
@@ -103,6 +105,8 @@ def _build_service(settings: ServeSettings) -> FeedService:
         start_position=settings.start_position,
         clock=settings.clock,
         feature_log_rate=settings.feature_log_rate,
+        feature_log_max_bytes=settings.feature_log_max_bytes,
+        frozen_counters=settings.fault_frozen_counters,
         served_log_max_bytes=settings.served_log_max_bytes,
         served_log_keep=settings.served_log_keep,
     )

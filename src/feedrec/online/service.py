@@ -41,6 +41,7 @@ from feedrec.experiments.interleave import team_draft
 from feedrec.features.definitions import WINDOWS
 from feedrec.logs import get_logger
 from feedrec.models.base import PAD_ID, Recommender, RequestContext
+from feedrec.monitoring.featurelog import FeatureLog
 from feedrec.online.batch import PrecomputedFeeds
 from feedrec.online.ingest import EventWriter, Outcome, Rejected
 from feedrec.online.servedlog import RotatingLog
@@ -149,6 +150,8 @@ class FeedService:
         start_position: int | None = None,
         clock: str = "events",
         feature_log_rate: float = 0.0,
+        feature_log_max_bytes: int = 256 * 2**20,
+        frozen_counters: Collection[str] = (),
     ) -> None:
         self.workspace = Path(workspace)
         self.precomputed = PrecomputedFeeds(precomputed) if precomputed is not None else None
@@ -165,6 +168,8 @@ class FeedService:
         self._own: set[int] = set()
         self._event_time: float | None = None  # the latest event time stored or folded in (epoch s)
         self._backfill()
+        if frozen_counters:  # fault injection: from here on these counters stop updating
+            self.features.freeze(list(frozen_counters))
         self.budgets = budgets or Budgets()
         self.snapshot_every_s = snapshot_every_s
         self._last_snapshot = time.monotonic()  # the first snapshot waits its interval too
@@ -190,6 +195,7 @@ class FeedService:
             raise ValueError(f"clock must be wall or events, not {clock!r}")
         self.clock = clock
         self.feature_log_rate = feature_log_rate
+        self.feature_log = FeatureLog(self.space.serving_dir / "features", max_bytes=feature_log_max_bytes)
         self._feature_rng = random.Random(0)
         self.writer = EventWriter(
             self.store, self._fold_own, rules=rules, max_pending=max_pending_batches, append_lock=self._write_lock
@@ -261,6 +267,7 @@ class FeedService:
             self.features.save(meta=self._snapshot_meta())
         self._pool.shutdown(wait=False, cancel_futures=True)
         self.served_log.close()
+        self.feature_log.close()
         self.exposures.close()
 
     # -- model -----------------------------------------------------------------------------------
@@ -390,7 +397,9 @@ class FeedService:
             items, why, stages, extra = self._for_ope(bundle, arm, user_id, k, surface, at, request_id, record)
         else:
             items, why, stages = self._personal(bundle, user_id, k, surface, at, record)
-        self._log_served(request_id, user_id, surface, items, bundle.version, at, _served_features(record, items))
+        self._log_served(request_id, user_id, surface, items, bundle.version, at)
+        if record and "matrix" in record:
+            self._log_features(request_id, user_id, surface, items, bundle.version, at, record)
         feed = Feed(request_id, user_id, bundle.version, items, why is not None, 0.0, why, stages)
         return self._finish(feed, assignment, at, start, extra=extra)
 
@@ -559,7 +568,6 @@ class FeedService:
         items: list[FeedItem],
         version: str,
         at: float | None,
-        features: dict[str, list[float | None]] | None = None,
     ) -> None:
         """Append what was served (the impressions to come) for monitoring; not fsync'ed, not events.
         ``time`` is the request's moment (the world's clock in a simulation), ``served_at`` the wall's."""
@@ -572,9 +580,35 @@ class FeedService:
             "model_version": version,
             "items": [i.item_id for i in items],
         }
-        if features is not None:
-            record["features"] = features
         self.served_log.write(json.dumps(record) + "\n")
+
+    def _log_features(
+        self,
+        request_id: str,
+        user_id: str,
+        surface: str | None,
+        items: list[FeedItem],
+        version: str,
+        at: float | None,
+        record: dict[str, Any],
+    ) -> None:
+        """Queue a sampled feed's ranker inputs for the feature log (``feedrec.monitoring.featurelog``):
+        the served items the real-time ranker scored (not a pinned one, nor one past ``realtime_top``)."""
+        row_of = {item: n for n, item in enumerate(record["items"])}
+        slots = [n for n, i in enumerate(items) if i.item_id in row_of]
+        served = [items[n].item_id for n in slots]
+        self.feature_log.add(
+            request_id=request_id,
+            time=time.time() if at is None else at,
+            user_id=user_id,
+            version=version,
+            surface=surface,
+            items=served,
+            slots=slots,
+            names=list(record["names"]),
+            matrix=record["matrix"][[row_of[i] for i in served]],
+            predict=record["predict"],
+        )
 
     # -- events ----------------------------------------------------------------------------------
     def submit_events(self, events: list[Event], *, timeout_s: float = 5.0) -> Future[Outcome | Rejected]:
@@ -622,22 +656,6 @@ class FeedService:
         latest = events["timestamp"].max() if events.height else None
         if isinstance(latest, datetime):
             self._event_time = max(self._event_time or 0.0, latest.timestamp())
-
-
-def _served_features(record: dict[str, Any] | None, items: list[FeedItem]) -> dict[str, list[float | None]] | None:
-    """The real-time ranker's inputs for the served items (name -> one value per served item, in
-    feed order; None where missing, or for an item it did not score: a pinned one, or one past
-    ``realtime_top``), from what ``rank`` recorded; None when it recorded nothing (not sampled,
-    or another ranker served)."""
-    if not record or "matrix" not in record:
-        return None
-    row_of = {item: n for n, item in enumerate(record["items"])}
-    matrix = record["matrix"]
-    rows = [row_of.get(i.item_id) for i in items]
-    return {
-        name: [None if r is None or not np.isfinite(matrix[r, j]) else float(matrix[r, j]) for r in rows]
-        for j, name in enumerate(record["names"])
-    }
 
 
 def _freeze_heap() -> None:

@@ -50,9 +50,14 @@ class ServeSettings(BaseSettings):
     # time this server has stored or folded in, so a simulated world's clock is never mixed with
     # the wall's) or `wall` (the wall clock: a deployment that wants time to pass without events).
     clock: Literal["wall", "events"] = "events"
-    # The share of feeds ranked by the real-time ranker whose served items' features go to the
-    # served log (serving/impressions.jsonl, "features"): what serving-skew checks replay.
-    feature_log_rate: float = Field(0.0, ge=0, le=1)
+    # The share of feeds ranked by the real-time ranker whose served items' inputs and predictions go
+    # to the feature log (serving/features/*.parquet): what `feedrec monitor` checks drift, calibration
+    # and skew on. The folder is bounded: past feature_log_max_bytes the oldest files go.
+    feature_log_rate: float = Field(0.1, ge=0, le=1)
+    feature_log_max_bytes: int = Field(256 * 2**20, ge=2**20)
+    # Fault injection, for drills of the skew check: these counters (by feature name) stop updating
+    # online, as a broken feature pipeline would (JSON list, e.g. '["item_clicks_1h"]').
+    fault_frozen_counters: list[str] = Field(default_factory=list)
     config: Path | None = None  # a feedrec YAML config: its `ingest` rules validate posted events
     # The event store's position when `feedrec serve` started (set by it for its workers): each
     # worker folds in everything stored after it, however long that worker takes to start.

@@ -44,6 +44,9 @@ class RealtimeRanker:
         self.surfaces = surfaces
         self.pair_sources = pair_sources
         self.rank_sources = rank_sources or []
+        # The training data's reference profile (``feedrec.monitoring.profile``), set by the fit and
+        # stored beside the bundle by the registry, not with the model.
+        self.profile: dict[str, Any] | None = None
 
     @property
     def feature_names(self) -> list[str]:

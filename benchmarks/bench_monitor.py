@@ -1,0 +1,162 @@
+"""Monitoring in the live loop: does `feedrec monitor` catch a taste shift within 6 simulated hours,
+stay quiet over the same span of a world without one, and flag an online counter that stopped
+updating? (docs/BENCHMARKS.md, "Monitoring: detection, false alarms and silent breakage")
+
+    python benchmarks/bench_monitor.py [--seeds 10] [--keep]
+
+1. A world (3,000 users, 6,000 items, 10 logged days) is simulated and ingested, and the feed
+   pipeline trained on it (v0001).
+2. Warm-up: v0001 serves the world for ``--warmup-days`` simulated days over HTTP, then the
+   pipeline is retrained on everything (log + live days) and the retrained bundle promoted: a
+   deployment in its steady state, whose 7-day counters reflect its own serving, not the
+   simulator's logging policy. It serves one more day (its serving baseline: what drift is
+   measured against, monitor.reference=serving).
+3. From that moment, for each traffic seed, two runs of 6 simulated hours from the same state:
+   the world as it is, and the world whose tastes and topic mix shift as the run starts
+   (``--drift-at now``). After each, `feedrec monitor` judges [start, start + h) for h = 1..6:
+   the first h with an alert is the detection time (shift) or a false alarm (no shift).
+4. Silent breakage: one more 6-hour run, the server started with
+   FEEDREC_FAULT_FROZEN_COUNTERS='["item_clicks_1h"]'; one monitor window over it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import sys
+from datetime import datetime, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_loop import free_port, natural_speed, sh
+from feedrec.loop.demo import serving
+from feedrec.loop.traffic import TrafficConfig, run_traffic
+
+RESULTS = Path(__file__).resolve().parent / "results"
+LOG_ALL = {"FEEDREC_FEATURE_LOG_RATE": "1"}
+
+
+def drive(ws: Path, world: Path, cfg: TrafficConfig, *, save: bool, env: dict[str, str] | None = None) -> dict:
+    with open(ws.parent / f"{ws.name}.serve.log", "a") as log, serving(ws, free_port(), log=log, env=env) as url:
+        result = run_traffic(world, TrafficConfig(**{**cfg.__dict__, "url": url}), save=save)
+    return result.summary
+
+
+def copy(pairs: list[tuple[Path, Path]]) -> None:
+    for src, dst in pairs:
+        shutil.rmtree(dst, ignore_errors=True)
+        shutil.copytree(src, dst)
+
+
+def monitor(ws: Path, since: datetime, until: datetime) -> dict:
+    out = sh("monitor", "-w", str(ws), "--since", since.isoformat(), "--until", until.isoformat(), "--json")
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def prepare(out: Path, args: argparse.Namespace) -> Path:
+    """Steps 1-2: the steady-state workspace and world under ``out/start``; returns it."""
+    shutil.rmtree(out, ignore_errors=True)
+    base, sim = out / "base", out / "sim"
+    sh("simulate", "--users", str(args.users), "--items", str(args.items), "--days", "10", "--out", str(sim),
+       "--set", f"simulator.live_days={args.warmup_days + 4}")  # fmt: skip
+    for kind in ("events", "items", "users"):
+        sh("ingest", str(sim / f"{kind}.parquet"), "--kind", kind, "-w", str(base))
+    sh("train", "-w", str(base), "--set", "train.tune=[]", "--json")
+    world = sim / "world"
+    fast = natural_speed(world, args.warmup_rps)
+    print(f"warm-up: {args.warmup_days} days at {args.warmup_rps} sessions/s", flush=True)
+    warm = TrafficConfig(
+        url="http://127.0.0.1", seconds=args.warmup_days * 24 / fast, rps=args.warmup_rps, speed=fast, seed=99
+    )
+    drive(base, world, warm, save=True)
+    sh("ingest", str(world / "items_published.parquet"), "--kind", "items", "-w", str(base))
+    trained = json.loads(sh("train", "-w", str(base), "--set", "train.tune=[]", "--json"))
+    sh("models", "promote", trained["version"], "-w", str(base))
+    speed = natural_speed(world, args.rps)
+    print(f"baseline day of {trained['version']}", flush=True)
+    day = TrafficConfig(url="http://127.0.0.1", seconds=25 / speed, rps=args.rps, speed=speed, seed=98)
+    drive(base, world, day, save=True, env=LOG_ALL)
+    start = out / "start"
+    copy([(base, start / "ws"), (world, start / "world")])
+    (start / "version.json").write_text(json.dumps({"version": trained["version"]}))
+    return start
+
+
+def judged_run(start: Path, run: Path, cfg: TrafficConfig, env: dict[str, str]) -> tuple[dict, datetime]:
+    copy([(start / "ws", run / "ws"), (start / "world", run / "world")])
+    summary = drive(run / "ws", run / "world", cfg, save=False, env=env)
+    return summary, datetime.fromisoformat(summary["sim_start"].replace("Z", "+00:00"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--users", type=int, default=3000)
+    parser.add_argument("--items", type=int, default=6000)
+    parser.add_argument("--warmup-days", type=int, default=7)
+    parser.add_argument("--warmup-rps", type=float, default=40.0)
+    parser.add_argument("--rps", type=float, default=20.0)
+    parser.add_argument("--hours", type=int, default=6)
+    parser.add_argument("--out", type=Path, default=Path("/tmp/feedrec-bench-monitor"))
+    parser.add_argument("--keep", action="store_true", help="reuse the steady-state start")
+    args = parser.parse_args()
+    start = args.out / "start"
+    if not (args.keep and (start / "version.json").exists()):
+        start = prepare(args.out, args)
+    speed = natural_speed(start / "world", args.rps)
+    cfg = TrafficConfig(url="http://127.0.0.1", seconds=args.hours / speed, rps=args.rps, speed=speed)
+
+    runs = []
+    for seed in range(1, args.seeds + 1):
+        row: dict = {"seed": seed}
+        for shift in (False, True):
+            run_cfg = TrafficConfig(**{**cfg.__dict__, "seed": seed, "drift_at": "now" if shift else None})
+            summary, t0 = judged_run(start, args.out / "run", run_cfg, LOG_ALL)
+            first, alerts, last = None, [], {}
+            for h in range(1, args.hours + 1):
+                last = monitor(args.out / "run" / "ws", t0, t0 + timedelta(hours=h))
+                if last["alerts"] and first is None:
+                    first, alerts = h, last["alerts"]
+            key = "shift" if shift else "no_shift"
+            row[key] = {
+                "first_alert_hour": first,
+                "alerts_at_first": sorted({f"{a['kind']}:{a['feature'] or ''}" for a in alerts}),
+                "alerts_at_6h": sorted({f"{a['kind']}:{a['feature'] or ''}" for a in last["alerts"]}),
+                "ctr": last["online"]["ctr"],
+                "ece": last["calibration"]["ece"],
+                "top_psi": sorted(((n, s["psi"]) for n, s in last["features"].items()), key=lambda x: -x[1])[:5],
+                "skew_max_mismatch": max((s["mismatch_rate"] for s in last["skew"]["features"].values()), default=0),
+                "requests": summary["requests"],
+                "errors": summary["errors"],
+            }
+            print(seed, key, row[key]["first_alert_hour"], row[key]["alerts_at_first"], flush=True)
+        runs.append(row)
+
+    frozen_env = LOG_ALL | {"FEEDREC_FAULT_FROZEN_COUNTERS": '["item_clicks_1h"]'}
+    _, t0 = judged_run(start, args.out / "run", TrafficConfig(**{**cfg.__dict__, "seed": 1}), frozen_env)
+    broken = monitor(args.out / "run" / "ws", t0, t0 + timedelta(hours=args.hours))
+    skew = broken["skew"]
+    detected = [r["shift"]["first_alert_hour"] for r in runs]
+    result = {
+        "machine": f"{platform.processor() or platform.machine()}, {platform.python_version()}",
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "shift_detected": sum(h is not None for h in detected),
+        "shift_detected_within_6h": sum(h is not None and h <= 6 for h in detected),
+        "detection_hours": detected,
+        "false_alarm_runs": sum(r["no_shift"]["first_alert_hour"] is not None for r in runs),
+        "runs": runs,
+        "frozen_counter": {
+            "flagged": skew["flagged"],
+            "mismatch_rate": {n: s["mismatch_rate"] for n, s in skew["features"].items() if s["mismatch_rate"] > 0},
+            "alerts": sorted({f"{a['kind']}:{a['feature'] or ''}" for a in broken["alerts"]}),
+        },
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "monitor.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps({k: v for k, v in result.items() if k != "runs"}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

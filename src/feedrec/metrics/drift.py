@@ -1,0 +1,122 @@
+"""Drift statistics: how far a current distribution has moved from a reference one. Pure functions.
+
+Binning and smoothing, stated once: a numeric feature is cut at the reference's deciles
+(``quantile_cuts``: the distinct values among the 10 %, ..., 90 % quantiles, so a counter that is
+mostly zero gets fewer, wider bins), with one more bin for missing values (NaN); a categorical
+feature has a bin per reference category plus one for anything unseen. Before a divergence is
+taken, every bin of both histograms gets ``smoothing`` = 0.5 pseudo-counts (additive, Jeffreys'
+prior), so an empty bin gives a finite PSI and KL rather than infinity.
+
+- PSI (population stability index) = sum (c - r) ln(c / r) over the bins' shares; the
+  conventional reading: < 0.1 stable, 0.1-0.25 moderate, > 0.25 a major shift.
+- KL = KL(current || reference) = sum c ln(c / r), in nats (``scipy.stats.entropy``).
+- JS = the Jensen-Shannon *distance* (the square root of the divergence), base 2, so it lies in
+  [0, 1] (``scipy.spatial.distance.jensenshannon``).
+
+scipy computes KL and JS, and the two-sample tests (``scipy.stats.ks_2samp``, ``chisquare``);
+PSI is not in scipy and is four lines here, tested against a naive loop. Evidently computes the
+same statistics, but as a report framework over pandas frames with a heavy dependency tree; the
+monitor needs the numbers, over histograms it has already built.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from scipy import stats
+from scipy.spatial.distance import jensenshannon
+
+SMOOTHING = 0.5
+
+
+def quantile_cuts(values: np.ndarray, *, bins: int = 10) -> np.ndarray:
+    """The inner cut points of ``bins`` quantile bins of ``values`` (NaN ignored), distinct only."""
+    finite = np.asarray(values, np.float64)
+    finite = finite[np.isfinite(finite)]
+    if finite.size == 0:
+        return np.empty(0)
+    return np.unique(np.quantile(finite, np.arange(1, bins) / bins))
+
+
+def numeric_histogram(values: np.ndarray, cuts: np.ndarray) -> np.ndarray:
+    """Counts per bin: ``len(cuts) + 1`` bins split at ``cuts`` (a value equal to a cut goes to the
+    bin above it), then one bin of missing values (NaN or infinite)."""
+    v = np.asarray(values, np.float64)
+    finite = np.isfinite(v)
+    idx = np.searchsorted(np.asarray(cuts, np.float64), v[finite], side="right")
+    counts = np.bincount(idx, minlength=len(cuts) + 1).astype(np.float64)
+    return np.append(counts, float((~finite).sum()))
+
+
+def categorical_histogram(values: Sequence[str | None], categories: Sequence[str]) -> np.ndarray:
+    """Counts per category of ``categories``, then one bin for values outside them (None included)."""
+    position = {c: n for n, c in enumerate(categories)}
+    counts = np.zeros(len(categories) + 1)
+    for value in values:
+        counts[position.get(value, len(categories)) if value is not None else len(categories)] += 1
+    return counts
+
+
+def _shares(counts: np.ndarray, smoothing: float) -> np.ndarray:
+    c = np.asarray(counts, np.float64) + smoothing
+    return c / c.sum()
+
+
+def psi(reference: np.ndarray, current: np.ndarray, *, smoothing: float = SMOOTHING) -> float:
+    """Population stability index of two histograms over the same bins (counts)."""
+    r, c = _shares(reference, smoothing), _shares(current, smoothing)
+    return float(np.sum((c - r) * np.log(c / r)))
+
+
+def kl_divergence(reference: np.ndarray, current: np.ndarray, *, smoothing: float = SMOOTHING) -> float:
+    """KL(current || reference) in nats, of two histograms over the same bins (counts)."""
+    return float(stats.entropy(_shares(current, smoothing), _shares(reference, smoothing)))
+
+
+def js_distance(reference: np.ndarray, current: np.ndarray, *, smoothing: float = SMOOTHING) -> float:
+    """Jensen-Shannon distance (base 2, in [0, 1]) of two histograms over the same bins (counts)."""
+    return float(jensenshannon(_shares(reference, smoothing), _shares(current, smoothing), base=2))
+
+
+def ks_test(reference_sample: np.ndarray, current: np.ndarray) -> tuple[float, float]:
+    """Two-sample Kolmogorov-Smirnov (statistic, p-value) over the finite values of each."""
+    a = np.asarray(reference_sample, np.float64)
+    b = np.asarray(current, np.float64)
+    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    if a.size == 0 or b.size == 0:
+        return float("nan"), float("nan")
+    result = stats.ks_2samp(a, b)
+    return float(result.statistic), float(result.pvalue)
+
+
+def chi_square_test(reference_shares: Mapping[str, float], current: Sequence[str | None]) -> tuple[float, float]:
+    """Chi-square goodness of fit of ``current``'s categories to the reference's shares (smoothed
+    as above, so a category the reference never saw does not divide by zero): (statistic, p-value)."""
+    categories = list(reference_shares)
+    observed = categorical_histogram(current, categories)
+    if observed.sum() == 0:
+        return float("nan"), float("nan")
+    expected = _shares(np.append([reference_shares[c] for c in categories], 0.0) * 1e6, SMOOTHING)
+    result = stats.chisquare(observed, expected * observed.sum())
+    return float(result.statistic), float(result.pvalue)
+
+
+def reliability_curve(y_true: np.ndarray, y_prob: np.ndarray, *, n_bins: int = 10) -> dict[str, list[float]]:
+    """Observed click rate against mean prediction in ``n_bins`` quantile bins of the predictions
+    (as ``sklearn.calibration.calibration_curve(strategy="quantile")``), with each bin's count."""
+    y = np.asarray(y_true, np.float64)
+    p = np.asarray(y_prob, np.float64)
+    if y.size == 0:
+        return {"predicted": [], "observed": [], "count": []}
+    edges = np.percentile(p, np.linspace(0, 1, n_bins + 1) * 100)
+    idx = np.searchsorted(edges[1:-1], p)
+    count = np.bincount(idx, minlength=n_bins)
+    keep = count > 0
+    predicted = np.bincount(idx, weights=p, minlength=count.size)[keep] / count[keep]
+    observed = np.bincount(idx, weights=y, minlength=count.size)[keep] / count[keep]
+    return {
+        "predicted": [float(v) for v in predicted],
+        "observed": [float(v) for v in observed],
+        "count": [int(v) for v in count[keep]],
+    }

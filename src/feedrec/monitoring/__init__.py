@@ -1,0 +1,19 @@
+"""Monitoring: the serving feature log, the reference profiles training writes, the monitor job.
+
+Where its outputs live in a workspace (the server's ``/metrics`` reads ``latest.json``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+FOLDER = "monitoring"
+
+
+def latest_file(workspace: Path) -> Path:
+    """The latest ``feedrec monitor`` result, whole (what ``/metrics`` turns into gauges)."""
+    return Path(workspace) / FOLDER / "latest.json"
+
+
+def alerts_file(workspace: Path) -> Path:
+    """Every alert ``feedrec monitor`` raised, one JSON object per line, oldest first."""
+    return Path(workspace) / FOLDER / "alerts.jsonl"

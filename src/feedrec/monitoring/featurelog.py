@@ -1,0 +1,176 @@
+"""The serving feature log: for a sample of feeds, the ranker's inputs and prediction per served item.
+
+The server hands each sampled feed's rows to ``FeatureLog.add`` (a list append under a lock: no
+I/O and no model call on the request path); a background thread scores each row at the slot it
+was served in (what the click that follows is evidence about: the ranker ranked with every
+candidate in the top slot) and writes the rows to rolling Parquet files,
+``<folder>/part-<host>-<pid>-<seq>.parquet``, every ``flush_interval_s`` or ``flush_rows`` rows.
+The folder is bounded: when its files pass ``max_bytes``, the oldest go. With the exposure log
+and the events, the rows give ``feedrec monitor`` its drift, calibration and skew evidence.
+
+A row: ``request_id``, ``time`` (the request's moment, the world's clock), ``user_id``,
+``model_version``, ``surface``, ``item_id``, ``slot``, ``prediction`` and one column per ranker
+input (NaN where the ranker had none).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from feedrec.logs import get_logger
+
+log = get_logger("featurelog")
+POSITION = "position"
+
+
+@dataclass
+class _Sampled:
+    request_id: str
+    time: float
+    user_id: str
+    version: str
+    surface: str | None
+    items: list[str]
+    slots: list[int]
+    names: list[str]
+    matrix: np.ndarray  # (served items, features): the ranker's input, position set to the slot
+    predict: Callable[[np.ndarray], np.ndarray]
+
+
+class FeatureLog:
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        max_bytes: int = 256 * 2**20,
+        flush_rows: int = 20_000,
+        flush_interval_s: float = 5.0,
+    ) -> None:
+        self.folder = Path(folder)
+        self.max_bytes = max_bytes
+        self.flush_rows = flush_rows
+        self._pending: list[_Sampled] = []
+        self._rows = 0
+        self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._seq = 0
+        self._prefix = f"part-{socket.gethostname()}-{os.getpid()}"
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(flush_interval_s,), name="feedrec-featurelog", daemon=True
+        )
+        self._thread.start()
+
+    def add(
+        self,
+        *,
+        request_id: str,
+        time: float,
+        user_id: str,
+        version: str,
+        surface: str | None,
+        items: list[str],
+        slots: list[int],
+        names: list[str],
+        matrix: np.ndarray,
+        predict: Callable[[np.ndarray], np.ndarray],
+    ) -> None:
+        """Queue one feed's served rows (``matrix``: one row per item of ``items``, served at ``slots``)."""
+        if not items:
+            return
+        x = np.array(matrix, np.float32)
+        if POSITION in names:
+            x[:, names.index(POSITION)] = slots
+        sampled = _Sampled(request_id, time, user_id, version, surface, items, list(slots), names, x, predict)
+        with self._lock:
+            self._pending.append(sampled)
+            self._rows += len(items)
+            full = self._rows >= self.flush_rows
+        if full:
+            self._wake.set()
+
+    def _run(self, interval: float) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(interval)
+            self._wake.clear()
+            try:
+                self.flush()
+            except Exception:  # monitoring must never take serving down; the rows are retried next time
+                log.exception("feature log flush failed")
+
+    def flush(self) -> Path | None:
+        """Score and write what is queued to a new Parquet file; returns it (None when nothing was)."""
+        with self._lock:
+            pending, self._pending, self._rows = self._pending, [], 0
+        if not pending:
+            return None
+        frame = _frame(pending)
+        with self._write_lock:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self._seq += 1
+            path = self.folder / f"{self._prefix}-{self._seq:06d}.parquet"
+            tmp = path.with_name(f".{path.name}.tmp")
+            frame.write_parquet(tmp)
+            os.replace(tmp, path)  # readers see a file whole or not at all
+            self._enforce_bound()
+        return path
+
+    def _enforce_bound(self) -> None:
+        files = sorted(self.folder.glob("part-*.parquet"), key=lambda p: p.stat().st_mtime)
+        total = sum(p.stat().st_size for p in files)
+        for old in files[:-1]:
+            if total <= self.max_bytes:
+                break
+            total -= old.stat().st_size
+            old.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=10)
+        self.flush()
+
+
+def _frame(pending: list[_Sampled]) -> pl.DataFrame:
+    """One frame of every queued feed's rows (columns: the union of their feature names)."""
+    frames = []
+    for s in pending:
+        n = len(s.items)
+        prediction = np.asarray(s.predict(s.matrix), np.float64)
+        columns: dict[str, object] = {
+            "request_id": [s.request_id] * n,
+            "time": [datetime.fromtimestamp(s.time, UTC)] * n,
+            "user_id": [s.user_id] * n,
+            "model_version": [s.version] * n,
+            "surface": pl.Series([s.surface] * n, dtype=pl.Utf8),
+            "item_id": s.items,
+            "slot": np.asarray(s.slots, np.int32),
+            "prediction": prediction,
+        }
+        columns |= {name: s.matrix[:, j].astype(np.float64) for j, name in enumerate(s.names) if name != "surface"}
+        frames.append(pl.DataFrame(columns))
+    return pl.concat(frames, how="diagonal_relaxed").with_columns(pl.col("time").dt.cast_time_unit("us"))
+
+
+def read_feature_log(folder: Path, since: datetime | None = None, until: datetime | None = None) -> pl.DataFrame:
+    """Every logged row with ``since <= time < until`` (empty frame when the log has none)."""
+    files = sorted(Path(folder).glob("part-*.parquet")) if Path(folder).is_dir() else []
+    frames = [pl.read_parquet(f) for f in files]
+    if not frames:
+        return pl.DataFrame(schema={"request_id": pl.Utf8, "time": pl.Datetime("us", "UTC"), "prediction": pl.Float64})
+    frame = pl.concat(frames, how="diagonal_relaxed")
+    if since is not None:
+        frame = frame.filter(pl.col("time") >= since)
+    if until is not None:
+        frame = frame.filter(pl.col("time") < until)
+    return frame.sort("time", "request_id", "slot")

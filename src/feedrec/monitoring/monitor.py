@@ -1,0 +1,369 @@
+"""``feedrec monitor``: drift, calibration, skew and online engagement over a window of serving.
+
+load the reference (the production bundle's profile) -> the window's logged rows (the feature
+log) and events -> per-feature drift (PSI, KL, JS on the reference's bins; KS for numeric
+features, chi-square for categorical ones; see ``feedrec.metrics.drift``) -> prediction drift ->
+calibration (ECE and the reliability curve of logged predictions against the clicks that
+followed, attributed by request id within ``attribution_s``) -> online CTR and engagement per
+bucket -> training-serving skew (``feedrec.monitoring.skew``) -> alerts (thresholds from
+``monitor:`` in config). Every time is the events' time (a simulated world's clock), never the wall's.
+
+Alerts go out three ways: a structured log line each, appended to ``<workspace>/monitoring/
+alerts.jsonl``, and as Prometheus gauges: the run's result is written to ``monitoring/latest.json``,
+which the server's ``/metrics`` exposes (``feedrec.online.telemetry``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from feedrec.config import MonitorConfig
+from feedrec.features.definitions import COUNTERS, RATIOS
+from feedrec.logs import get_logger
+from feedrec.metrics import expected_calibration_error
+from feedrec.metrics.drift import (
+    categorical_histogram,
+    chi_square_test,
+    js_distance,
+    kl_divergence,
+    ks_test,
+    numeric_histogram,
+    psi,
+    reliability_curve,
+)
+from feedrec.monitoring import FOLDER, alerts_file, latest_file
+from feedrec.monitoring.featurelog import read_feature_log
+from feedrec.monitoring.profile import PROFILE_FILE, build_profile
+from feedrec.monitoring.skew import skew
+from feedrec.workspace import Workspace
+
+log = get_logger("monitor")
+ENGAGEMENT = ("impression", "click", "like", "share", "hide")
+_USER = {c.name for c in COUNTERS if c.entity == "user"}
+REQUEST_LEVEL = _USER | {r.name for r in RATIOS if r.numerator in _USER} | {"hour", "weekday", "surface"}
+NOT_FEATURES = {"request_id", "time", "user_id", "model_version", "surface", "item_id", "slot", "prediction"}
+
+
+class MonitorError(ValueError):
+    """The monitor cannot judge: no production bundle, no profile, or nothing logged."""
+
+
+def monitoring_dir(space: Workspace) -> Path:
+    return space.root / FOLDER
+
+
+def load_profile(space: Workspace, version: str) -> dict[str, Any]:
+    text = space.registry.artifact(version, PROFILE_FILE)
+    if text is None:
+        raise MonitorError(
+            f"bundle {version} has no reference profile ({PROFILE_FILE}): it has no real-time ranker, or was "
+            "trained before monitoring; retrain it with `feedrec train`"
+        )
+    profile: dict[str, Any] = json.loads(text)
+    return profile
+
+
+def _stats(reference: dict[str, Any], values: np.ndarray | list[str | None]) -> dict[str, Any]:
+    """Drift of ``values`` from one feature's reference profile (numeric or categorical)."""
+    if reference["kind"] == "categorical":
+        shares = reference["shares"]
+        categories = list(shares)
+        current = ["<missing>" if v is None else str(v) for v in values]
+        ref = np.append(np.asarray([shares[c] for c in categories]) * reference["rows"], 0.0)
+        cur = categorical_histogram(current, categories)
+        statistic, p_value = chi_square_test(shares, current)
+        test = "chi_square"
+    else:
+        v = np.asarray(values, np.float64)
+        ref = np.asarray(reference["counts"], np.float64)
+        cur = numeric_histogram(v, np.asarray(reference["cuts"], np.float64))
+        statistic, p_value = ks_test(np.asarray(reference["sample"], np.float64), v)
+        test = "ks"
+    out = {
+        "psi": round(psi(ref, cur), 6),
+        "kl": round(kl_divergence(ref, cur), 6),
+        "js": round(js_distance(ref, cur), 6),
+        "test": test,
+        "statistic": round(statistic, 6) if np.isfinite(statistic) else None,
+        "p_value": float(p_value) if np.isfinite(p_value) else None,
+        "rows": len(values),
+    }
+    if reference["kind"] == "numeric":
+        finite = np.asarray(values, np.float64)
+        finite = finite[np.isfinite(finite)]
+        out |= {"mean": float(finite.mean()) if finite.size else None, "reference_mean": reference["mean"]}
+    return out
+
+
+def _column(rows: pl.DataFrame, name: str) -> np.ndarray | list[str | None]:
+    """The values of ``name`` to judge: one per row, or one per request for what a request shares
+    (the user's features and the context: ten rows of one feed are one observation of those)."""
+    if name in REQUEST_LEVEL:
+        rows = rows.unique("request_id", keep="first", maintain_order=True)
+    if name == "surface":
+        return rows["surface"].to_list()
+    return rows[name].cast(pl.Float64).fill_null(np.nan).to_numpy()
+
+
+def _buckets(start: datetime, end: datetime, hours: float) -> list[tuple[datetime, datetime]]:
+    step = timedelta(hours=hours)
+    out, t = [], start
+    while t < end:
+        out.append((t, min(t + step, end)))
+        t += step
+    return out
+
+
+def _labels(rows: pl.DataFrame, events: pl.DataFrame, attribution_s: float) -> np.ndarray:
+    """1 where the row's (request, item) was clicked within ``attribution_s`` of its feed."""
+    clicks = (
+        events.filter((pl.col("type") == "click") & pl.col("request_id").is_not_null())
+        .select("request_id", "item_id", pl.col("timestamp").alias("clicked_at"))
+        .unique(["request_id", "item_id"])
+    )
+    joined = rows.select("request_id", "item_id", "time").join(
+        clicks, on=["request_id", "item_id"], how="left", maintain_order="left"
+    )
+    ok = pl.col("clicked_at").is_not_null() & (pl.col("clicked_at") < pl.col("time") + timedelta(seconds=attribution_s))
+    return joined.select(ok.cast(pl.Float64)).to_series().to_numpy()
+
+
+def _online(events: pl.DataFrame) -> dict[str, Any]:
+    counts = {t: int((events["type"] == t).sum()) for t in ENGAGEMENT}
+    impressions = counts["impression"]
+    dwell = events.filter(pl.col("type") == "dwell")["value"].sum() if events.height else 0.0
+    return {
+        "impressions": impressions,
+        "clicks": counts["click"],
+        "ctr": counts["click"] / impressions if impressions else None,
+        "likes_per_impression": counts["like"] / impressions if impressions else None,
+        "hides_per_impression": counts["hide"] / impressions if impressions else None,
+        "dwell_per_impression": float(dwell or 0.0) / impressions if impressions else None,
+    }
+
+
+def run_monitor(
+    space: Workspace,
+    cfg: MonitorConfig,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    reference: str | None = None,
+    write: bool = True,
+) -> dict[str, Any]:
+    """Judge the window ``[since, until)`` (default: the ``cfg.window_hours`` before the latest
+    logged feed) against ``reference``'s profile (default: production); the issue's JSON shape."""
+    if reference is None:
+        production = space.registry.production()
+        if production is None:
+            raise MonitorError("no production bundle to monitor: train one with `feedrec train`")
+        reference = production.version
+    training = load_profile(space, reference)
+    logged = read_feature_log(space.serving_dir / "features")
+    if "model_version" in logged.columns:
+        logged = logged.filter(pl.col("model_version") == reference)
+    if logged.is_empty():
+        raise MonitorError(f"the feature log holds no rows of {reference}: serve it with FEEDREC_FEATURE_LOG_RATE > 0")
+    last = logged["time"].max()
+    assert isinstance(last, datetime)
+    until = until or last + timedelta(microseconds=1)
+    since = since or until - timedelta(hours=cfg.window_hours)
+    rows = logged.filter((pl.col("time") >= since) & (pl.col("time") < until))
+    if rows.height < cfg.min_rows:
+        raise MonitorError(
+            f"{rows.height} logged rows of {reference} in [{since.isoformat()}, {until.isoformat()}); the monitor "
+            f"needs monitor.min_rows={cfg.min_rows}: widen the window or raise FEEDREC_FEATURE_LOG_RATE"
+        )
+    columns = ["event_id", "request_id", "user_id", "item_id", "type", "value", "timestamp"]
+    scanned = space.events.scan(columns=columns, start=since, end=until + timedelta(seconds=cfg.attribution_s))
+    events = pl.DataFrame(pl.from_arrow(scanned))
+    in_window = events.filter((pl.col("timestamp") >= since) & (pl.col("timestamp") < until))
+
+    baseline = serving_baseline(space, reference, logged, cfg)
+    profile = training if cfg.reference == "training" or baseline is None else baseline
+    judged = cfg.reference == "training" or baseline is not None  # no drift alerts before the baseline exists
+    names = [n for n in training["features"] if n == "surface" or n in rows.columns]
+    features = {}
+    for name in names:
+        stats = _stats(profile["features"][name], _column(rows, name))
+        stats["drifted"] = bool(judged and name not in cfg.ignore and stats["psi"] >= cfg.psi)
+        if profile is not training:
+            vs_training = _stats(training["features"][name], _column(rows, name))
+            stats["training"] = {k: vs_training[k] for k in ("psi", "kl", "js")}
+        features[name] = stats
+    prediction = _stats(profile["prediction"], _column(rows, "prediction"))
+    prediction["drifted"] = bool(judged and prediction["psi"] >= cfg.psi)
+    labels = _labels(rows, events, cfg.attribution_s)
+    p = rows["prediction"].to_numpy()
+    calibration = {
+        "rows": int(p.size),
+        "ece": round(expected_calibration_error(labels, np.clip(p, 0, 1)), 6),
+        "mean_prediction": float(p.mean()),
+        "ctr": float(labels.mean()),
+        "reference_ece": profile["calibration"].get("ece"),
+        "reference_ctr": profile["calibration"].get("ctr"),
+        "curve": reliability_curve(labels, p),
+    }
+    timeline = _timeline(rows, in_window, events, profile, names, cfg, since, until)
+    result: dict[str, Any] = {
+        "window": {"start": since.isoformat(), "end": until.isoformat()},
+        "reference": reference,
+        "reference_kind": "training" if profile is training else "serving",
+        "baseline": baseline.get("window") if baseline is not None else None,
+        "rows": rows.height,
+        "requests": rows["request_id"].n_unique(),
+        "features": features,
+        "prediction": prediction,
+        "calibration": calibration,
+        "skew": skew(rows, space.events, space.events.items(), requests=cfg.skew_requests, threshold=cfg.skew_mismatch),
+        "online": _online(in_window) | {"hourly": timeline["online"]},
+        "timeline": timeline["drift"],
+    }
+    buckets = _buckets(since, until, cfg.bucket_hours)
+
+    def crossing(name: str) -> str | None:
+        reference = profile["prediction"] if name == "prediction" else profile["features"][name]
+        return _crossing(rows, reference, name, cfg.psi, buckets)
+
+    result["alerts"] = _alerts(result, cfg, until, crossing)
+    if write:
+        _publish(space, result)
+    return result
+
+
+def serving_baseline(space: Workspace, version: str, logged: pl.DataFrame, cfg: MonitorConfig) -> dict[str, Any] | None:
+    """The profile of ``version``'s first ``cfg.baseline_hours`` of logged serving (``logged``: its
+    rows), built once that span has passed and kept in ``monitoring/baseline-<version>.json``;
+    None before (or when the span logged fewer than ``cfg.min_rows`` rows)."""
+    path = monitoring_dir(space) / f"baseline-{version}.json"
+    if path.exists():
+        kept: dict[str, Any] = json.loads(path.read_text())
+        return kept
+    first, last = logged["time"].min(), logged["time"].max()
+    assert isinstance(first, datetime) and isinstance(last, datetime)
+    end = first + timedelta(hours=cfg.baseline_hours)
+    rows = logged.filter(pl.col("time") < end)
+    if last < end or rows.height < cfg.min_rows:
+        return None
+    columns = ["request_id", "item_id", "type", "timestamp"]
+    scanned = space.events.scan(
+        columns=columns, types=["click"], start=first, end=end + timedelta(seconds=cfg.attribution_s)
+    )
+    names = [n for n in rows.columns if n not in NOT_FEATURES]
+    profile = build_profile(
+        {n: _column(rows, n) for n in names},  # type: ignore[misc]
+        {"surface": rows["surface"].to_list()},
+        rows["prediction"].to_numpy(),
+        _labels(rows, pl.DataFrame(pl.from_arrow(scanned)), cfg.attribution_s),
+    )
+    profile["window"] = {"start": first.isoformat(), "end": end.isoformat(), "rows": rows.height}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(profile))
+    os.replace(tmp, path)
+    return profile
+
+
+def _timeline(
+    rows: pl.DataFrame,
+    in_window: pl.DataFrame,
+    events: pl.DataFrame,
+    profile: dict[str, Any],
+    names: list[str],
+    cfg: MonitorConfig,
+    since: datetime,
+    until: datetime,
+) -> dict[str, list[dict[str, Any]]]:
+    """Per bucket: each feature's PSI and JS, the prediction's PSI, ECE, and online engagement."""
+    drift, online = [], []
+    for start, end in _buckets(since, until, cfg.bucket_hours):
+        part = rows.filter((pl.col("time") >= start) & (pl.col("time") < end))
+        happened = in_window.filter((pl.col("timestamp") >= start) & (pl.col("timestamp") < end))
+        online.append({"start": start.isoformat(), "end": end.isoformat(), **_online(happened)})
+        if part.height < cfg.min_rows:
+            continue
+        point: dict[str, Any] = {"start": start.isoformat(), "end": end.isoformat(), "rows": part.height}
+        for name in names:
+            s = _stats(profile["features"][name], _column(part, name))
+            point[name] = {"psi": s["psi"], "js": s["js"]}
+        point["prediction"] = {"psi": _stats(profile["prediction"], _column(part, "prediction"))["psi"]}
+        labels = _labels(part, events, cfg.attribution_s)
+        point["ece"] = round(expected_calibration_error(labels, np.clip(part["prediction"].to_numpy(), 0, 1)), 6)
+        drift.append(point)
+    return {"drift": drift, "online": online}
+
+
+def _crossing(
+    rows: pl.DataFrame, reference: dict[str, Any], name: str, threshold: float, buckets: list[tuple[datetime, datetime]]
+) -> str | None:
+    """The end of the first bucket at which the statistic over the window so far (from its start)
+    reached ``threshold``: when an alert on the window would first have fired."""
+    for _, end in buckets:
+        so_far = rows.filter(pl.col("time") < end)
+        if so_far.height and _stats(reference, _column(so_far, name))["psi"] >= threshold:
+            return end.isoformat()
+    return None
+
+
+def _alerts(
+    result: dict[str, Any], cfg: MonitorConfig, until: datetime, crossing: Callable[[str], str | None]
+) -> list[dict[str, Any]]:
+    """One alert per breached threshold; a drift alert's ``time`` is ``crossing(name)``: when the
+    window so far first breached it (the window's end otherwise)."""
+    end = until.isoformat()
+    alerts = []
+    for name, s in [*result["features"].items(), ("prediction", result["prediction"])]:
+        if s["drifted"]:
+            kind = "prediction_drift" if name == "prediction" else "feature_drift"
+            alerts.append(_alert(kind, name, "psi", s["psi"], cfg.psi, crossing(name) or end))
+    cal = result["calibration"]
+    rise = cal["ece"] - (cal["reference_ece"] or 0.0)
+    if rise >= cfg.ece:
+        alerts.append(_alert("calibration", None, "ece_rise", round(rise, 6), cfg.ece, end))
+    for name, s in result["skew"]["features"].items():
+        if s["flagged"]:
+            alerts.append(_alert("skew", name, "mismatch_rate", s["mismatch_rate"], cfg.skew_mismatch, end))
+    return alerts
+
+
+def _alert(kind: str, feature: str | None, statistic: str, value: float, threshold: float, time: str) -> dict[str, Any]:
+    return {
+        "kind": kind,
+        "feature": feature,
+        "statistic": statistic,
+        "value": value,
+        "threshold": threshold,
+        "time": time,
+    }
+
+
+def _publish(space: Workspace, result: dict[str, Any]) -> None:
+    """Alerts as log lines and to ``alerts.jsonl`` (fsync'ed); the result to ``latest.json``."""
+    folder = monitoring_dir(space)
+    folder.mkdir(parents=True, exist_ok=True)
+    checked = datetime.now(UTC).isoformat()
+    with alerts_file(space.root).open("a") as fh:
+        for alert in result["alerts"]:
+            log.warning("alert", extra={"fields": alert | {"reference": result["reference"]}})
+            fh.write(json.dumps(alert | {"reference": result["reference"], "checked_at": checked}) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    latest = latest_file(space.root)
+    tmp = latest.with_name(".latest.json.tmp")
+    tmp.write_text(json.dumps(result | {"checked_at": checked}, default=str))
+    os.replace(tmp, latest)
+
+
+def read_alerts(space: Workspace) -> list[dict[str, Any]]:
+    path = alerts_file(space.root)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -1,0 +1,96 @@
+"""The HTML report of ``feedrec monitor --report``: each drift statistic over time against its
+threshold (the features that moved most, and the prediction), ECE per bucket, online CTR per
+bucket, the reliability curve, and the tables. One self-contained file (matplotlib PNGs)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from typing import Any
+
+import matplotlib
+import numpy as np
+
+from feedrec.config import MonitorConfig
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+SHOWN = 8  # the features drawn: the ones whose PSI peaked highest
+
+
+def _png(fig: Any) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _when(points: list[dict[str, Any]]) -> np.ndarray:
+    return np.asarray([np.datetime64(p["end"][:19]) for p in points])
+
+
+def _drift_plot(result: dict[str, Any], cfg: MonitorConfig) -> str | None:
+    timeline = result["timeline"]
+    if not timeline:
+        return None
+    names = [n for n in result["features"] if n not in cfg.ignore]
+    peak = {n: max(p[n]["psi"] for p in timeline) for n in names}
+    shown = sorted(names, key=lambda n: -peak[n])[:SHOWN]
+    when = _when(timeline)
+    fig, (psi_ax, js_ax, ece_ax) = plt.subplots(3, 1, figsize=(9, 9), sharex=True)
+    for name in [*shown, "prediction"]:
+        style = {"color": "k", "lw": 2} if name == "prediction" else {}
+        psi_ax.plot(when, [p[name]["psi"] for p in timeline], label=name, **style)
+        if name != "prediction":
+            js_ax.plot(when, [p[name]["js"] for p in timeline], label=name)
+    psi_ax.axhline(cfg.psi, color="r", ls="--", lw=1, label=f"alert at PSI {cfg.psi}")
+    psi_ax.set_title(f"PSI per {cfg.bucket_hours:g} h bucket vs the training reference")
+    psi_ax.legend(fontsize=7, ncol=2)
+    js_ax.set_title("Jensen-Shannon distance (base 2) per bucket")
+    ece_ax.plot(when, [p["ece"] for p in timeline], color="k", label="ECE")
+    ece_ax.axhline(cfg.ece, color="r", ls="--", lw=1, label=f"alert at ECE {cfg.ece}")
+    ece_ax.set_title("calibration: ECE of logged predictions vs the clicks that followed")
+    ece_ax.legend(fontsize=7)
+    ece_ax.set_xlabel("event time (UTC)")
+    fig.autofmt_xdate()
+    return _png(fig)
+
+
+def _online_plot(result: dict[str, Any]) -> str | None:
+    hourly = [p for p in result["online"]["hourly"] if p["ctr"] is not None]
+    curve = result["calibration"]["curve"]
+    if not hourly and not curve["predicted"]:
+        return None
+    fig, (ctr_ax, rel_ax) = plt.subplots(1, 2, figsize=(10, 3.6))
+    if hourly:
+        ctr_ax.plot(_when(hourly), [p["ctr"] for p in hourly], marker="o")
+        ctr_ax.set_title("online CTR per bucket")
+        ctr_ax.tick_params(axis="x", labelrotation=30, labelsize=7)
+    top = max([*curve["predicted"], *curve["observed"], 0.01])
+    rel_ax.plot([0, top], [0, top], color="grey", ls="--", lw=1)
+    rel_ax.plot(curve["predicted"], curve["observed"], marker="o")
+    rel_ax.set_xlabel("mean prediction")
+    rel_ax.set_ylabel("observed CTR")
+    rel_ax.set_title("reliability (quantile bins)")
+    return _png(fig)
+
+
+def render_monitor_report(result: dict[str, Any], cfg: MonitorConfig) -> str:
+    parts = [
+        f"<h1>Monitoring: {html.escape(result['reference'])}</h1>",
+        f"<p>{html.escape(result['window']['start'])} → {html.escape(result['window']['end'])} · "
+        f"{result['rows']:,} logged rows · {len(result['alerts'])} alerts</p>",
+    ]
+    for title, image in (("Drift over time", _drift_plot(result, cfg)), ("Online", _online_plot(result))):
+        if image is not None:
+            parts.append(f"<h2>{title}</h2><img src='{image}'>")
+    shown = {k: v for k, v in result.items() if k not in ("timeline",)}
+    parts.append(f"<h2>Result</h2><pre>{html.escape(json.dumps(shown, indent=2, default=str))}</pre>")
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>feedrec monitor</title>"
+        "<style>body{font-family:sans-serif;max-width:1000px;margin:2em auto}pre{font-size:11px}</style>"
+        "</head><body>" + "".join(parts) + "</body></html>"
+    )

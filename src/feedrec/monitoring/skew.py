@@ -1,0 +1,93 @@
+"""Training-serving skew: the features the server ranked with against the offline builder's
+point-in-time recomputation for the same (user, item, moment, surface, slot).
+
+A sample of the window's logged requests is replayed through ``feedrec.features.offline.
+build_features`` over the event store (events strictly before each request, as training sees
+them). A feature's ``mismatch_rate`` is the share of rows whose served value differs from the
+recomputed one by more than ``atol + rtol * |offline|``; an online counter that stopped updating,
+a lagging tail or a bug in either path shows up there. Some mismatch is expected without any
+bug: an event whose time precedes a request but that reached the server after it (another user's
+click in flight) is in the recomputation and was not in the served value.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from feedrec.data.store import EventStore
+from feedrec.features.definitions import FEATURE_NAMES, WINDOWS
+from feedrec.features.offline import build_features
+
+
+def _relevant_events(store: EventStore, queries: pl.DataFrame, items: pl.DataFrame) -> pl.DataFrame:
+    """The events any sampled query's features count: its user's, its item's, and those of the
+    items of its item's creator (within the longest window)."""
+    first, last = queries["timestamp"].min(), queries["timestamp"].max()
+    assert isinstance(first, datetime) and isinstance(last, datetime)
+    start = first - timedelta(seconds=max(WINDOWS.values()) + 1)
+    end = last + timedelta(microseconds=1)
+    columns = ["user_id", "item_id", "type", "timestamp"]
+    events = pl.DataFrame(pl.from_arrow(store.scan(columns=columns, start=start, end=end)))
+    users = queries["user_id"].unique()
+    wanted = queries["item_id"].unique()
+    if items.height and "creator_id" in items.columns:
+        creators = items.filter(pl.col("item_id").is_in(wanted.implode()))["creator_id"].drop_nulls().unique()
+        wanted = pl.concat([wanted, items.filter(pl.col("creator_id").is_in(creators.implode()))["item_id"]]).unique()
+    return events.filter(pl.col("user_id").is_in(users.implode()) | pl.col("item_id").is_in(wanted.implode()))
+
+
+def skew(
+    rows: pl.DataFrame,
+    store: EventStore,
+    items: pa.Table,
+    *,
+    requests: int = 200,
+    threshold: float = 0.05,
+    rtol: float = 1e-6,
+    atol: float = 1e-6,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Compare ``requests`` sampled logged requests' served features with their recomputation."""
+    ids = rows["request_id"].unique().sort()
+    if ids.len() > requests:
+        ids = ids.sample(requests, seed=seed)
+    sample = rows.filter(pl.col("request_id").is_in(ids.implode()))
+    names = [n for n in FEATURE_NAMES if n != "surface" and n in sample.columns]
+    queries = sample.select(
+        "user_id",
+        "item_id",
+        pl.col("time").alias("timestamp"),
+        "surface",
+        pl.col("slot").cast(pl.Int32).alias("position"),
+    )
+    item_table = pl.DataFrame(pl.from_arrow(items))
+    offline = build_features(
+        queries, _relevant_events(store, queries, item_table), item_table if item_table.height else None
+    )
+    out: dict[str, Any] = {}
+    for name in names:
+        served = sample[name].cast(pl.Float64).fill_null(np.nan).to_numpy()
+        want = offline[name].cast(pl.Float64).fill_null(np.nan).to_numpy()
+        both_nan = np.isnan(served) & np.isnan(want)
+        differ = ~both_nan & ~(np.abs(served - want) <= atol + rtol * np.abs(want))
+        diff = np.abs(np.nan_to_num(served - want))
+        rate = float(differ.mean()) if differ.size else 0.0
+        out[name] = {
+            "mismatch_rate": round(rate, 6),
+            "mean_abs_diff": round(float(diff.mean()), 6) if diff.size else 0.0,
+            "served_mean": float(np.nanmean(served)) if np.isfinite(served).any() else None,
+            "offline_mean": float(np.nanmean(want)) if np.isfinite(want).any() else None,
+            "flagged": rate > threshold,
+        }
+    return {
+        "requests": int(ids.len()),
+        "rows": sample.height,
+        "threshold": threshold,
+        "flagged": sorted(n for n, s in out.items() if s["flagged"]),
+        "features": out,
+    }

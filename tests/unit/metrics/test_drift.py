@@ -1,0 +1,128 @@
+"""Drift statistics against reference computations: a naive PSI loop, scipy's KL and JS written
+out by hand, the textbook KS statistic, a hand chi-square, sklearn's calibration curve."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import stats
+from sklearn.calibration import calibration_curve
+
+from feedrec.metrics.drift import (
+    SMOOTHING,
+    categorical_histogram,
+    chi_square_test,
+    js_distance,
+    kl_divergence,
+    ks_test,
+    numeric_histogram,
+    psi,
+    quantile_cuts,
+    reliability_curve,
+)
+
+pytestmark = pytest.mark.unit
+counts = st.lists(st.integers(0, 500), min_size=2, max_size=12)
+
+
+def _naive_shares(c: list[int]) -> list[float]:
+    total = sum(x + SMOOTHING for x in c)
+    return [(x + SMOOTHING) / total for x in c]
+
+
+def naive_psi(ref: list[int], cur: list[int]) -> float:
+    r, c = _naive_shares(ref), _naive_shares(cur)
+    return sum((ci - ri) * math.log(ci / ri) for ri, ci in zip(r, c, strict=True))
+
+
+def naive_kl(ref: list[int], cur: list[int]) -> float:
+    r, c = _naive_shares(ref), _naive_shares(cur)
+    return sum(ci * math.log(ci / ri) for ri, ci in zip(r, c, strict=True))
+
+
+def naive_js(ref: list[int], cur: list[int]) -> float:
+    r, c = _naive_shares(ref), _naive_shares(cur)
+    m = [(a + b) / 2 for a, b in zip(r, c, strict=True)]
+    div = sum(a * math.log2(a / b) for a, b in zip(r, m, strict=True)) / 2
+    div += sum(a * math.log2(a / b) for a, b in zip(c, m, strict=True)) / 2
+    return math.sqrt(max(div, 0.0))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_psi_kl_js_equal_the_naive_formulas(data):
+    ref = data.draw(counts)
+    cur = data.draw(st.lists(st.integers(0, 500), min_size=len(ref), max_size=len(ref)))
+    assert psi(np.asarray(ref), np.asarray(cur)) == pytest.approx(naive_psi(ref, cur), rel=1e-9, abs=1e-12)
+    assert kl_divergence(np.asarray(ref), np.asarray(cur)) == pytest.approx(naive_kl(ref, cur), rel=1e-9, abs=1e-12)
+    assert js_distance(np.asarray(ref), np.asarray(cur)) == pytest.approx(naive_js(ref, cur), rel=1e-6, abs=1e-6)
+
+
+def test_statistics_are_zero_for_equal_histograms_and_grow_with_the_shift():
+    ref = np.asarray([100, 200, 300, 400])
+    assert psi(ref, ref) == 0 and psi(ref, ref * 3) == pytest.approx(0, abs=1e-5)  # smoothing: ~0
+    assert js_distance(ref, ref) == pytest.approx(0, abs=1e-6)
+    shifted = [psi(ref, np.roll(ref, k)) for k in (0, 1, 2)]
+    assert shifted[0] < shifted[1] < shifted[2]
+    assert 0 <= js_distance(ref, np.asarray([0, 0, 0, 1000])) <= 1
+    # An empty bin stays finite (the smoothing), where the unsmoothed KL would be infinite.
+    assert np.isfinite(kl_divergence(np.asarray([10, 0]), np.asarray([5, 5])))
+
+
+def test_quantile_bins_and_the_missing_bin():
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=10_000)
+    cuts = quantile_cuts(values)
+    assert cuts.size == 9
+    hist = numeric_histogram(values, cuts)
+    assert hist.size == 11 and hist[-1] == 0 and np.allclose(hist[:10], 1000, atol=2)
+    with_missing = numeric_histogram(np.asarray([np.nan, -np.inf, 0.0, 5.0]), np.asarray([1.0]))
+    assert with_missing.tolist() == [1, 1, 2]
+    # A counter that is mostly zero gets fewer, wider bins: the distinct quantiles only.
+    assert quantile_cuts(np.asarray([0] * 95 + [1, 2, 3, 4, 5])).tolist() == [0.0]
+    # A value equal to a cut goes to the bin above it.
+    assert numeric_histogram(np.asarray([0.0, 0.0, 1.0]), np.asarray([0.0])).tolist() == [0, 3, 0]
+
+
+def test_ks_is_scipys_two_sample_test_over_finite_values():
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=500), rng.normal(0.3, size=400)
+    statistic, p = ks_test(a, np.append(b, [np.nan, np.nan]))
+    ref = stats.ks_2samp(a, b)
+    assert statistic == pytest.approx(ref.statistic) and p == pytest.approx(ref.pvalue)
+    # The textbook statistic: the largest gap between the two empirical CDFs.
+    grid = np.sort(np.concatenate([a, b]))
+    gap = np.max(
+        np.abs(
+            np.searchsorted(np.sort(a), grid, "right") / a.size - np.searchsorted(np.sort(b), grid, "right") / b.size
+        )
+    )
+    assert statistic == pytest.approx(gap)
+
+
+def test_chi_square_against_a_hand_computation():
+    shares = {"home": 0.75, "explore": 0.25}
+    current = ["home"] * 60 + ["explore"] * 40
+    statistic, p = chi_square_test(shares, current)
+    expected = np.asarray([0.75, 0.25, 0.0]) * 1e6 + SMOOTHING
+    expected = expected / expected.sum() * 100
+    observed = np.asarray([60, 40, 0])
+    hand = float(((observed - expected) ** 2 / expected).sum())
+    assert statistic == pytest.approx(hand, rel=1e-6)
+    assert p == pytest.approx(stats.chi2.sf(hand, df=2), rel=1e-6)
+    assert categorical_histogram(["a", None, "zz", "a"], ["a", "b"]).tolist() == [2, 0, 2]
+
+
+def test_reliability_curve_equals_sklearns_quantile_calibration_curve():
+    rng = np.random.default_rng(2)
+    p = rng.beta(2, 8, size=3000)
+    y = (rng.random(3000) < p * 1.2).astype(float)
+    curve = reliability_curve(y, p, n_bins=10)
+    observed, predicted = calibration_curve(y, p, n_bins=10, strategy="quantile")
+    np.testing.assert_allclose(curve["observed"], observed)
+    np.testing.assert_allclose(curve["predicted"], predicted)
+    assert sum(curve["count"]) == 3000

@@ -1,0 +1,197 @@
+"""``run_monitor`` on a hand-built workspace: a simulated log in the event store, a bundle with a
+reference profile, and a feature log of the last day's impressions whose features are the
+point-in-time ones (what a correct server logs). Each statistic is checked against its direct
+computation; one feature is then broken (tripled) and must drift and show as skew, alone."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import numpy as np
+import polars as pl
+import pytest
+
+from feedrec.config import MonitorConfig, SimulatorConfig
+from feedrec.data.interactions import Interactions
+from feedrec.data.simulator import simulate
+from feedrec.data.store import LocalEventStore
+from feedrec.features.definitions import FEATURE_NAMES
+from feedrec.features.offline import build_features
+from feedrec.metrics import expected_calibration_error
+from feedrec.metrics.drift import numeric_histogram, psi
+from feedrec.models.retrieval.popularity import PopularityRecommender
+from feedrec.monitoring import alerts_file, latest_file
+from feedrec.monitoring.featurelog import FeatureLog, read_feature_log
+from feedrec.monitoring.monitor import MonitorError, run_monitor
+from feedrec.monitoring.profile import PROFILE_FILE, build_profile
+from feedrec.online.telemetry import MonitorGauges
+from feedrec.registry import LocalRegistry
+from feedrec.workspace import Workspace
+from tests.integration.servers import _manifest
+
+pytestmark = pytest.mark.unit
+NAMES = [n for n in FEATURE_NAMES if n != "surface"]
+BROKEN = "item_ctr_7d"
+
+
+def _predict(x: np.ndarray) -> np.ndarray:
+    """A stand-in ranker: P(click) from the item's 7-day CTR."""
+    return np.clip(x[:, NAMES.index("item_ctr_7d")] * 1.1, 0, 1)
+
+
+def _features(impressions: pl.DataFrame, events: pl.DataFrame, items: pl.DataFrame) -> pl.DataFrame:
+    """Each impression's point-in-time features at its request's moment, at the slot it was shown."""
+    first = impressions.group_by("request_id").agg(pl.col("timestamp").min().alias("at"))
+    rows = impressions.join(first, on="request_id").sort("at", "request_id", "position")
+    queries = rows.select("user_id", "item_id", pl.col("at").alias("timestamp"), "surface", "position")
+    built = build_features(queries, events, items)
+    context = rows.select("request_id", "at", "user_id", "surface", "item_id", pl.col("position").alias("slot"))
+    return context.hstack(built.select(NAMES))
+
+
+@pytest.fixture(scope="module")
+def space(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    ws = tmp_path_factory.mktemp("monitor")
+    feed = simulate(SimulatorConfig(n_users=200, n_items=300, days=4, seed=5, sessions_per_user_day=2.0))
+    store = LocalEventStore(ws)
+    store.append(feed.events)
+    store.put_items(feed.items)
+    events = pl.DataFrame(pl.from_arrow(feed.events))
+    items = pl.DataFrame(pl.from_arrow(feed.items))
+    impressions = events.filter(pl.col("type") == "impression")
+    cut = impressions["timestamp"].max() - timedelta(days=1)
+    train = _features(impressions.filter(pl.col("timestamp") < cut), events, items)
+    served = _features(impressions.filter(pl.col("timestamp") >= cut), events, items)
+    clicks = events.filter(pl.col("type") == "click").select("request_id", "item_id").unique()
+    labels = train.join(clicks.with_columns(pl.lit(1.0).alias("y")), on=["request_id", "item_id"], how="left")
+    x_train = train.select(NAMES).to_numpy().astype(np.float64)
+    profile = build_profile(
+        {n: x_train[:, j] for j, n in enumerate(NAMES)},
+        {"surface": train["surface"].to_list()},
+        _predict(x_train),
+        labels["y"].fill_null(0.0).to_numpy(),
+    )
+    registry = LocalRegistry(ws / "registry")
+    model = PopularityRecommender().fit(Interactions.from_frame(events.filter(pl.col("type") == "click")))
+    registry.register(model, _manifest("v0001", "feedrec"), artifacts={PROFILE_FILE: json.dumps(profile)})
+    registry.promote("v0001")
+    registry.register(model, _manifest("v0002", "feedrec"))  # no profile
+
+    log = FeatureLog(ws / "serving" / "features", flush_interval_s=3600)
+    for (request_id,), part in served.group_by("request_id", maintain_order=True):
+        x = part.select(NAMES).to_numpy().astype(np.float32)
+        x[:, NAMES.index(BROKEN)] *= 3  # what a broken pipeline would have served
+        log.add(
+            request_id=str(request_id),
+            time=part["at"][0].timestamp(),
+            user_id=part["user_id"][0],
+            version="v0001",
+            surface=part["surface"][0],
+            items=part["item_id"].to_list(),
+            slots=part["slot"].to_list(),
+            names=NAMES,
+            matrix=x,
+            predict=_predict,
+        )
+    log.close()
+    return {"ws": ws, "profile": profile, "served": served, "events": events, "cut": cut}
+
+
+def _cfg(**kw: object) -> MonitorConfig:
+    return MonitorConfig(**({"reference": "training", "window_hours": 24, "skew_requests": 60, "min_rows": 50} | kw))
+
+
+def test_feature_log_round_trips_rows_with_slots_and_predictions(space):
+    logged = read_feature_log(space["ws"] / "serving" / "features")
+    served = space["served"]
+    assert logged.height == served.height
+    assert logged["slot"].to_list() == served["slot"].to_list()
+    np.testing.assert_allclose(logged["user_ctr_30d"].to_numpy(), served["user_ctr_30d"].to_numpy(), rtol=1e-6)
+    # position is the slot; the prediction is the ranker's at that slot, made by the log's thread
+    assert logged["position"].to_list() == served["slot"].to_list()
+    x = logged.select(NAMES).to_numpy()
+    np.testing.assert_allclose(logged["prediction"].to_numpy(), _predict(x), rtol=1e-6)
+
+
+def test_drift_statistics_equal_their_direct_computation(space):
+    result = run_monitor(Workspace(space["ws"]), _cfg(), write=False)
+    ref = space["profile"]["features"][BROKEN]
+    logged = read_feature_log(space["ws"] / "serving" / "features")
+    values = logged[BROKEN].to_numpy()
+    want = psi(np.asarray(ref["counts"]), numeric_histogram(values, np.asarray(ref["cuts"])))
+    assert result["features"][BROKEN]["psi"] == pytest.approx(want, abs=1e-6)
+    assert result["features"][BROKEN]["drifted"] and result["features"][BROKEN]["psi"] > 1
+    # Context features are reported but never alerted on; surface is categorical (chi-square).
+    assert not result["features"]["hour"]["drifted"]
+    assert result["features"]["surface"]["test"] == "chi_square"
+    assert result["features"]["user_ctr_30d"]["test"] == "ks"
+    assert set(result) >= {"window", "reference", "features", "prediction", "calibration", "skew", "online", "alerts"}
+
+
+def test_calibration_is_the_ece_of_logged_predictions_against_the_clicks(space):
+    result = run_monitor(Workspace(space["ws"]), _cfg(), write=False)
+    logged = read_feature_log(space["ws"] / "serving" / "features")
+    clicks = space["events"].filter(pl.col("type") == "click").select("request_id", "item_id").unique()
+    joined = logged.join(clicks.with_columns(pl.lit(1.0).alias("y")), on=["request_id", "item_id"], how="left")
+    y = joined["y"].fill_null(0.0).to_numpy()
+    assert result["calibration"]["ctr"] == pytest.approx(y.mean())
+    assert result["calibration"]["ece"] == pytest.approx(
+        expected_calibration_error(y, joined["prediction"].to_numpy()), abs=1e-6
+    )
+    impressions = space["events"].filter((pl.col("type") == "impression") & (pl.col("timestamp") >= space["cut"]))
+    assert result["online"]["impressions"] <= impressions.height
+
+
+def test_skew_flags_the_broken_feature_alone(space):
+    result = run_monitor(Workspace(space["ws"]), _cfg(), write=False)
+    skew = result["skew"]
+    assert skew["flagged"] == [BROKEN]
+    assert skew["features"][BROKEN]["mismatch_rate"] > 0.9
+    others = [s["mismatch_rate"] for n, s in skew["features"].items() if n != BROKEN]
+    assert len(others) > 40 and max(others) == 0.0  # the point-in-time values, exactly
+    kinds = {(a["kind"], a["feature"]) for a in result["alerts"]}
+    assert ("skew", BROKEN) in kinds and ("feature_drift", BROKEN) in kinds
+
+
+def test_alerts_go_to_the_file_latest_json_and_the_gauges(space):
+    ws = Workspace(space["ws"])
+    result = run_monitor(ws, _cfg())
+    lines = [json.loads(line) for line in alerts_file(space["ws"]).read_text().splitlines()]
+    assert [(a["kind"], a["feature"]) for a in lines[-len(result["alerts"]) :]] == [
+        (a["kind"], a["feature"]) for a in result["alerts"]
+    ]
+    assert json.loads(latest_file(space["ws"]).read_text())["reference"] == "v0001"
+    families = {f.name: f for f in MonitorGauges(latest_file(space["ws"])).collect()}
+    psi_samples = {s.labels["feature"]: s.value for s in families["feedrec_drift_psi"].samples}
+    assert psi_samples[BROKEN] == pytest.approx(result["features"][BROKEN]["psi"])
+    alert_samples = {s.labels["kind"]: s.value for s in families["feedrec_monitor_alerts"].samples}
+    assert alert_samples["skew"] == 1 and alert_samples["feature_drift"] >= 1
+
+
+def test_thresholds_come_from_config(space):
+    quiet = run_monitor(Workspace(space["ws"]), _cfg(psi=100.0, skew_mismatch=1.0, ece=1.0), write=False)
+    assert quiet["alerts"] == [] and not any(s["drifted"] for s in quiet["features"].values())
+
+
+def test_the_serving_baseline_waits_for_its_hours_then_becomes_the_reference(space, tmp_path):
+    ws = Workspace(space["ws"])
+    long = MonitorConfig(reference="serving", baseline_hours=48, window_hours=24, skew_requests=10, min_rows=50)
+    pending = run_monitor(ws, long, write=False)
+    assert pending["reference_kind"] == "training" and pending["baseline"] is None
+    assert not any(s["drifted"] for s in pending["features"].values())  # no drift alerts before the baseline
+    short = MonitorConfig(reference="serving", baseline_hours=6, window_hours=12, skew_requests=10, min_rows=50)
+    judged = run_monitor(ws, short, write=False)
+    assert judged["reference_kind"] == "serving" and judged["baseline"]["rows"] > 0
+    assert "training" in judged["features"][BROKEN]  # the training comparison is still reported
+    assert (space["ws"] / "monitoring" / "baseline-v0001.json").exists()
+    # Against its own serving, the tripled feature is no longer a shift.
+    assert judged["features"][BROKEN]["psi"] < judged["features"][BROKEN]["training"]["psi"]
+
+
+def test_clear_errors(space):
+    ws = Workspace(space["ws"])
+    with pytest.raises(MonitorError, match="no reference profile"):
+        run_monitor(ws, _cfg(), reference="v0002")
+    with pytest.raises(MonitorError, match="min_rows"):
+        run_monitor(ws, _cfg(min_rows=10**7), write=False)

@@ -1,0 +1,76 @@
+"""The reference profile's parts, and the feature log's bound and durability."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from feedrec.metrics import expected_calibration_error
+from feedrec.monitoring.featurelog import FeatureLog, read_feature_log
+from feedrec.monitoring.profile import build_profile, numeric_profile
+
+pytestmark = pytest.mark.unit
+
+
+def test_numeric_profile_bins_samples_and_missing_share():
+    rng = np.random.default_rng(0)
+    values = np.append(rng.exponential(size=9000), [np.nan] * 1000)
+    p = numeric_profile(values, sample=500)
+    assert p["rows"] == 10_000 and p["missing"] == pytest.approx(0.1)
+    assert len(p["cuts"]) == 9 and sum(p["counts"]) == 10_000 and p["counts"][-1] == 1000
+    assert len(p["sample"]) == 500 and p["sample"] == sorted(p["sample"])
+    assert p["mean"] == pytest.approx(np.nanmean(values))
+
+
+def test_build_profile_has_categories_predictions_and_calibration():
+    rng = np.random.default_rng(1)
+    pred = rng.uniform(0, 0.5, 4000)
+    y = (rng.random(4000) < pred).astype(float)
+    profile = build_profile({"x": rng.normal(size=100)}, {"surface": ["home"] * 3 + ["explore"]}, pred, y)
+    assert profile["features"]["surface"]["shares"] == {"explore": 0.25, "home": 0.75}
+    assert profile["calibration"]["ece"] == pytest.approx(expected_calibration_error(y, pred))
+    assert profile["calibration"]["ctr"] == pytest.approx(y.mean())
+    assert sum(profile["calibration"]["curve"]["count"]) == 4000
+
+
+def _add(log: FeatureLog, n: int) -> None:
+    log.add(
+        request_id=f"r{n}",
+        time=1_700_000_000.0 + n,
+        user_id="u1",
+        version="v0001",
+        surface="home",
+        items=[f"i{j}" for j in range(10)],
+        slots=list(range(10)),
+        names=["a", "position"],
+        matrix=np.ones((10, 2), np.float32),
+        predict=lambda x: x[:, 0] * 0.5,
+    )
+
+
+def test_the_log_is_bounded_by_size_oldest_files_first(tmp_path):
+    log = FeatureLog(tmp_path, max_bytes=1, flush_interval_s=3600)  # every flush leaves only the newest file
+    for n in range(3):
+        _add(log, n)
+        log.flush()
+    log.close()
+    files = sorted(tmp_path.glob("part-*.parquet"))
+    assert len(files) == 1 and files[0].name.endswith("000003.parquet")
+    rows = read_feature_log(tmp_path)
+    assert rows["request_id"].unique().to_list() == ["r2"] and rows["prediction"].to_list() == [0.5] * 10
+
+
+def test_close_writes_what_is_queued_and_the_background_thread_flushes(tmp_path):
+    log = FeatureLog(tmp_path, flush_interval_s=0.05)
+    _add(log, 0)
+    for _ in range(100):
+        if list(tmp_path.glob("part-*.parquet")):
+            break
+        time.sleep(0.05)
+    _add(log, 1)
+    log.close()
+    rows = read_feature_log(tmp_path)
+    assert sorted(rows["request_id"].unique().to_list()) == ["r0", "r1"]
+    assert rows["position"].to_list()[:10] == list(range(10))  # the slot, not the ranking position
