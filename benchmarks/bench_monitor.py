@@ -50,8 +50,14 @@ def copy(pairs: list[tuple[Path, Path]]) -> None:
         shutil.copytree(src, dst)
 
 
-def monitor(ws: Path, since: datetime, until: datetime) -> dict:
-    out = sh("monitor", "-w", str(ws), "--since", since.isoformat(), "--until", until.isoformat(), "--json")
+def monitor(ws: Path, since: datetime, until: datetime) -> dict | None:
+    """`feedrec monitor` over [since, until); None when it has no verdict (too few rows yet)."""
+    try:
+        out = sh("monitor", "-w", str(ws), "--since", since.isoformat(), "--until", until.isoformat(), "--json")
+    except RuntimeError as exc:
+        if "min_rows" in str(exc):
+            return None
+        raise
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -76,7 +82,8 @@ def prepare(out: Path, args: argparse.Namespace) -> Path:
     sh("models", "promote", trained["version"], "-w", str(base))
     speed = natural_speed(world, args.rps)
     print(f"baseline day of {trained['version']}", flush=True)
-    day = TrafficConfig(url="http://127.0.0.1", seconds=25 / speed, rps=args.rps, speed=speed, seed=98)
+    # 36 hours: its first day is the serving baseline, and the judged runs start at noon.
+    day = TrafficConfig(url="http://127.0.0.1", seconds=36 / speed, rps=args.rps, speed=speed, seed=98)
     drive(base, world, day, save=True, env=LOG_ALL)
     start = out / "start"
     copy([(base, start / "ws"), (world, start / "world")])
@@ -101,10 +108,15 @@ def main() -> None:
     parser.add_argument("--hours", type=int, default=6)
     parser.add_argument("--out", type=Path, default=Path("/tmp/feedrec-bench-monitor"))
     parser.add_argument("--keep", action="store_true", help="reuse the steady-state start")
+    parser.add_argument("--advance", type=float, default=0, help="serve the start this many more hours first")
     args = parser.parse_args()
     start = args.out / "start"
     if not (args.keep and (start / "version.json").exists()):
         start = prepare(args.out, args)
+    if args.advance:
+        speed = natural_speed(start / "world", args.rps)
+        more = TrafficConfig(url="http://127.0.0.1", seconds=args.advance / speed, rps=args.rps, speed=speed, seed=97)
+        drive(start / "ws", start / "world", more, save=True, env=LOG_ALL)
     speed = natural_speed(start / "world", args.rps)
     cfg = TrafficConfig(url="http://127.0.0.1", seconds=args.hours / speed, rps=args.rps, speed=speed)
 
@@ -116,7 +128,10 @@ def main() -> None:
             summary, t0 = judged_run(start, args.out / "run", run_cfg, LOG_ALL)
             first, alerts, last = None, [], {}
             for h in range(1, args.hours + 1):
-                last = monitor(args.out / "run" / "ws", t0, t0 + timedelta(hours=h))
+                verdict = monitor(args.out / "run" / "ws", t0, t0 + timedelta(hours=h))
+                if verdict is None:
+                    continue
+                last = verdict
                 if last["alerts"] and first is None:
                     first, alerts = h, last["alerts"]
             key = "shift" if shift else "no_shift"

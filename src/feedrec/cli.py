@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from feedrec import render
+from feedrec.cli_continuous import loop
 from feedrec.cli_experiments import experiment_app, ope
 from feedrec.cli_monitor import monitor
 from feedrec.config import ConfigError, FeedrecConfig, load_config
@@ -242,6 +243,7 @@ def train_cmd(
 app.add_typer(experiment_app, name="experiment")
 app.command("ope")(ope)
 app.command("monitor")(monitor)
+app.command("loop")(loop)
 
 models_app = typer.Typer(help="The model registry: list, show, promote, roll back bundles.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
@@ -294,6 +296,39 @@ def models_rollback(workspace: WorkspaceOpt = None, config: ConfigOpt = None) ->
     """Return production to the bundle served before the current one."""
     m = _on_registry(workspace, config, lambda r: r.rollback())
     out.print(f"rolled back: {m.version} is in production again")
+
+
+@models_app.command("history")
+def models_history(workspace: WorkspaceOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Every transition, oldest first: promotions and rollbacks, and the retraining loop's stages
+    (trigger, trained, gate, shadow, canary, approval) with their reasons."""
+    entries = _on_registry(workspace, config, lambda r: r.history())
+    _emit(as_json, entries, render.history_table(entries))
+
+
+ReasonOpt = Annotated[str | None, typer.Option(help="Why (recorded in the history).")]
+
+
+def _decide(version: str, action: str, reason: str | None, workspace: Path | None, config: Path | None) -> None:
+    _on_registry(workspace, config, lambda r: r.record(version, action, reason or f"{action} by hand"))
+
+
+@models_app.command("approve")
+def models_approve(
+    version: VersionArg, reason: ReasonOpt = None, workspace: WorkspaceOpt = None, config: ConfigOpt = None
+) -> None:
+    """Approve a candidate the loop holds for approval (deploy: approval); the loop promotes it."""
+    _decide(version, "approve", reason, workspace, config)
+    out.print(f"{version} approved: `feedrec loop` promotes it at its next look")
+
+
+@models_app.command("reject")
+def models_reject(
+    version: VersionArg, reason: ReasonOpt = None, workspace: WorkspaceOpt = None, config: ConfigOpt = None
+) -> None:
+    """Reject a candidate the loop holds for approval; it is not promoted."""
+    _decide(version, "reject", reason, workspace, config)
+    out.print(f"{version} rejected")
 
 
 @models_app.command("compress")

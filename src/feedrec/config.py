@@ -363,6 +363,15 @@ class TrainConfig(StrictModel):
     realtime_rank_sources: list[str] = Field(default_factory=list)
     tune_trials: int = Field(20, ge=1)
     tune_timeout_s: float = Field(300.0, gt=0)
+    # Compare the impression rankers (LightGBM, DCN-v2 multi-task, calibrated) for the bundle's report;
+    # the served real-time ranker is fitted either way. A retraining loop turns it off (minutes saved).
+    evaluate_rankers: bool = True
+    # Train on the latest window_days of events only (a sliding window: what `feedrec loop` retrains
+    # on); None = the whole log.
+    window_days: float | None = Field(None, gt=0)
+    # A fault drill: the served ranker's scores are shuffled among each request's candidates (what
+    # the rollout's shadow and canary stages must stop). Never for a real bundle.
+    drill_shuffled_ranker: bool = False
 
 
 class MonitorConfig(StrictModel):

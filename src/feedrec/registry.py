@@ -89,10 +89,12 @@ def gate_decision(new: Manifest, current: Manifest | None, policy: GatePolicy) -
         return {"promote": False, "reason": f"validation {policy.metric} missing from a manifest"}
     ok = new_v > cur_v * (1 + policy.min_gain)
     reasons = [f"validation {policy.metric} {new_v:.4f} {'>' if ok else 'does not beat'} production's {cur_v:.4f}"]
+    for key, what in (("ranker", "ranker"), ("realtime_ranker", "served real-time ranker")):
+        new_r, cur_r = new.metrics.get(key, {}), current.metrics.get(key, {})
+        if "auc" in new_r and "auc" in cur_r and new_r["auc"] < cur_r["auc"] - policy.auc_tolerance:
+            ok = False
+            reasons.append(f"{what} AUC {new_r['auc']:.4f} < production's {cur_r['auc']:.4f}")
     new_r, cur_r = new.metrics.get("ranker", {}), current.metrics.get("ranker", {})
-    if "auc" in new_r and "auc" in cur_r and new_r["auc"] < cur_r["auc"] - policy.auc_tolerance:
-        ok = False
-        reasons.append(f"ranker AUC {new_r['auc']:.4f} < production's {cur_r['auc']:.4f}")
     if "ece" in new_r and "ece" in cur_r and new_r["ece"] > cur_r["ece"] + policy.ece_tolerance:
         ok = False
         reasons.append(f"ranker ECE {new_r['ece']:.4f} > production's {cur_r['ece']:.4f}")
@@ -142,6 +144,10 @@ class ModelRegistry(ABC):
 
     @abstractmethod
     def rollback(self, *, key: str | None = None) -> Manifest: ...
+
+    @abstractmethod
+    def record(self, version: str, action: str, reason: str, **details: Any) -> dict[str, Any]:
+        """Note a transition that leaves production as it is (see ``LocalRegistry.record``)."""
 
     @abstractmethod
     def load_model(self, version: str | None = None) -> Recommender: ...
@@ -245,8 +251,28 @@ class LocalRegistry(ModelRegistry):
         }
         if key is not None:
             entry["key"] = key
+        self._append_history(entry)
+
+    def record(self, version: str, action: str, reason: str, **details: Any) -> dict[str, Any]:
+        """Note a transition that does not change production (a retraining's trigger, its gate, a
+        shadow or canary stage, an approval) in the history, with its reason."""
+        if action in ("promote", "rollback"):
+            raise RegistryError(f"{action} changes production: use promote() or rollback()")
+        self.get(version)
+        with self._lock():
+            entry = {
+                "seq": len(self.history()) + 1,
+                "time": datetime.now(UTC).isoformat(),
+                "action": action,
+                "version": version,
+                "reason": reason,
+            } | details
+            self._append_history(entry)
+        return entry
+
+    def _append_history(self, entry: dict[str, Any]) -> None:
         with (self.root / "history.jsonl").open("a") as fh:
-            fh.write(json.dumps(entry) + "\n")
+            fh.write(json.dumps(entry, default=str) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
 
@@ -277,7 +303,7 @@ class LocalRegistry(ModelRegistry):
         for entry in self.history():
             if entry["action"] == "promote":
                 stack.append(entry["version"])
-            elif stack:
+            elif entry["action"] == "rollback" and stack:
                 stack.pop()
         return stack
 

@@ -305,3 +305,24 @@ def monitor_tables(result: dict[str, Any]) -> list[Table]:
     for a in result["alerts"]:
         alerts.add_row(a["kind"], a["feature"] or "", a["statistic"], _num(a["value"]), _num(a["threshold"]), a["time"])
     return [drift, health, alerts]
+
+
+def history_table(entries: list[dict[str, Any]]) -> Table:
+    """``feedrec models history``: every transition, oldest first."""
+    table = Table(title=f"registry history ({len(entries)} entries)")
+    for col in ("seq", "time", "version", "action", "reason"):
+        table.add_column(col, overflow="fold")
+    for e in entries:
+        action = e["action"]
+        style = (
+            "green"
+            if action in ("promote", "canary_passed", "shadow_passed", "approve")
+            else (
+                "red"
+                if action in ("rollback", "rolled_back", "rejected", "canary_failed", "shadow_failed", "reject")
+                else ""
+            )
+        )
+        table.add_row(str(e.get("seq", "")), str(e.get("time", ""))[:19], e["version"],
+                      f"[{style}]{action}[/]" if style else action, str(e.get("reason", "")))  # fmt: skip
+    return table

@@ -56,11 +56,12 @@ def build_workspace(ws: Path) -> Path:
     return ws
 
 
-def live_workspace(root: Path, seed: int) -> tuple[Path, Path, SimulatedFeed]:
-    """A small world for live traffic (150 users, 300 items, 6 logged days) under ``root``: its
-    log and items stored in ``root/ws``, the world saved to ``root/world``. Returns (workspace,
-    world, the simulated feed); the caller registers the bundles."""
-    feed = simulate(SimulatorConfig(n_users=150, n_items=300, days=6, seed=seed, sessions_per_user_day=2.0))
+def live_workspace(root: Path, seed: int, **sizes: int) -> tuple[Path, Path, SimulatedFeed]:
+    """A small world for live traffic (150 users, 300 items, 6 logged days; ``sizes`` override
+    the simulator's) under ``root``: its log and items stored in ``root/ws``, the world saved to
+    ``root/world``. Returns (workspace, world, the simulated feed); the caller registers the bundles."""
+    config = {"n_users": 150, "n_items": 300, "days": 6, "seed": seed, "sessions_per_user_day": 2.0} | sizes
+    feed = simulate(SimulatorConfig(**config))
     files = feed.write(root / "sim")
     ws = root / "ws"
     store = LocalEventStore(ws)

@@ -54,9 +54,13 @@ ALLOWED: dict[str, set[str]] = {
     "console": set(),
     "cli_experiments": {"config", "console", "experiments", "render", "workspace"},
     "cli_monitor": {"config", "console", "monitoring", "render", "workspace"},
+    "cli_continuous": {"config", "console", "continuous"},
+    # Continuous training runs offline training and drives the rollout through experiments.
+    "continuous": {"config", "data", "experiments", "logs", "monitoring", "offline", "registry", "workspace"},
     # The live loop is a test harness outside the product: it reaches feedrec over HTTP only.
     "loop": {"config", "data"},
     "cli": {
+        "cli_continuous",
         "cli_experiments",
         "cli_monitor",
         "config",

@@ -103,8 +103,8 @@ class Experiment(BaseModel):
         interleaved = [a for a in self.arms if a.interleave is not None]
         if interleaved and len(self.arms) != 1:
             raise ValueError("an interleaving experiment has exactly one arm (it serves both rankings in one feed)")
-        if not interleaved and len(self.arms) < 2:
-            raise ValueError("an A/B experiment needs at least two arms (control and treatment)")
+        if not interleaved and len(self.arms) < 2 and not self.arms[0].shadow:
+            raise ValueError("an A/B experiment needs at least two arms (control and treatment); one arm only shadows")
         if not self.salt:
             self.salt = self.name
         return self

@@ -220,7 +220,10 @@ class _Run:
         return False
 
 
-async def _drive(run: _Run, sessions: list[Session], progress: Progress | None) -> None:
+async def _drive(
+    run: _Run, sessions: list[Session], progress: Progress | None, stop: Callable[[], bool] | None = None
+) -> int:
+    """Run the sessions at their offsets (until ``stop()`` says so); returns how many started."""
     cfg = run.cfg
     limits = httpx.Limits(max_connections=cfg.concurrency, max_keepalive_connections=cfg.concurrency)
     gate = asyncio.Semaphore(cfg.concurrency)
@@ -241,16 +244,25 @@ async def _drive(run: _Run, sessions: list[Session], progress: Progress | None) 
             delay = s.offset - (time.perf_counter() - start)
             if delay > 0:
                 await asyncio.sleep(delay)
+            if stop is not None and stop():
+                break
             tasks.append(asyncio.create_task(one(client, s)))
         await asyncio.gather(*tasks)
+    return len(tasks)
 
 
 def run_traffic(
-    world_dir: Path, cfg: TrafficConfig, *, save: bool = True, progress: Progress | None = None
+    world_dir: Path,
+    cfg: TrafficConfig,
+    *,
+    save: bool = True,
+    progress: Progress | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> TrafficResult:
-    """Drive one run of traffic from the world saved under ``world_dir``; with ``save``, the world's
-    state (clock, who saw and did what) moves on to the run's end, and the items published since
-    the log are written to ``world_dir/items_published.parquet``."""
+    """Drive one run of traffic from the world saved under ``world_dir`` (ending early once
+    ``stop()`` is true); with ``save``, the world's state (clock, who saw and did what) moves on
+    to the run's end, and the items published since the log are written to
+    ``world_dir/items_published.parquet``."""
     cfg.validate()
     world = World.load(world_dir)
     start = world.clock
@@ -260,7 +272,10 @@ def run_traffic(
     sessions = schedule(world, cfg, start)
     run = _Run(world, cfg)
     began = time.perf_counter()
-    asyncio.run(_drive(run, sessions, progress))
+    started = asyncio.run(_drive(run, sessions, progress, stop))
+    if started < len(sessions):  # stopped early: the world's clock ends at the last session begun
+        end = sessions[started - 1].t + 1 if started else start
+        sessions = sessions[:started]
     m = run.metrics
     summary = {
         "requests": m.requests,

@@ -50,6 +50,7 @@ def fit_realtime_ranker(
     window: float = 0.5,
     threads: int = 0,
     seed: int = 42,
+    drill_shuffled: bool = False,
 ) -> dict[str, float]:
     """Fit ``model.realtime_`` on ``events`` (the log, impressions included); returns its test metrics."""
     sources, ranked = list(pair_sources), list(rank_sources)
@@ -100,7 +101,7 @@ def fit_realtime_ranker(
 
     booster = impression_gbdt(seed=seed, threads=threads).fit(rows("train"), rows("valid"))
     calibrator = Calibrator("isotonic").fit(booster.predict(x[part["valid"]]), y[part["valid"]])
-    ranker = RealtimeRanker(booster, calibrator, surfaces, sources, ranked)
+    ranker = RealtimeRanker(booster, calibrator, surfaces, sources, ranked, shuffled=drill_shuffled)
     model.realtime_ = ranker
     y_test, p_test = y[part["test"]], ranker.predict(x[part["test"]])
     # The reference ``feedrec monitor`` compares serving with: the training rows' features, the

@@ -15,6 +15,7 @@ import resource
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import polars as pl
@@ -102,7 +103,10 @@ def train(
     model_name: str = "feedrec",
     policy: GatePolicy | None = None,
     on_stage: Callable[[str], None] = lambda _: None,
+    promote: bool = True,
 ) -> TrainResult:
+    """Train, register, gate; with ``promote`` (the default), promote when the gate says so (a
+    continuous-training loop passes False and takes the bundle through shadow and canary first)."""
     cfg = cfg.model_copy(deep=True)  # tuning writes its best parameters here, not into the caller's config
     clock = _StageClock(on_stage)
     on_stage = clock.start
@@ -111,6 +115,9 @@ def train(
     columns = [c for c in EVENT_SCHEMA.names if c != "event_id"]
     space = Workspace.from_config(cfg)
     all_events = pl.DataFrame(pl.from_arrow(space.events.scan(columns=columns)))
+    if cfg.train.window_days is not None and all_events.height:
+        horizon = all_events["timestamp"].max() - timedelta(days=cfg.train.window_days)  # type: ignore[operator]
+        all_events = all_events.filter(pl.col("timestamp") >= horizon)
     events = all_events.filter(pl.col("type").is_in([t.value for t in cfg.eval.positive_types]))
     side = load_store_side(space)
     if events.height == 0:
@@ -141,11 +148,12 @@ def train(
     ranker: RankerReport | None = None
     realtime: dict[str, float] = {}
     if all_events.filter(pl.col("type") == "impression").height > 1000:
-        on_stage("impression ranker")
         items = pl.DataFrame(pl.from_arrow(side.items)) if side.items is not None else None
-        ranker = evaluate_rankers(
-            all_events, items, threads=cfg.threads, max_impressions=cfg.train.ranker_max_impressions
-        )
+        if cfg.train.evaluate_rankers:
+            on_stage("impression ranker")
+            ranker = evaluate_rankers(
+                all_events, items, threads=cfg.threads, max_impressions=cfg.train.ranker_max_impressions
+            )
         if isinstance(model, FeedRecommender):
             on_stage("real-time ranker (served)")
             realtime = fit_realtime_ranker(
@@ -157,6 +165,7 @@ def train(
                 pair_sources=cfg.train.realtime_pair_sources,
                 rank_sources=cfg.train.realtime_rank_sources,
                 threads=cfg.threads,
+                drill_shuffled=cfg.train.drill_shuffled_ranker,
             )
 
     on_stage("register the bundle")
@@ -177,7 +186,7 @@ def train(
     decision = gate_decision(manifest, registry.production(), policy or GatePolicy(metric=f"ndcg@{cfg.eval.k}"))
     manifest.gate = decision
     registry.register(model, manifest, render_report(manifest, ranker), artifacts=profile_artifacts(model))
-    if decision["promote"]:
+    if decision["promote"] and promote:
         registry.promote(manifest.version, reason=decision["reason"])
     clock.stop()
     return TrainResult(

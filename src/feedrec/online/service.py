@@ -419,7 +419,14 @@ class FeedService:
         with what an estimator needs. Returns (items, fallback reason, stage timings, what to log)."""
         extra: dict[str, Any] = {}
         held = self.bundles
-        shadows = {v: self._personal(held[v], user_id, k, surface, at, None)[0] for v in arm.shadow if v in held}
+        shadows: dict[str, list[FeedItem]] = {}
+        for v in arm.shadow:  # each shadow's feed for the same request, timed, its fallback noted
+            if v in held:
+                t = time.perf_counter()
+                shadows[v], why_v, _ = self._personal(held[v], user_id, k, surface, at, None)
+                extra.setdefault("shadow_ms", {})[v] = round((time.perf_counter() - t) * 1e3, 3)
+                if why_v is not None:
+                    extra.setdefault("shadow_fallback", {})[v] = why_v
         if shadows:
             extra["shadow"] = {v: [i.item_id for i in slate] for v, slate in shadows.items()}
         if arm.explore is None:

@@ -38,12 +38,14 @@ class RealtimeRanker:
         surfaces: list[str],
         pair_sources: list[str],
         rank_sources: list[str] | None = None,
+        shuffled: bool = False,
     ):
         self.booster = booster
         self.calibrator = calibrator
         self.surfaces = surfaces
         self.pair_sources = pair_sources
         self.rank_sources = rank_sources or []
+        self.shuffled = shuffled  # a fault drill (train.drill_shuffled_ranker): scores permuted at random
         # The training data's reference profile (``feedrec.monitoring.profile``), set by the fit and
         # stored beside the bundle by the registry, not with the model.
         self.profile: dict[str, Any] | None = None
@@ -71,7 +73,8 @@ class RealtimeRanker:
         """Calibrated P(click); ties within an isotonic step are broken by the raw score (1e-9 of it),
         so the ranking is the raw model's."""
         raw = self.raw(x)
-        return self.calibrator.transform(raw) + 1e-9 * raw
+        scores = self.calibrator.transform(raw) + 1e-9 * raw
+        return np.random.default_rng().permutation(scores) if self.shuffled else scores
 
     def save(self, path: Path) -> None:
         import joblib
@@ -84,6 +87,7 @@ class RealtimeRanker:
             "pair_sources": self.pair_sources,
             "rank_sources": self.rank_sources,
             "features": self.feature_names,
+            "shuffled": self.shuffled,
         }
         (path / "realtime.json").write_text(json.dumps(meta))
 
@@ -96,6 +100,7 @@ class RealtimeRanker:
             GBDTRanker.load(path / "booster"),
             joblib.load(path / "calibrator.joblib"),
             **{k: meta.get(k, []) for k in ("surfaces", "pair_sources", "rank_sources")},
+            shuffled=bool(meta.get("shuffled", False)),
         )
         if ranker.feature_names != meta["features"]:
             raise ValueError(f"{path}: the ranker was trained on other features than this feedrec declares")

@@ -1,0 +1,1 @@
+"""Continuous training: the retraining cycle (trigger, retrain, gate, shadow, canary, promote)."""

@@ -1,0 +1,126 @@
+"""`feedrec loop` against a live server with the world's traffic: one full cycle (trigger, retrain,
+gate, shadow, canary, promote) and one rollback cycle (a candidate whose ranker's scores are
+shuffled, forced through the gate, stopped at its canary), with no failed request."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import yaml
+
+from feedrec.config import load_config
+from feedrec.loop.traffic import TrafficConfig, TrafficResult, run_traffic
+from feedrec.offline.train import train
+from feedrec.registry import LocalRegistry
+from tests.integration.servers import live_workspace, serving
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+FAST = ["train.tune=[]", "train.evaluate_rankers=false", "models.two_tower.epochs=3"]
+
+
+def _policy(tmp: Path, name: str, **changes: dict) -> Path:
+    policy = {
+        "trigger": {"every_hours": 2, "on_drift": False},
+        "retrain": {"window_days": None, "overrides": FAST},
+        "gate": {"min_gain": -1.0, "auc_tolerance": 0.05},
+        "shadow": {"hours": 1, "share": 1.0, "min_requests": 5},
+        "canary": {"share": 0.3, "min_hours": 1, "max_hours": 4, "guardrails": []},
+        "poll_s": 0.5,
+    }
+    for key, value in changes.items():
+        policy[key] = policy.get(key, {}) | value
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(policy))
+    return path
+
+
+def _loop_with_traffic(ws: Path, world: Path, url: str, policy: Path, seed: int, *sets: str) -> TrafficResult:
+    """The loop (a `feedrec loop` process, one cycle) while the world's users use the server."""
+    command = [sys.executable, "-m", "feedrec.cli", "loop", "-w", str(ws), "--policy", str(policy)]
+    command += ["--cycles", "1", "--seconds", "150", *(a for s in sets for a in ("--set", s))]
+    loop = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    result: dict[str, TrafficResult] = {}
+    cfg = TrafficConfig(url=url, seconds=150, rps=30, speed=0.25, seed=seed, concurrency=4)
+
+    def drive() -> None:
+        result["run"] = run_traffic(world, cfg, save=True, stop=lambda: loop.poll() is not None)
+
+    thread = threading.Thread(target=drive)
+    thread.start()
+    output = loop.communicate(timeout=240)[0].decode()
+    thread.join(timeout=60)
+    assert loop.returncode == 0, output[-3000:]
+    return result["run"]
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("continuous")
+    # More items than the ranker scores per request, so that shuffling its scores shows online.
+    ws, world, _ = live_workspace(root, seed=11, n_users=300, n_items=2000)
+    cfg = load_config(overrides=FAST)
+    cfg.workspace = ws
+    assert train(cfg).promoted  # v0001: the first bundle is production
+    runs = {}
+    env = {"FEEDREC_WATCH_INTERVAL_S": "0.3", "FEEDREC_FEATURE_LOG_RATE": "0.2"}
+    with serving(ws, **env) as url:
+        runs["cycle"] = _loop_with_traffic(ws, world, url, _policy(root, "cycle"), 1)
+        broken = _policy(
+            root, "broken", gate={"force": True}, canary={"share": 0.5, "max_hours": 12, "promote_on_timeout": False}
+        )
+        runs["broken"] = _loop_with_traffic(ws, world, url, broken, 2, "train.drill_shuffled_ranker=true")
+    return {"ws": ws, "runs": runs, "registry": LocalRegistry(ws / "registry")}
+
+
+def _actions(registry: LocalRegistry, version: str) -> list[str]:
+    return [e["action"] for e in registry.history() if e["version"] == version]
+
+
+def test_a_full_cycle_retrains_shadows_canaries_and_promotes(live):
+    registry = live["registry"]
+    assert _actions(registry, "v0002") == [
+        "trigger",
+        "trained",
+        "gate",
+        "shadow_started",
+        "shadow_passed",
+        "canary_started",
+        "canary_passed",
+        "promote",
+    ]
+    shadow = next(e for e in registry.history() if e["action"] == "shadow_passed")
+    assert shadow["requests"] >= 5 and 0 <= shadow["overlap"] <= 1 and shadow["fallback_rate"] == 0
+    promoted = next(e for e in registry.history() if e["action"] == "promote" and e["version"] == "v0002")
+    assert promoted["reason"].startswith("canary passed")
+    assert live["runs"]["cycle"].summary["errors"] == 0
+    # The server picked the promotion up: later feeds come from v0002.
+    assert (
+        "v0002" in live["runs"]["cycle"].summary["by_version"]
+        or "v0002" in live["runs"]["broken"].summary["by_version"]
+    )
+
+
+def test_a_broken_candidate_is_stopped_at_canary_and_rolled_back(live):
+    registry = live["registry"]
+    actions = _actions(registry, "v0003")
+    assert actions[:3] == ["trigger", "trained", "gate"]
+    gate = next(e for e in registry.history() if e["action"] == "gate" and e["version"] == "v0003")
+    assert gate["passed"] is False and gate["forced"] is True and "real-time ranker AUC" in gate["reason"]
+    assert "canary_failed" in actions and actions[-2:] == ["rolled_back", "rejected"]
+    failed = next(e for e in registry.history() if e["action"] == "canary_failed")
+    assert failed["decision"] == "stop" and failed["lift"] < 0
+    assert 0 < failed["share_exposed"] < 0.5
+    assert registry.production().version == "v0002"  # never promoted
+    assert live["runs"]["broken"].summary["errors"] == 0
+    # The history shows it all, through the CLI.
+    shown = subprocess.run(
+        [sys.executable, "-m", "feedrec.cli", "models", "history", "-w", str(live["ws"]), "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert '"canary_failed"' in shown.stdout and '"rolled_back"' in shown.stdout
