@@ -378,28 +378,34 @@ class MonitorConfig(StrictModel):
     """``feedrec monitor``: the window it judges, and the thresholds that raise an alert."""
 
     window_hours: float = Field(6.0, gt=0)  # default window: this long before the latest event
-    # What drift is measured against: `serving` (the bundle's own first baseline_hours of logged
-    # serving, profiled once they exist; no drift alerts before) or `training` (its training
-    # profile: a new policy changes what it is shown, so expect alerts from the first hour).
-    # Both comparisons are reported either way.
+    # What drift is measured against: `serving` (the same bundle's logged serving in the
+    # baseline_hours before the window: an abrupt change stands out, the slow ones a deployment
+    # lives with do not; no drift alerts until it has served that long) or `training` (its
+    # training profile: a new policy changes what it is shown, so expect alerts from the first
+    # hour). The training comparison is reported either way.
     reference: Literal["serving", "training"] = "serving"
     baseline_hours: float = Field(24.0, gt=0)
     bucket_hours: float = Field(1.0, gt=0)  # the statistics over time are per bucket of this length
     min_rows: int = Field(200, ge=1)  # a bucket (or window) with fewer logged rows is not judged
-    psi: float = Field(0.25, gt=0)  # a feature or the prediction drifted when its PSI reaches this
+    psi: float = Field(0.25, gt=0)  # a feature or the prediction drifted when its PSI reaches this ...
+    # ... or null_factor times the PSI its windows reach by themselves within the serving baseline
+    # (feedrec.monitoring.monitor._null_psi), whichever is larger.
+    null_factor: float = Field(1.5, ge=0)
     # Calibration alert: the ECE of logged predictions (against the clicks that followed) exceeds the
     # reference's by this much (served items are the ranker's top picks, so some over-prediction is
     # normal in serving; the serving baseline measures how much).
     ece: float = Field(0.03, gt=0)
-    # Skew alert: more than this share of recomputed rows differs from what the server used. Without any bug
-    # some do (events in flight when the request was served): up to ~0.2 for creator counters under
-    # the live loop's load; a counter that stopped updating differs on most rows.
-    skew_mismatch: float = Field(0.4, gt=0, le=1)
+    # Skew alert: more than this share of recomputed rows differs from what the server used by more
+    # than the tolerance (feedrec.monitoring.skew: one event and 5 % for a counter, 5 % otherwise:
+    # events in flight when the request was served). A counter that stopped updating differs on most.
+    skew_mismatch: float = Field(0.1, gt=0, le=1)
     skew_requests: int = Field(200, ge=1)  # logged requests the skew check recomputes offline
     attribution_s: float = Field(1800.0, gt=0)  # a click within this long of its feed labels the row
     watch_interval_s: float = Field(60.0, gt=0)  # `--watch`: wall seconds between runs
-    # Features left out of drift alerts (still reported): the context a request sets, not the world.
-    ignore: list[str] = Field(default_factory=lambda: ["hour", "weekday", "position"])
+    # Features left out of drift alerts (still reported): the context a request sets (hour, weekday,
+    # slot), and the age of the items served, which grows with the clock for a bundle's fixed
+    # catalogue (it drifts from any earlier window by construction; a retraining resets it).
+    ignore: list[str] = Field(default_factory=lambda: ["hour", "weekday", "position", "item_age_days"])
 
 
 class BackendsConfig(StrictModel):

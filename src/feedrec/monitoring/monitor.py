@@ -73,19 +73,15 @@ def load_profile(space: Workspace, version: str) -> dict[str, Any]:
 
 def _stats(reference: dict[str, Any], values: np.ndarray | list[str | None]) -> dict[str, Any]:
     """Drift of ``values`` from one feature's reference profile (numeric or categorical)."""
+    cur = _histogram(reference, values)
     if reference["kind"] == "categorical":
         shares = reference["shares"]
-        categories = list(shares)
-        current = ["<missing>" if v is None else str(v) for v in values]
-        ref = np.append(np.asarray([shares[c] for c in categories]) * reference["rows"], 0.0)
-        cur = categorical_histogram(current, categories)
-        statistic, p_value = chi_square_test(shares, current)
+        ref = np.append(np.asarray([shares[c] for c in shares]) * reference["rows"], 0.0)
+        statistic, p_value = chi_square_test(shares, ["<missing>" if v is None else str(v) for v in values])
         test = "chi_square"
     else:
-        v = np.asarray(values, np.float64)
         ref = np.asarray(reference["counts"], np.float64)
-        cur = numeric_histogram(v, np.asarray(reference["cuts"], np.float64))
-        statistic, p_value = ks_test(np.asarray(reference["sample"], np.float64), v)
+        statistic, p_value = ks_test(np.asarray(reference["sample"], np.float64), np.asarray(values, np.float64))
         test = "ks"
     out = {
         "psi": round(psi(ref, cur), 6),
@@ -187,20 +183,27 @@ def run_monitor(
     events = pl.DataFrame(pl.from_arrow(scanned))
     in_window = events.filter((pl.col("timestamp") >= since) & (pl.col("timestamp") < until))
 
-    baseline = serving_baseline(space, reference, logged, cfg)
+    names = [n for n in training["features"] if n == "surface" or n in rows.columns]
+    baseline = serving_baseline(space, logged, cfg, since, until - since) if cfg.reference == "serving" else None
     profile = training if cfg.reference == "training" or baseline is None else baseline
     judged = cfg.reference == "training" or baseline is not None  # no drift alerts before the baseline exists
-    names = [n for n in training["features"] if n == "surface" or n in rows.columns]
+    null = baseline["null_psi"] if baseline is not None else {}
+
+    def threshold(name: str) -> float:
+        """cfg.psi, or more for a feature whose windows stray that far from their day by themselves."""
+        return round(max(cfg.psi, cfg.null_factor * null.get(name, 0.0)), 6)
+
     features = {}
-    for name in names:
-        stats = _stats(profile["features"][name], _column(rows, name))
-        stats["drifted"] = bool(judged and name not in cfg.ignore and stats["psi"] >= cfg.psi)
-        if profile is not training:
+    for name in [*names, "prediction"]:
+        of = profile["prediction"] if name == "prediction" else profile["features"][name]
+        stats = _stats(of, _column(rows, name))
+        stats["threshold"] = threshold(name)
+        stats["drifted"] = bool(judged and name not in cfg.ignore and stats["psi"] >= stats["threshold"])
+        if profile is not training and name != "prediction":
             vs_training = _stats(training["features"][name], _column(rows, name))
             stats["training"] = {k: vs_training[k] for k in ("psi", "kl", "js")}
         features[name] = stats
-    prediction = _stats(profile["prediction"], _column(rows, "prediction"))
-    prediction["drifted"] = bool(judged and prediction["psi"] >= cfg.psi)
+    prediction = features.pop("prediction")
     labels = _labels(rows, events, cfg.attribution_s)
     p = rows["prediction"].to_numpy()
     calibration = {
@@ -231,7 +234,7 @@ def run_monitor(
 
     def crossing(name: str) -> str | None:
         reference = profile["prediction"] if name == "prediction" else profile["features"][name]
-        return _crossing(rows, reference, name, cfg.psi, buckets)
+        return _crossing(rows, reference, name, threshold(name), buckets)
 
     result["alerts"] = _alerts(result, cfg, until, crossing)
     if write:
@@ -239,23 +242,23 @@ def run_monitor(
     return result
 
 
-def serving_baseline(space: Workspace, version: str, logged: pl.DataFrame, cfg: MonitorConfig) -> dict[str, Any] | None:
-    """The profile of ``version``'s first ``cfg.baseline_hours`` of logged serving (``logged``: its
-    rows), built once that span has passed and kept in ``monitoring/baseline-<version>.json``;
-    None before (or when the span logged fewer than ``cfg.min_rows`` rows)."""
-    path = monitoring_dir(space) / f"baseline-{version}.json"
-    if path.exists():
-        kept: dict[str, Any] = json.loads(path.read_text())
-        return kept
-    first, last = logged["time"].min(), logged["time"].max()
-    assert isinstance(first, datetime) and isinstance(last, datetime)
-    end = first + timedelta(hours=cfg.baseline_hours)
-    rows = logged.filter(pl.col("time") < end)
-    if last < end or rows.height < cfg.min_rows:
+def serving_baseline(
+    space: Workspace, logged: pl.DataFrame, cfg: MonitorConfig, since: datetime, window: timedelta
+) -> dict[str, Any] | None:
+    """The profile of the reference version's serving in the ``cfg.baseline_hours`` before the
+    window (``logged``: its rows): what the window is judged against, so that an abrupt change
+    stands out from the slow ones a deployment lives with (its bundle ageing, its own feedback
+    on the 7-day counters). None when the version served less than that before ``since`` (or
+    logged fewer than ``cfg.min_rows`` rows then)."""
+    first = logged["time"].min()
+    assert isinstance(first, datetime)
+    start = since - timedelta(hours=cfg.baseline_hours)
+    rows = logged.filter((pl.col("time") >= start) & (pl.col("time") < since))
+    if first > start or rows.height < cfg.min_rows:
         return None
     columns = ["request_id", "item_id", "type", "timestamp"]
     scanned = space.events.scan(
-        columns=columns, types=["click"], start=first, end=end + timedelta(seconds=cfg.attribution_s)
+        columns=columns, types=["click"], start=start, end=since + timedelta(seconds=cfg.attribution_s)
     )
     names = [n for n in rows.columns if n not in NOT_FEATURES]
     profile = build_profile(
@@ -264,12 +267,46 @@ def serving_baseline(space: Workspace, version: str, logged: pl.DataFrame, cfg: 
         rows["prediction"].to_numpy(),
         _labels(rows, pl.DataFrame(pl.from_arrow(scanned)), cfg.attribution_s),
     )
-    profile["window"] = {"start": first.isoformat(), "end": end.isoformat(), "rows": rows.height}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(profile))
-    os.replace(tmp, path)
+    profile["window"] = {"start": start.isoformat(), "end": since.isoformat(), "rows": rows.height}
+    profile["null_psi"] = _null_psi(rows, profile, [*names, "surface", "prediction"], start, since, window, cfg)
     return profile
+
+
+def _null_psi(
+    rows: pl.DataFrame,
+    profile: dict[str, Any],
+    names: list[str],
+    start: datetime,
+    end: datetime,
+    window: timedelta,
+    cfg: MonitorConfig,
+) -> dict[str, float]:
+    """Per feature, how far a window as long as the judged one strays from the rest of the
+    baseline by itself: the largest PSI of a block of the baseline against the remaining blocks
+    (both over the baseline's bins). A feature that moves that much on an ordinary day (a 7-day
+    counter of the few creators a feed concentrates on, the age of a fixed catalogue) needs a
+    larger shift than ``cfg.psi`` before it alerts: ``cfg.null_factor`` times this."""
+    blocks = _buckets(start, end, max(window.total_seconds() / 3600, cfg.bucket_hours))
+    out: dict[str, float] = {}
+    for name in names:
+        reference = profile["prediction"] if name == "prediction" else profile["features"][name]
+        whole = _histogram(reference, _column(rows, name))
+        worst = 0.0
+        for lo, hi in blocks:
+            part = rows.filter((pl.col("time") >= lo) & (pl.col("time") < hi))
+            if part.height < cfg.min_rows:
+                continue
+            block = _histogram(reference, _column(part, name))
+            worst = max(worst, psi(whole - block, block))
+        out[name] = round(worst, 6)
+    return out
+
+
+def _histogram(reference: dict[str, Any], values: np.ndarray | list[str | None]) -> np.ndarray:
+    """``values`` over ``reference``'s bins (numeric cuts plus missing, or categories plus other)."""
+    if reference["kind"] == "categorical":
+        return categorical_histogram(["<missing>" if v is None else str(v) for v in values], list(reference["shares"]))
+    return numeric_histogram(np.asarray(values, np.float64), np.asarray(reference["cuts"], np.float64))
 
 
 def _timeline(
@@ -323,7 +360,7 @@ def _alerts(
     for name, s in [*result["features"].items(), ("prediction", result["prediction"])]:
         if s["drifted"]:
             kind = "prediction_drift" if name == "prediction" else "feature_drift"
-            alerts.append(_alert(kind, name, "psi", s["psi"], cfg.psi, crossing(name) or end))
+            alerts.append(_alert(kind, name, "psi", s["psi"], s["threshold"], crossing(name) or end))
     cal = result["calibration"]
     rise = cal["ece"] - (cal["reference_ece"] or 0.0)
     if rise >= cfg.ece:

@@ -4,10 +4,15 @@ point-in-time recomputation for the same (user, item, moment, surface, slot).
 A sample of the window's logged requests is replayed through ``feedrec.features.offline.
 build_features`` over the event store (events strictly before each request, as training sees
 them). A feature's ``mismatch_rate`` is the share of rows whose served value differs from the
-recomputed one by more than ``atol + rtol * |offline|``; an online counter that stopped updating,
-a lagging tail or a bug in either path shows up there. Some mismatch is expected without any
-bug: an event whose time precedes a request but that reached the server after it (another user's
-click in flight) is in the recomputation and was not in the served value.
+recomputed one by more than its tolerance; an online counter that stopped updating, a lagging
+tail or a bug in either path shows up there.
+
+The tolerance allows for what is no bug: an event whose time precedes a request but that reached
+the server after it (another user's click in flight) is in the recomputation and was not in the
+served value. A counter may differ by one event plus ``rtol`` (5 %) of its value, anything else
+by ``rtol``. Under the live loop's compressed time (a simulated hour per wall second or so, so a
+few milliseconds in flight are many simulated seconds) exact equality failed on up to 43 % of
+the rows of the 7-day creator counters with nothing broken; with the tolerance, on none.
 """
 
 from __future__ import annotations
@@ -20,8 +25,10 @@ import polars as pl
 import pyarrow as pa
 
 from feedrec.data.store import EventStore
-from feedrec.features.definitions import FEATURE_NAMES, WINDOWS
+from feedrec.features.definitions import COUNTERS, FEATURE_NAMES, WINDOWS
 from feedrec.features.offline import build_features
+
+COUNTER_NAMES = {c.name for c in COUNTERS}
 
 
 def _relevant_events(store: EventStore, queries: pl.DataFrame, items: pl.DataFrame) -> pl.DataFrame:
@@ -48,8 +55,7 @@ def skew(
     *,
     requests: int = 200,
     threshold: float = 0.05,
-    rtol: float = 1e-6,
-    atol: float = 1e-6,
+    rtol: float = 0.05,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Compare ``requests`` sampled logged requests' served features with their recomputation."""
@@ -74,6 +80,7 @@ def skew(
         served = sample[name].cast(pl.Float64).fill_null(np.nan).to_numpy()
         want = offline[name].cast(pl.Float64).fill_null(np.nan).to_numpy()
         both_nan = np.isnan(served) & np.isnan(want)
+        atol = 1.0 if name in COUNTER_NAMES else 1e-6  # a counter may miss one event in flight
         differ = ~both_nan & ~(np.abs(served - want) <= atol + rtol * np.abs(want))
         diff = np.abs(np.nan_to_num(served - want))
         rate = float(differ.mean()) if differ.size else 0.0

@@ -174,7 +174,7 @@ def test_thresholds_come_from_config(space):
     assert quiet["alerts"] == [] and not any(s["drifted"] for s in quiet["features"].values())
 
 
-def test_the_serving_baseline_waits_for_its_hours_then_becomes_the_reference(space, tmp_path):
+def test_the_serving_baseline_waits_for_its_hours_then_becomes_the_reference(space):
     ws = Workspace(space["ws"])
     long = MonitorConfig(reference="serving", baseline_hours=48, window_hours=24, skew_requests=10, min_rows=50)
     pending = run_monitor(ws, long, write=False)
@@ -184,7 +184,11 @@ def test_the_serving_baseline_waits_for_its_hours_then_becomes_the_reference(spa
     judged = run_monitor(ws, short, write=False)
     assert judged["reference_kind"] == "serving" and judged["baseline"]["rows"] > 0
     assert "training" in judged["features"][BROKEN]  # the training comparison is still reported
-    assert (space["ws"] / "monitoring" / "baseline-v0001.json").exists()
+    # The baseline is the serving just before the window; each feature's threshold is at least
+    # monitor.psi, more where the baseline's own windows stray further (null_factor x their PSI).
+    assert judged["baseline"]["end"] == judged["window"]["start"]
+    assert all(s["threshold"] >= short.psi for s in judged["features"].values())
+    assert any(s["threshold"] > short.psi for s in judged["features"].values())
     # Against its own serving, the tripled feature is no longer a shift.
     assert judged["features"][BROKEN]["psi"] < judged["features"][BROKEN]["training"]["psi"]
 

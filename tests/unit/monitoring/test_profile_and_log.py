@@ -74,3 +74,34 @@ def test_close_writes_what_is_queued_and_the_background_thread_flushes(tmp_path)
     rows = read_feature_log(tmp_path)
     assert sorted(rows["request_id"].unique().to_list()) == ["r0", "r1"]
     assert rows["position"].to_list()[:10] == list(range(10))  # the slot, not the ranking position
+
+
+def test_null_psi_is_the_largest_block_against_the_rest_of_the_baseline():
+    from datetime import UTC, datetime, timedelta
+
+    import polars as pl
+
+    from feedrec.config import MonitorConfig
+    from feedrec.metrics.drift import numeric_histogram, psi
+    from feedrec.monitoring.monitor import _null_psi
+
+    rng = np.random.default_rng(3)
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    hours = np.repeat(np.arange(4), 500)
+    x = rng.normal(size=2000) + (hours == 2) * 1.5  # the third hour strays
+    rows = pl.DataFrame(
+        {
+            "request_id": [f"r{n}" for n in range(2000)],
+            "time": [start + timedelta(hours=int(h), seconds=n % 3000) for n, h in enumerate(hours)],
+            "item_x": x,
+        }
+    )
+    profile = build_profile({"item_x": x}, {}, np.zeros(1), np.zeros(1))
+    cfg = MonitorConfig(min_rows=100, bucket_hours=1)
+    null = _null_psi(rows, profile, ["item_x"], start, start + timedelta(hours=4), timedelta(hours=1), cfg)
+    cuts = np.asarray(profile["features"]["item_x"]["cuts"])
+    whole = numeric_histogram(x, cuts)
+    by_hand = max(
+        psi(whole - numeric_histogram(x[hours == h], cuts), numeric_histogram(x[hours == h], cuts)) for h in range(4)
+    )
+    assert null["item_x"] == pytest.approx(by_hand, abs=1e-6) and null["item_x"] > 0.5
