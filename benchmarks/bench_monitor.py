@@ -23,18 +23,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shutil
-import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import write_result
 from bench_loop import free_port, natural_speed, sh
 from feedrec.loop.demo import serving
 from feedrec.loop.traffic import TrafficConfig, run_traffic
 
-RESULTS = Path(__file__).resolve().parent / "results"
 LOG_ALL = {"FEEDREC_FEATURE_LOG_RATE": "1"}
 
 
@@ -155,7 +152,6 @@ def main() -> None:
     skew = broken["skew"]
     detected = [r["shift"]["first_alert_hour"] for r in runs]
     result = {
-        "machine": f"{platform.processor() or platform.machine()}, {platform.python_version()}",
         "args": {k: str(v) for k, v in vars(args).items()},
         "shift_detected": sum(h is not None for h in detected),
         "shift_detected_within_6h": sum(h is not None and h <= 6 for h in detected),
@@ -168,8 +164,7 @@ def main() -> None:
             "alerts": sorted({f"{a['kind']}:{a['feature'] or ''}" for a in broken["alerts"]}),
         },
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "monitor.json").write_text(json.dumps(result, indent=2))
+    write_result("monitor", result)
     print(json.dumps({k: v for k, v in result.items() if k != "runs"}, indent=2))
 
 

@@ -20,7 +20,7 @@ import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -142,24 +142,37 @@ class FeatureLog:
 
 
 def _frame(pending: list[_Sampled]) -> pl.DataFrame:
-    """One frame of every queued feed's rows (columns: the union of their feature names)."""
+    """One frame of every queued feed's rows (columns: the union of their feature names); the
+    feeds of one ranker are scored in one call."""
+    groups: dict[tuple[tuple[str, ...], int, int], list[_Sampled]] = {}
+    for s in pending:  # a bound method is a new object per access: group by its object and function
+        owner, func = getattr(s.predict, "__self__", s.predict), getattr(s.predict, "__func__", s.predict)
+        groups.setdefault((tuple(s.names), id(owner), id(func)), []).append(s)
     frames = []
-    for s in pending:
-        n = len(s.items)
-        prediction = np.asarray(s.predict(s.matrix), np.float64)
+    for (names, _, _), group in groups.items():
+        x = np.concatenate([s.matrix for s in group])
+        sizes = [len(s.items) for s in group]
+
+        def each(values: list[object], sizes: list[int] = sizes) -> np.ndarray:
+            return np.repeat(np.asarray(values, dtype=object), sizes)
+
         columns: dict[str, object] = {
-            "request_id": [s.request_id] * n,
-            "time": [datetime.fromtimestamp(s.time, UTC)] * n,
-            "user_id": [s.user_id] * n,
-            "model_version": [s.version] * n,
-            "surface": pl.Series([s.surface] * n, dtype=pl.Utf8),
-            "item_id": s.items,
-            "slot": np.asarray(s.slots, np.int32),
-            "prediction": prediction,
+            "request_id": each([s.request_id for s in group]),
+            "time": pl.Series(each([s.time for s in group]).astype(np.float64) * 1e6)
+            .cast(pl.Int64)
+            .cast(pl.Datetime("us", "UTC")),
+            "user_id": each([s.user_id for s in group]),
+            "model_version": each([s.version for s in group]),
+            "surface": pl.Series(each([s.surface for s in group]).tolist(), dtype=pl.Utf8),
+            "item_id": [i for s in group for i in s.items],
+            "slot": np.concatenate([np.asarray(s.slots, np.int32) for s in group]),
+            "prediction": np.asarray(group[0].predict(x), np.float64),
         }
-        columns |= {name: s.matrix[:, j].astype(np.float64) for j, name in enumerate(s.names) if name != "surface"}
-        frames.append(pl.DataFrame(columns))
-    return pl.concat(frames, how="diagonal_relaxed").with_columns(pl.col("time").dt.cast_time_unit("us"))
+        columns |= {name: x[:, j].astype(np.float64) for j, name in enumerate(names) if name != "surface"}
+        frames.append(
+            pl.DataFrame(columns).with_columns(pl.col("request_id", "user_id", "model_version").cast(pl.Utf8))
+        )
+    return pl.concat(frames, how="diagonal_relaxed")
 
 
 def read_feature_log(folder: Path, since: datetime | None = None, until: datetime | None = None) -> pl.DataFrame:
