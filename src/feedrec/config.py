@@ -400,6 +400,7 @@ class MonitorConfig(StrictModel):
     # events in flight when the request was served). A counter that stopped updating differs on most.
     skew_mismatch: float = Field(0.1, gt=0, le=1)
     skew_requests: int = Field(200, ge=1)  # logged requests the skew check recomputes offline
+    skew_grace_s: float = Field(600.0, ge=0)  # events this close before a request may have been in flight
     attribution_s: float = Field(1800.0, gt=0)  # a click within this long of its feed labels the row
     watch_interval_s: float = Field(60.0, gt=0)  # `--watch`: wall seconds between runs
     # Features left out of drift alerts (still reported): the context a request sets (hour, weekday,

@@ -4,11 +4,13 @@ shuffled, forced through the gate, stopped at its canary), with no failed reques
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
@@ -43,18 +45,24 @@ def _loop_with_traffic(ws: Path, world: Path, url: str, policy: Path, seed: int,
     command = [sys.executable, "-m", "feedrec.cli", "loop", "-w", str(ws), "--policy", str(policy)]
     command += ["--cycles", "1", "--seconds", "150", *(a for s in sets for a in ("--set", s))]
     loop = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    result: dict[str, TrafficResult] = {}
+    result: dict[str, object] = {}
     cfg = TrafficConfig(url=url, seconds=150, rps=30, speed=0.25, seed=seed, concurrency=4)
 
     def drive() -> None:
-        result["run"] = run_traffic(world, cfg, save=True, stop=lambda: loop.poll() is not None)
+        try:
+            result["run"] = run_traffic(world, cfg, save=True, stop=lambda: loop.poll() is not None)
+        except Exception as exc:  # reported below, in the test's thread
+            result["error"] = exc
 
     thread = threading.Thread(target=drive)
     thread.start()
-    output = loop.communicate(timeout=240)[0].decode()
-    thread.join(timeout=60)
+    output = loop.communicate(timeout=300)[0].decode()
+    thread.join()
     assert loop.returncode == 0, output[-3000:]
-    return result["run"]
+    assert "error" not in result, result.get("error")
+    run = result["run"]
+    assert isinstance(run, TrafficResult)
+    return run
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +81,21 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> dict:
             root, "broken", gate={"force": True}, canary={"share": 0.5, "max_hours": 12, "promote_on_timeout": False}
         )
         runs["broken"] = _loop_with_traffic(ws, world, url, broken, 2, "train.drill_shuffled_ranker=true")
-    return {"ws": ws, "runs": runs, "registry": LocalRegistry(ws / "registry")}
+        # The monitor's latest verdict, as the running server's gauges.
+        monitored = subprocess.run(
+            [sys.executable, "-m", "feedrec.cli", "monitor", "-w", str(ws), "--json", "--set", "monitor.min_rows=20",
+             "--set", "monitor.reference=training"],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        assert monitored.returncode == 0, monitored.stderr[-2000:]
+        scraped = httpx.get(f"{url}/metrics").text
+    return {
+        "ws": ws,
+        "runs": runs,
+        "registry": LocalRegistry(ws / "registry"),
+        "monitor": json.loads(monitored.stdout),
+        "metrics": scraped,
+    }
 
 
 def _actions(registry: LocalRegistry, version: str) -> list[str]:
@@ -113,7 +135,7 @@ def test_a_broken_candidate_is_stopped_at_canary_and_rolled_back(live):
     assert "canary_failed" in actions and actions[-2:] == ["rolled_back", "rejected"]
     failed = next(e for e in registry.history() if e["action"] == "canary_failed")
     assert failed["decision"] == "stop" and failed["lift"] < 0
-    assert 0 < failed["share_exposed"] < 0.5
+    assert 0.3 < failed["share_exposed"] < 0.7  # about the canary's share of users (0.5 here)
     assert registry.production().version == "v0002"  # never promoted
     assert live["runs"]["broken"].summary["errors"] == 0
     # The history shows it all, through the CLI.
@@ -124,3 +146,11 @@ def test_a_broken_candidate_is_stopped_at_canary_and_rolled_back(live):
         check=True,
     )
     assert '"canary_failed"' in shown.stdout and '"rolled_back"' in shown.stdout
+
+
+def test_the_monitor_verdict_is_on_the_servers_metrics(live):
+    verdict, metrics = live["monitor"], live["metrics"]
+    assert verdict["reference"] == "v0002"
+    line = next(x for x in metrics.splitlines() if x.startswith("feedrec_drift_psi{") and 'feature="item_ctr_7d"' in x)
+    assert float(line.rsplit(" ", 1)[1]) == pytest.approx(verdict["features"]["item_ctr_7d"]["psi"])
+    assert "feedrec_calibration_ece{" in metrics and "feedrec_monitor_alerts{" in metrics

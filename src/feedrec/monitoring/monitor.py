@@ -226,7 +226,14 @@ def run_monitor(
         "features": features,
         "prediction": prediction,
         "calibration": calibration,
-        "skew": skew(rows, space.events, space.events.items(), requests=cfg.skew_requests, threshold=cfg.skew_mismatch),
+        "skew": skew(
+            rows,
+            space.events,
+            space.events.items(),
+            requests=cfg.skew_requests,
+            threshold=cfg.skew_mismatch,
+            grace_s=cfg.skew_grace_s,
+        ),
         "online": _online(in_window) | {"hourly": timeline["online"]},
         "timeline": timeline["drift"],
     }

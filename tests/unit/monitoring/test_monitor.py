@@ -6,6 +6,8 @@ computation; one feature is then broken (tripled) and must drift and show as ske
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from datetime import timedelta
 
 import numpy as np
@@ -199,3 +201,32 @@ def test_clear_errors(space):
         run_monitor(ws, _cfg(), reference="v0002")
     with pytest.raises(MonitorError, match="min_rows"):
         run_monitor(ws, _cfg(min_rows=10**7), write=False)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "feedrec.cli", *args], capture_output=True, text=True)
+
+
+def test_the_cli_prints_json_writes_the_report_and_watches(space, tmp_path):
+    ws = str(space["ws"])
+    sets = [
+        "--set",
+        "monitor.reference=training",
+        "--set",
+        "monitor.window_hours=24",
+        "--set",
+        "monitor.skew_requests=20",
+    ]
+    done = _cli("monitor", "-w", ws, *sets, "--json", "--report", str(tmp_path / "m.html"))
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["features"][BROKEN]["drifted"] and result["window"]["end"] > result["window"]["start"]
+    html = (tmp_path / "m.html").read_text()
+    assert html.count("<img src='data:image/png;base64,") == 2  # drift over time, online
+    assert '"alert"' in done.stderr  # the alerts as structured log lines
+    before = len(alerts_file(space["ws"]).read_text().splitlines())
+    watched = _cli("monitor", "-w", ws, *sets, "--set", "monitor.watch_interval_s=0.1", "--watch", "--runs", "2")
+    assert watched.returncode == 0, watched.stderr
+    assert len(alerts_file(space["ws"]).read_text().splitlines()) == before + 2 * len(result["alerts"])
+    bad = _cli("monitor", "-w", ws, "--since", "yesterday")
+    assert bad.returncode != 0 and "ISO time" in bad.stderr
