@@ -29,8 +29,8 @@ def _policy(tmp: Path, name: str, **changes: dict) -> Path:
         "trigger": {"every_hours": 2, "on_drift": False},
         "retrain": {"window_days": None, "overrides": FAST},
         "gate": {"min_gain": -1.0, "auc_tolerance": 0.05},
-        "shadow": {"hours": 1, "share": 1.0, "min_requests": 5},
-        "canary": {"share": 0.3, "min_hours": 1, "max_hours": 4, "guardrails": []},
+        "shadow": {"hours": 0.5, "share": 1.0, "min_requests": 5},
+        "canary": {"share": 0.3, "min_hours": 1, "max_hours": 3, "guardrails": []},
         "poll_s": 0.5,
     }
     for key, value in changes.items():
@@ -46,7 +46,7 @@ def _loop_with_traffic(ws: Path, world: Path, url: str, policy: Path, seed: int,
     command += ["--cycles", "1", "--seconds", "150", *(a for s in sets for a in ("--set", s))]
     loop = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     result: dict[str, object] = {}
-    cfg = TrafficConfig(url=url, seconds=150, rps=30, speed=0.25, seed=seed, concurrency=4)
+    cfg = TrafficConfig(url=url, seconds=150, rps=50, speed=0.25, seed=seed, concurrency=4)
 
     def drive() -> None:
         try:
@@ -78,7 +78,11 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> dict:
     with serving(ws, **env) as url:
         runs["cycle"] = _loop_with_traffic(ws, world, url, _policy(root, "cycle"), 1)
         broken = _policy(
-            root, "broken", gate={"force": True}, canary={"share": 0.5, "max_hours": 12, "promote_on_timeout": False}
+            root,
+            "broken",
+            gate={"force": True},
+            # A small world: the shuffled ranker costs ~10 % of CTR here (half of it on a large one).
+            canary={"share": 0.5, "max_hours": 12, "promote_on_timeout": False, "alpha": 0.1},
         )
         runs["broken"] = _loop_with_traffic(ws, world, url, broken, 2, "train.drill_shuffled_ranker=true")
         # The monitor's latest verdict, as the running server's gauges.

@@ -33,15 +33,14 @@ import pyarrow as pa
 
 from feedrec.config import BackendsConfig, IngestConfig
 from feedrec.data.store import AppendResult
-from feedrec.experiments import explore
 from feedrec.experiments.assignment import Assigner, Assignment
-from feedrec.experiments.definition import Arm, ExperimentError, ExperimentsState
+from feedrec.experiments.definition import ExperimentError, ExperimentsState
 from feedrec.experiments.exposures import ExposureLog
-from feedrec.experiments.interleave import team_draft
 from feedrec.features.definitions import WINDOWS
 from feedrec.logs import get_logger
 from feedrec.models.base import PAD_ID, Recommender, RequestContext
 from feedrec.monitoring.featurelog import FeatureLog
+from feedrec.online import routing
 from feedrec.online.batch import PrecomputedFeeds
 from feedrec.online.ingest import EventWriter, Outcome, Rejected
 from feedrec.online.servedlog import RotatingLog
@@ -374,7 +373,7 @@ class FeedService:
         if assignment is not None and not all(v in held for v in assignment.arm.versions):
             assignment = None  # only between a stop and the next refresh: production serves
         if assignment is not None and assignment.arm.interleave is not None:
-            return self._interleaved(assignment, user_id, k, surface, at, start)
+            return routing.interleaved(self, assignment, user_id, k, surface, at, start)
         if assignment is not None:
             version = assignment.arm.version
         bundle = self._bundle if version is None else held.get(version)
@@ -387,69 +386,23 @@ class FeedService:
             items = [FeedItem(i, float(s), "precomputed", "precomputed") for i, s in zip(*stored, strict=True)]
             request_id = uuid.uuid4().hex
             version = self.precomputed.version if self.precomputed is not None else bundle.version
-            self._log_served(request_id, user_id, surface, items, version, at)
+            self.log_served(request_id, user_id, surface, items, version, at)
             return Feed(request_id, user_id, version, items, False, (time.perf_counter() - start) * 1e3)
         record: dict[str, Any] | None = {} if self._feature_rng.random() < self.feature_log_rate else None
         request_id = uuid.uuid4().hex
         arm = assignment.arm if assignment is not None else None
         extra: dict[str, Any] = {}
         if arm is not None and (arm.explore is not None or arm.shadow):
-            items, why, stages, extra = self._for_ope(bundle, arm, user_id, k, surface, at, request_id, record)
+            items, why, stages, extra = routing.for_ope(self, bundle, arm, user_id, k, surface, at, request_id, record)
         else:
-            items, why, stages = self._personal(bundle, user_id, k, surface, at, record)
-        self._log_served(request_id, user_id, surface, items, bundle.version, at)
+            items, why, stages = self.personal(bundle, user_id, k, surface, at, record)
+        self.log_served(request_id, user_id, surface, items, bundle.version, at)
         if record and "matrix" in record:
             self._log_features(request_id, user_id, surface, items, bundle.version, at, record)
         feed = Feed(request_id, user_id, bundle.version, items, why is not None, 0.0, why, stages)
-        return self._finish(feed, assignment, at, start, extra=extra)
+        return self.finish(feed, assignment, at, start, extra=extra)
 
-    def _for_ope(
-        self,
-        bundle: Bundle,
-        arm: Arm,
-        user_id: str,
-        k: int,
-        surface: str | None,
-        at: float | None,
-        request_id: str,
-        record: dict[str, Any] | None,
-    ) -> tuple[list[FeedItem], str | None, dict[str, float], dict[str, Any]]:
-        """An arm that logs for off-policy evaluation: the slates of the versions it shadows and,
-        when it explores, a Plackett-Luce sample of its candidates (``feedrec.experiments.explore``)
-        with what an estimator needs. Returns (items, fallback reason, stage timings, what to log)."""
-        extra: dict[str, Any] = {}
-        held = self.bundles
-        shadows: dict[str, list[FeedItem]] = {}
-        for v in arm.shadow:  # each shadow's feed for the same request, timed, its fallback noted
-            if v in held:
-                t = time.perf_counter()
-                shadows[v], why_v, _ = self._personal(held[v], user_id, k, surface, at, None)
-                extra.setdefault("shadow_ms", {})[v] = round((time.perf_counter() - t) * 1e3, 3)
-                if why_v is not None:
-                    extra.setdefault("shadow_fallback", {})[v] = why_v
-        if shadows:
-            extra["shadow"] = {v: [i.item_id for i in slate] for v, slate in shadows.items()}
-        if arm.explore is None:
-            items, why, stages = self._personal(bundle, user_id, k, surface, at, record)
-            return items, why, stages, extra
-        # The bundle's longer list scores most of the shadows' items too (the reward model's input).
-        ranked, why, stages = self._personal(bundle, user_id, max(3 * arm.explore_top, k), surface, at, None)
-        own = {i.item_id: i for i in ranked}
-        pool = {i.item_id: i for slate in shadows.values() for i in slate} | own
-        slates = [[i.item_id for i in slate] for slate in shadows.values()]
-        candidates = explore.merge([i.item_id for i in ranked[: arm.explore_top]], slates, arm.explore_top)
-        ranks = explore.sample(len(candidates), min(k, len(candidates)), arm.explore, random.Random(request_id))
-        table = explore.marginals(len(candidates), len(ranks), arm.explore) if ranks else None
-        extra["explore"] = {
-            "temperature": arm.explore,
-            "candidates": candidates,
-            "scores": [own[c].score if c in own else None for c in candidates],  # the bundle's own scores
-            "ranks": ranks,
-            "propensities": [float(table[r, j]) for j, r in enumerate(ranks)] if table is not None else [],
-        }
-        return [pool[candidates[r]] for r in ranks], why, stages, extra
-
-    def _personal(
+    def personal(
         self, bundle: Bundle, user_id: str, k: int, surface: str | None, at: float | None, record: dict[str, Any] | None
     ) -> tuple[list[FeedItem], str | None, dict[str, float]]:
         """One bundle's feed for the user: (items, fallback reason, stage timings)."""
@@ -475,25 +428,7 @@ class FeedService:
         ]
         return items, why, stages
 
-    def _interleaved(
-        self, assignment: Assignment, user_id: str, k: int, surface: str | None, at: float | None, start: float
-    ) -> Feed:
-        """A team-draft interleaving of the two versions' feeds (``feedrec.experiments.interleave``)."""
-        a, b = (self.bundles[v] for v in assignment.arm.interleave or ())
-        feed_a, why_a, stages = self._personal(a, user_id, k, surface, at, None)
-        feed_b, why_b, stages_b = self._personal(b, user_id, k, surface, at, None)
-        stages.update({f"{name}_b": ms for name, ms in stages_b.items()})
-        request_id = uuid.uuid4().hex
-        ids, teams = team_draft([i.item_id for i in feed_a], [i.item_id for i in feed_b], k, random.Random(request_id))
-        by_id = {i.item_id: i for i in feed_b} | {i.item_id: i for i in feed_a}
-        items = [by_id[i] for i in ids]
-        version = f"{a.version}+{b.version}"
-        self._log_served(request_id, user_id, surface, items, version, at)
-        why = why_a or why_b
-        feed = Feed(request_id, user_id, version, items, why is not None, 0.0, why, stages)
-        return self._finish(feed, assignment, at, start, teams)
-
-    def _finish(
+    def finish(
         self,
         feed: Feed,
         assignment: Assignment | None,
@@ -567,7 +502,7 @@ class FeedService:
             ids, out, sources = pipeline.arrange(1, candidates, scores, k, rerank=False)
         return ids[0], out[0], sources[0], why
 
-    def _log_served(
+    def log_served(
         self,
         request_id: str,
         user_id: str,
