@@ -24,7 +24,7 @@ demo: $(STAMP_RUN)
 	$(BIN)/feedrec demo
 
 test: $(STAMP_DEV)
-	$(BIN)/python -m pytest -n 2 -q
+	$(BIN)/python -m pytest -n 2 --dist loadscope -q
 
 lint: $(STAMP_DEV)
 	$(BIN)/ruff check src tests benchmarks

@@ -44,7 +44,6 @@ def policy_file(path: Path, **changes: dict) -> Path:
     policy = {
         "trigger": {"every_hours": 12, "on_drift": True},
         "retrain": {"window_days": 3},
-        "gate": {"min_gain": -0.05},
         "shadow": {"hours": 1, "share": 0.2},
         "canary": {"share": 0.1, "min_hours": 1, "max_hours": 4},
         "poll_s": 1,

@@ -36,10 +36,16 @@ class RetrainPolicy(_Strict):
 
 
 class GateStage(_Strict):
-    """The offline gate (``feedrec.registry.gate_decision``) a retrained candidate must pass."""
+    """The offline gate (``feedrec.registry.gate_decision``) a retrained candidate must pass.
 
-    min_gain: float = 0.0  # relative validation NDCG gain over production (negative: may be that much worse)
-    auc_tolerance: float = Field(0.002, ge=0)  # ranker AUC it may lose
+    In a loop it is a sanity check, not the judge: the candidate's validation metrics come from
+    its own (later) window and production's from an earlier one, so after a shift a better model
+    can score lower offline (measured: every retraining after a taste shift scored 12-22 % lower
+    NDCG than production's old score). A broken one still fails by far (a shuffled ranker's AUC
+    is 0.5); shadow and canary judge the rest on the same users at the same time."""
+
+    min_gain: float = -0.25  # relative validation NDCG gain over production (negative: may be that much worse)
+    auc_tolerance: float = Field(0.05, ge=0)  # ranker AUC it may lose
     force: bool = False  # take a candidate the offline gate refused on to shadow anyway (drills)
 
 
