@@ -87,8 +87,12 @@ def gate_decision(new: Manifest, current: Manifest | None, policy: GatePolicy) -
     cur_v = current.metrics.get("valid", {}).get(policy.metric)
     if new_v is None or cur_v is None:
         return {"promote": False, "reason": f"validation {policy.metric} missing from a manifest"}
-    ok = new_v > cur_v * (1 + policy.min_gain)
-    reasons = [f"validation {policy.metric} {new_v:.4f} {'>' if ok else 'does not beat'} production's {cur_v:.4f}"]
+    bar = cur_v * (1 + policy.min_gain)
+    ok = new_v > bar
+    against = f"production's {cur_v:.4f}"
+    if policy.min_gain:
+        against = f"the bar {bar:.4f} ({against}, min_gain {policy.min_gain:+.0%})"
+    reasons = [f"validation {policy.metric} {new_v:.4f} {'>' if ok else 'does not beat'} {against}"]
     for key, what in (("ranker", "ranker"), ("realtime_ranker", "served real-time ranker")):
         new_r, cur_r = new.metrics.get(key, {}), current.metrics.get(key, {})
         if "auc" in new_r and "auc" in cur_r and new_r["auc"] < cur_r["auc"] - policy.auc_tolerance:
