@@ -131,7 +131,12 @@ class ContinuousLoop:
         target = None if cycles is None else self.state.cycles + cycles
         deadline = None if seconds is None else time.monotonic() + seconds
         while (target is None or self.state.cycles < target) and (deadline is None or time.monotonic() < deadline):
-            self.step()
+            try:
+                self.step()
+            except RuntimeError:
+                raise  # nothing to loop over (no events, no production bundle): the caller's to fix
+            except Exception:  # a failed retraining or look must not end the loop: its stage is kept, retried
+                log.exception("loop: the look at stage %s failed; retrying at the next one", self.state.stage)
             time.sleep(self.policy.poll_s)
         return self.state
 
@@ -172,7 +177,11 @@ class ContinuousLoop:
             min_gain=self.policy.gate.min_gain,
             auc_tolerance=self.policy.gate.auc_tolerance,
         )
-        result = train(cfg, policy=gate, promote=False, on_stage=lambda s: self.on_stage(f"train: {s}"))
+        try:
+            result = train(cfg, policy=gate, promote=False, on_stage=lambda s: self.on_stage(f"train: {s}"))
+        except Exception:
+            self.state.data_end = _iso(self.now())  # the trigger waits its interval before trying again
+            raise
         version = result.manifest.version
         self.state.data_end, self.state.events_at_train = str(result.manifest.data_window["last"]), count
         self._note(version, "trigger", reason, production=production.version)
