@@ -256,6 +256,14 @@ def analyze_data(
     if e.interleaving:
         out["interleaving"] = _interleaving(data)
         return out
+    if len(e.arms) < 2:  # a shadow deployment: one arm, nothing to compare it with (see `feedrec loop`)
+        none = {"p_value": None, "flagged": False}
+        return out | {
+            "metrics": {},
+            "guardrails": {},
+            "srm": none,
+            "note": "one arm (a shadow deployment): no comparison",
+        }
     counts = [out["arms"][a.name]["users"] for a in e.arms]
     chi2, p = stats.srm(counts, [a.weight for a in e.arms])
     out["srm"] = {

@@ -153,3 +153,17 @@ def test_an_arm_without_users_yet_gets_no_comparison_rather_than_nans(tmp_path: 
     assert (
         result["arms"]["treatment"]["users"] == 0 and result["metrics"] == {} and "two exposed users" in result["note"]
     )
+
+
+def test_a_one_arm_shadow_experiment_analyzes_without_a_comparison(tmp_path: Path):
+    store = ExperimentStore(tmp_path / "experiments")
+    store.create({"name": "s", "arms": [{"name": "production", "version": "v1", "shadow": ["v2"]}]})
+    store.start("s")
+    log = ExposureLog(store.exposures_dir)
+    log.write({"experiment": "s", "version": "v1", "teams": None, "latency_ms": 5.0, "request_id": "r1",
+               "user_id": "u1", "arm": "production", "items": ["a"], "time": T0.isoformat()})  # fmt: skip
+    log.close()
+    events_store = LocalEventStore(tmp_path)
+    events_store.append(pa.Table.from_pylist([_event(0, "u1", "a", T0, "impression", "r1")], schema=EVENT_SCHEMA))
+    result = analyze(events_store, store, "s")
+    assert result["arms"]["production"]["users"] == 1 and result["metrics"] == {} and "shadow" in result["note"]
