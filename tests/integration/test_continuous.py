@@ -43,10 +43,10 @@ def _policy(tmp: Path, name: str, **changes: dict) -> Path:
 def _loop_with_traffic(ws: Path, world: Path, url: str, policy: Path, seed: int, *sets: str) -> TrafficResult:
     """The loop (a `feedrec loop` process, one cycle) while the world's users use the server."""
     command = [sys.executable, "-m", "feedrec.cli", "loop", "-w", str(ws), "--policy", str(policy)]
-    command += ["--cycles", "1", "--seconds", "150", *(a for s in sets for a in ("--set", s))]
+    command += ["--cycles", "1", "--seconds", "300", *(a for s in sets for a in ("--set", s))]
     loop = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     result: dict[str, object] = {}
-    cfg = TrafficConfig(url=url, seconds=150, rps=50, speed=0.25, seed=seed, concurrency=4)
+    cfg = TrafficConfig(url=url, seconds=300, rps=50, speed=0.25, seed=seed, concurrency=4)  # ends with the loop
 
     def drive() -> None:
         try:
@@ -56,7 +56,7 @@ def _loop_with_traffic(ws: Path, world: Path, url: str, policy: Path, seed: int,
 
     thread = threading.Thread(target=drive)
     thread.start()
-    output = loop.communicate(timeout=300)[0].decode()
+    output = loop.communicate(timeout=420)[0].decode()
     thread.join()
     assert loop.returncode == 0, output[-3000:]
     assert "error" not in result, result.get("error")
