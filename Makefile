@@ -44,6 +44,10 @@ bench: $(STAMP_DEV)
 	$(BIN)/python benchmarks/bench_loop.py --rps 30 --speed 2
 	$(BIN)/python benchmarks/bench_experiments.py
 	$(BIN)/python benchmarks/bench_ope.py
+	$(BIN)/python benchmarks/bench_monitor.py
+	$(BIN)/python benchmarks/bench_featurelog.py
+	$(BIN)/python benchmarks/bench_continuous.py
+	$(BIN)/python benchmarks/plot_continuous.py
 
 clean:
 	rm -rf $(VENV) workspace .pytest_cache .mypy_cache .ruff_cache
