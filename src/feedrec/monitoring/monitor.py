@@ -71,22 +71,33 @@ def load_profile(space: Workspace, version: str) -> dict[str, Any]:
     return profile
 
 
-def _stats(reference: dict[str, Any], values: np.ndarray | list[str | None]) -> dict[str, Any]:
-    """Drift of ``values`` from one feature's reference profile (numeric or categorical)."""
+def _divergences(reference: dict[str, Any], values: np.ndarray | list[str | None]) -> dict[str, float]:
+    """PSI, KL and JS of ``values`` against one feature's reference histogram (no test): what the
+    statistics over time need, bucket by bucket."""
     cur = _histogram(reference, values)
     if reference["kind"] == "categorical":
         shares = reference["shares"]
         ref = np.append(np.asarray([shares[c] for c in shares]) * reference["rows"], 0.0)
-        statistic, p_value = chi_square_test(shares, ["<missing>" if v is None else str(v) for v in values])
-        test = "chi_square"
     else:
         ref = np.asarray(reference["counts"], np.float64)
-        statistic, p_value = ks_test(np.asarray(reference["sample"], np.float64), np.asarray(values, np.float64))
-        test = "ks"
-    out = {
+    return {
         "psi": round(psi(ref, cur), 6),
         "kl": round(kl_divergence(ref, cur), 6),
         "js": round(js_distance(ref, cur), 6),
+    }
+
+
+def _stats(reference: dict[str, Any], values: np.ndarray | list[str | None]) -> dict[str, Any]:
+    """Drift of ``values`` from one feature's reference profile (numeric or categorical), with its test."""
+    if reference["kind"] == "categorical":
+        current = ["<missing>" if v is None else str(v) for v in values]
+        statistic, p_value = chi_square_test(reference["shares"], current)
+        test = "chi_square"
+    else:
+        statistic, p_value = ks_test(np.asarray(reference["sample"], np.float64), np.asarray(values, np.float64))
+        test = "ks"
+    out = {
+        **_divergences(reference, values),
         "test": test,
         "statistic": round(statistic, 6) if np.isfinite(statistic) else None,
         "p_value": float(p_value) if np.isfinite(p_value) else None,
@@ -200,8 +211,7 @@ def run_monitor(
         stats["threshold"] = threshold(name)
         stats["drifted"] = bool(judged and name not in cfg.ignore and stats["psi"] >= stats["threshold"])
         if profile is not training and name != "prediction":
-            vs_training = _stats(training["features"][name], _column(rows, name))
-            stats["training"] = {k: vs_training[k] for k in ("psi", "kl", "js")}
+            stats["training"] = _divergences(training["features"][name], _column(rows, name))
         features[name] = stats
     prediction = features.pop("prediction")
     labels = _labels(rows, events, cfg.attribution_s)
@@ -336,9 +346,9 @@ def _timeline(
             continue
         point: dict[str, Any] = {"start": start.isoformat(), "end": end.isoformat(), "rows": part.height}
         for name in names:
-            s = _stats(profile["features"][name], _column(part, name))
+            s = _divergences(profile["features"][name], _column(part, name))
             point[name] = {"psi": s["psi"], "js": s["js"]}
-        point["prediction"] = {"psi": _stats(profile["prediction"], _column(part, "prediction"))["psi"]}
+        point["prediction"] = {"psi": _divergences(profile["prediction"], _column(part, "prediction"))["psi"]}
         labels = _labels(part, events, cfg.attribution_s)
         point["ece"] = round(expected_calibration_error(labels, np.clip(part["prediction"].to_numpy(), 0, 1)), 6)
         drift.append(point)
@@ -352,7 +362,7 @@ def _crossing(
     reached ``threshold``: when an alert on the window would first have fired."""
     for _, end in buckets:
         so_far = rows.filter(pl.col("time") < end)
-        if so_far.height and _stats(reference, _column(so_far, name))["psi"] >= threshold:
+        if so_far.height and _divergences(reference, _column(so_far, name))["psi"] >= threshold:
             return end.isoformat()
     return None
 
