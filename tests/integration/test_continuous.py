@@ -84,7 +84,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> dict:
             "broken",
             gate={"force": True, "auc_tolerance": 0.05},  # a shuffled ranker (AUC 0.5) fails it by far
             # A small world: the shuffled ranker costs ~10 % of CTR here (half of it on a large one).
-            canary={"share": 0.5, "max_hours": 12, "promote_on_timeout": False, "alpha": 0.1},
+            canary={"share": 0.5, "max_hours": 24, "promote_on_timeout": False, "alpha": 0.1},
         )
         runs["broken"] = _loop_with_traffic(ws, world, url, broken, 2, "train.drill_shuffled_ranker=true")
         # The monitor's latest verdict, as the running server's gauges.
