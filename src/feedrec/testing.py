@@ -92,6 +92,10 @@ def check_scan_filters(make: Callable[[Path], EventStore], tmp_path: Path) -> No
     start = datetime.fromtimestamp(1_700_000_005, UTC)
     assert store.scan(start=start).num_rows == 5
     assert store.scan(end=start, columns=["event_id"]).column_names == ["event_id"]
+    # users u0, u1, u2 in turn: u1 has e1, e4, e7; with a start, only e7.
+    assert store.scan(users=["u1"], columns=["event_id"]).column("event_id").to_pylist() == ["e1", "e4", "e7"]
+    assert store.scan(users=["u1"], start=start, types=["click"]).column("event_id").to_pylist() == ["e7"]
+    assert store.scan(users=[]).num_rows == 0
     _raises(ValueError, lambda: store.scan(columns=["nope"]), "unknown event column")
 
 

@@ -61,8 +61,10 @@ class EventStore(ABC):
         types: Sequence[str] | None = None,
         start: datetime | None = None,
         end: datetime | None = None,
+        users: Sequence[str] | None = None,
     ) -> pa.Table:
-        """Events with ``start <= timestamp < end`` and a type in ``types``, ordered by time."""
+        """Events with ``start <= timestamp < end``, a type in ``types`` and (when given) a user
+        in ``users``, ordered by time."""
 
     @abstractmethod
     def count(self) -> int: ...
@@ -335,6 +337,7 @@ class LocalEventStore(EventStore):
         types: Sequence[str] | None = None,
         start: datetime | None = None,
         end: datetime | None = None,
+        users: Sequence[str] | None = None,
     ) -> pa.Table:
         cols = list(columns or EVENT_SCHEMA.names)
         unknown = [c for c in cols if c not in EVENT_SCHEMA.names]
@@ -345,6 +348,9 @@ class LocalEventStore(EventStore):
         if types is not None:
             where.append("type IN (SELECT unnest($types))")
             params["types"] = [str(t) for t in types]
+        if users is not None:
+            where.append("user_id IN (SELECT unnest($users))")
+            params["users"] = [str(u) for u in users]
         if start is not None:
             where.append("timestamp >= $start")
             params["start"] = start
