@@ -174,6 +174,7 @@ class FeedService:
         self._last_snapshot = time.monotonic()  # the first snapshot waits its interval too
         self._bundle: Bundle | None = None
         self._held: dict[str, Bundle] = {}
+        self._preview: Bundle | None = None  # a bundle the feed explorer previews (not served)
         self._stop = threading.Event()
         self._on_swap: Callable[[str], None] | None = None
         # Guards the online state; the writer holds it from an append until the append is folded and
@@ -369,9 +370,7 @@ class FeedService:
         start = time.perf_counter()
         at = self.now() if now is None else now
         held = self.bundles
-        assignment = self.assigner.assign(user_id) if version is None else None
-        if assignment is not None and not all(v in held for v in assignment.arm.versions):
-            assignment = None  # only between a stop and the next refresh: production serves
+        assignment = self._assignment(user_id) if version is None else None
         if assignment is not None and assignment.arm.interleave is not None:
             return routing.interleaved(self, assignment, user_id, k, surface, at, start)
         if assignment is not None:
@@ -381,11 +380,9 @@ class FeedService:
             if version is not None:
                 raise NoModelError(f"bundle {version} is not held by this server; held: {sorted(held)}")
             raise NoModelError("no bundle in production: train one with `feedrec train`")
-        stored = self.precomputed.get(user_id, k) if self.precomputed is not None and assignment is None else None
+        stored = self._precomputed(user_id, k) if assignment is None else None
         if stored is not None:
-            items = [FeedItem(i, float(s), "precomputed", "precomputed") for i, s in zip(*stored, strict=True)]
-            request_id = uuid.uuid4().hex
-            version = self.precomputed.version if self.precomputed is not None else bundle.version
+            request_id, (version, items) = uuid.uuid4().hex, stored
             self.log_served(request_id, user_id, surface, items, version, at)
             return Feed(request_id, user_id, version, items, False, (time.perf_counter() - start) * 1e3)
         record: dict[str, Any] | None = {} if self._feature_rng.random() < self.feature_log_rate else None
@@ -401,6 +398,63 @@ class FeedService:
             self._log_features(request_id, user_id, surface, items, bundle.version, at, record)
         feed = Feed(request_id, user_id, bundle.version, items, why is not None, 0.0, why, stages)
         return self.finish(feed, assignment, at, start, extra=extra)
+
+    def preview(
+        self,
+        user_id: str,
+        k: int,
+        surface: str | None = None,
+        *,
+        version: str | None = None,
+        now: float | None = None,
+    ) -> Feed:
+        """What ``feed`` would serve ``user_id`` now (the dashboard's feed explorer), without serving
+        it: the same routing (the user's experiment arm, else production, else the precomputed
+        feed) and pipeline, but nothing is logged and no exposure is recorded. ``version`` previews
+        that bundle instead (loaded into a one-slot cache when this server does not hold it). An
+        interleaving arm previews its first version; an exploring arm, its ranking before sampling."""
+        start = time.perf_counter()
+        at = self.now() if now is None else now
+        assignment = self._assignment(user_id) if version is None else None
+        if assignment is not None:
+            arm = assignment.arm
+            version = arm.interleave[0] if arm.interleave is not None else arm.version
+        stored = self._precomputed(user_id, k) if version is None else None
+        if stored is not None:
+            return Feed("preview", user_id, stored[0], stored[1], False, (time.perf_counter() - start) * 1e3)
+        bundle = self._bundle if version is None else self._previewed(version)
+        if bundle is None:
+            raise NoModelError("no bundle in production: train one with `feedrec train`")
+        items, why, stages = self.personal(bundle, user_id, k, surface, at, None)
+        feed = Feed("preview", user_id, bundle.version, items, why is not None, 0.0, why, stages)
+        if assignment is not None:
+            feed.experiment, feed.arm = assignment.experiment.name, assignment.arm.name
+        feed.latency_ms = (time.perf_counter() - start) * 1e3
+        return feed
+
+    def _assignment(self, user_id: str) -> Assignment | None:
+        """The running experiment's arm that serves the user, once every bundle it needs is held
+        (between a stop and the next refresh it may not be: production serves)."""
+        assignment = self.assigner.assign(user_id)
+        if assignment is not None and not all(v in self.bundles for v in assignment.arm.versions):
+            return None
+        return assignment
+
+    def _precomputed(self, user_id: str, k: int) -> tuple[str, list[FeedItem]] | None:
+        """The user's precomputed feed (batch mode) with its version, when there is one."""
+        stored = self.precomputed.get(user_id, k) if self.precomputed is not None else None
+        if stored is None or self.precomputed is None:
+            return None
+        items = [FeedItem(i, float(s), "precomputed", "precomputed") for i, s in zip(*stored, strict=True)]
+        return self.precomputed.version, items
+
+    def _previewed(self, version: str) -> Bundle:
+        held = self.bundles.get(version) or self._preview
+        if held is not None and held.version == version:
+            return held
+        with self._reload_lock:
+            self._preview = Bundle(version, self.registry.load_model(version))
+            return self._preview
 
     def personal(
         self, bundle: Bundle, user_id: str, k: int, surface: str | None, at: float | None, record: dict[str, Any] | None

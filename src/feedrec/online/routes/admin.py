@@ -1,5 +1,6 @@
-"""POST /admin/reload, /admin/promote/{version}, /admin/rollback: behind the admin token, one at a
-time in arrival order (``feedrec.online.admin``), never applied late."""
+"""POST /admin/reload, /admin/promote/{version}, /admin/rollback, /admin/experiments/{name}/start
+and /stop: behind the admin token, one at a time in arrival order (``feedrec.online.admin``), never
+applied late. The dashboard's buttons call these same routes."""
 
 from collections.abc import Callable
 from typing import Annotated
@@ -7,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Request
 from pydantic import BaseModel
 
+from feedrec.experiments.definition import ExperimentError
 from feedrec.logs import get_logger
 from feedrec.online.admin import Late
 from feedrec.online.deps import AdminDep, MetricsDep, ServiceDep, arrived, errors, require_admin
@@ -19,6 +21,11 @@ router = APIRouter(dependencies=[Depends(require_admin)])
 
 class AdminOut(BaseModel):
     model_version: str
+
+
+class ExperimentOut(BaseModel):
+    experiment: str
+    status: str
 
 
 IdempotencyKey = Annotated[
@@ -97,3 +104,39 @@ async def rollback(
         return _load(service, manifest.version)
 
     return await _run(request, admin, metrics, action)
+
+
+def _experiment_action(service: FeedService, name: str, start: bool) -> ExperimentOut:
+    try:
+        experiment = service.experiments.start(name) if start else service.experiments.stop(name)
+    except ExperimentError as exc:
+        known = name in service.experiments.load().experiments
+        raise HTTPException(409 if known else 404, str(exc)) from exc
+    service.refresh_experiments()  # this worker routes by it at once; the others within their watch interval
+    return ExperimentOut(experiment=experiment.name, status=experiment.status)
+
+
+ExperimentName = Annotated[str, Path(max_length=64, description="an experiment's name")]
+
+
+@router.post("/admin/experiments/{name}/start", response_model=ExperimentOut, responses=errors(401, 403, 404, 409, 503))
+async def start_experiment(
+    request: Request, service: ServiceDep, admin: AdminDep, name: ExperimentName
+) -> ExperimentOut:
+    """Start a draft experiment (as `feedrec experiment start` does); its bundles are loaded
+    before any request is routed to them."""
+    try:
+        return await admin.run(arrived(request), lambda: _experiment_action(service, name, True))
+    except Late as exc:
+        raise HTTPException(503, str(exc), headers={"Retry-After": "1"}) from exc
+
+
+@router.post("/admin/experiments/{name}/stop", response_model=ExperimentOut, responses=errors(401, 403, 404, 409, 503))
+async def stop_experiment(
+    request: Request, service: ServiceDep, admin: AdminDep, name: ExperimentName
+) -> ExperimentOut:
+    """Stop a running experiment: its users go back to production."""
+    try:
+        return await admin.run(arrived(request), lambda: _experiment_action(service, name, False))
+    except Late as exc:
+        raise HTTPException(503, str(exc), headers={"Retry-After": "1"}) from exc
