@@ -10,6 +10,7 @@ exposure time give the metric over time and the always-valid sequential p-value.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -133,6 +134,33 @@ def _looks(data: ExperimentData, look_every_s: float) -> list[datetime]:
     return [t0 + timedelta(seconds=look_every_s * (h + 1)) for h in range(n)]
 
 
+def over_time(
+    data: ExperimentData,
+    metrics: Sequence[str],
+    control: str,
+    treatment: str,
+    *,
+    look_every_s: float = 3600,
+    alpha: float = 0.05,
+) -> dict[str, list[dict[str, Any]]]:
+    """Each metric at each look (cumulative: every user exposed up to then), with its fixed-horizon
+    confidence interval and p-value; the users' sums are built once per look for all metrics."""
+    looks: dict[str, list[dict[str, Any]]] = {m: [] for m in metrics}
+    for until in _looks(data, look_every_s):
+        users = per_user(data, until)
+        for metric in metrics:
+            yc, _ = _arm_values(users, control, metric)
+            yt, _ = _arm_values(users, treatment, metric)
+            result = stats.compare(stats.estimate(yc), stats.estimate(yt), alpha=alpha)
+            looks[metric].append(
+                {
+                    "time": until.isoformat(),
+                    **{k: result[k] for k in ("control", "treatment", "lift", "ci_low", "ci_high", "p_value", "se")},
+                }
+            )
+    return looks
+
+
 def sequential(
     data: ExperimentData,
     metric: str,
@@ -142,21 +170,13 @@ def sequential(
     look_every_s: float = 3600,
     tau_relative: float = stats.TAU_RELATIVE,
     alpha: float = 0.05,
+    looks: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The metric at each look (cumulative), the fixed-horizon p-value there and the mSPRT's
-    always-valid one (mixture variance (tau_relative x the control's mean)^2), with the decision."""
-    looks: list[dict[str, Any]] = []
-    for until in _looks(data, look_every_s):
-        users = per_user(data, until)
-        yc, _ = _arm_values(users, control, metric)
-        yt, _ = _arm_values(users, treatment, metric)
-        result = stats.compare(stats.estimate(yc), stats.estimate(yt), alpha=alpha)
-        looks.append(
-            {
-                "time": until.isoformat(),
-                **{k: result[k] for k in ("control", "treatment", "lift", "ci_low", "ci_high", "p_value", "se")},
-            }
-        )
+    """The metric at each look (cumulative; ``looks`` when computed already by ``over_time``), the
+    fixed-horizon p-value there and the mSPRT's always-valid one (mixture variance (tau_relative x
+    the control's mean)^2), with the decision."""
+    if looks is None:
+        looks = over_time(data, [metric], control, treatment, look_every_s=look_every_s, alpha=alpha)[metric]
     lifts = np.asarray([look["lift"] for look in looks], np.float64)
     variances = np.asarray([look["se"] ** 2 for look in looks], np.float64)
     control_mean = looks[-1]["control"] if looks else 0.0
@@ -280,18 +300,15 @@ def analyze_data(
     comparisons: dict[str, dict[str, Any]] = {}
     for treatment in treatments:
         block = {}
+        looks = over_time(data, list(names), control, treatment, look_every_s=look_every_s, alpha=alpha)
         for metric in names:
             block[metric] = compare_metric(users, metric, control, treatment, alpha=alpha)
-            seq = (
-                sequential(
-                    data, metric, control, treatment, look_every_s=look_every_s, tau_relative=tau_relative, alpha=alpha
+            block[metric]["looks"] = looks[metric]
+            if metric == e.metric:
+                seq = sequential(
+                    data, metric, control, treatment, tau_relative=tau_relative, alpha=alpha, looks=looks[metric]
                 )
-                if metric == e.metric
-                else None
-            )
-            if seq is not None:
                 block[metric]["sequential"] = {k: seq[k] for k in ("decision", "p_value", "tau")}
-                block[metric]["looks"] = seq["looks"]
         guard: dict[str, Any] = {}
         for g in e.guardrails:
             if g == "latency_p99":

@@ -38,7 +38,8 @@ def _plots(metric: str, looks: list[dict[str, Any]]) -> str:
     mid.set_title("treatment - control, with its 95 % confidence band")
     mid.legend(fontsize=8)
     low.semilogy(when, [max(lk["p_value"], 1e-12) for lk in looks], label="fixed-horizon p (invalid when peeking)")
-    low.semilogy(when, [max(lk["always_valid_p"], 1e-12) for lk in looks], label="always-valid p (mSPRT)")
+    if all("always_valid_p" in lk for lk in looks):  # the primary metric's sequential test
+        low.semilogy(when, [max(lk["always_valid_p"], 1e-12) for lk in looks], label="always-valid p (mSPRT)")
     low.axhline(0.05, color="r", lw=0.8, ls="--", label="alpha 0.05")
     low.set_title("p-value at each look")
     low.legend(fontsize=8)

@@ -4,7 +4,9 @@ Where its outputs live in a workspace (the server's ``/metrics`` reads ``latest.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 FOLDER = "monitoring"
 
@@ -17,3 +19,12 @@ def latest_file(workspace: Path) -> Path:
 def alerts_file(workspace: Path) -> Path:
     """Every alert ``feedrec monitor`` raised, one JSON object per line, oldest first."""
     return Path(workspace) / FOLDER / "alerts.jsonl"
+
+
+def read_latest(workspace: Path) -> dict[str, Any] | None:
+    """The latest ``feedrec monitor`` result; None when it has not run (or its file is unreadable)."""
+    try:
+        result = json.loads(latest_file(workspace).read_text())
+    except (OSError, ValueError):
+        return None
+    return result if isinstance(result, dict) else None

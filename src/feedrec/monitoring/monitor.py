@@ -26,6 +26,7 @@ import numpy as np
 import polars as pl
 
 from feedrec.config import MonitorConfig
+from feedrec.data.store import EventStore
 from feedrec.features.definitions import COUNTERS, RATIOS
 from feedrec.logs import get_logger
 from feedrec.metrics import expected_calibration_error
@@ -155,6 +156,18 @@ def _online(events: pl.DataFrame) -> dict[str, Any]:
         "hides_per_impression": counts["hide"] / impressions if impressions else None,
         "dwell_per_impression": float(dwell or 0.0) / impressions if impressions else None,
     }
+
+
+def hourly_engagement(events: EventStore, start: datetime, end: datetime) -> list[dict[str, Any]]:
+    """Online engagement per hour of event time from ``start`` to ``end`` (what the monitor reports
+    per bucket: impressions, clicks, CTR, likes, hides and dwell per impression)."""
+    scanned = events.scan(columns=["type", "value", "timestamp"], types=[*ENGAGEMENT, "dwell"], start=start, end=end)
+    frame = pl.DataFrame(pl.from_arrow(scanned))
+    return [
+        {"start": lo.isoformat(), "end": hi.isoformat()}
+        | _online(frame.filter((pl.col("timestamp") >= lo) & (pl.col("timestamp") < hi)))
+        for lo, hi in _buckets(start, end, 1.0)
+    ]
 
 
 def run_monitor(

@@ -8,10 +8,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 import pytest
 
 from feedrec.config import MonitorConfig, SimulatorConfig
@@ -25,10 +26,11 @@ from feedrec.metrics.drift import numeric_histogram, psi
 from feedrec.models.retrieval.popularity import PopularityRecommender
 from feedrec.monitoring import alerts_file, latest_file
 from feedrec.monitoring.featurelog import FeatureLog, read_feature_log
-from feedrec.monitoring.monitor import MonitorError, run_monitor
+from feedrec.monitoring.monitor import MonitorError, hourly_engagement, run_monitor
 from feedrec.monitoring.profile import PROFILE_FILE, build_profile
 from feedrec.online.telemetry import MonitorGauges
 from feedrec.registry import LocalRegistry
+from feedrec.schemas import EVENT_SCHEMA
 from feedrec.workspace import Workspace
 from tests.integration.servers import _manifest
 
@@ -164,7 +166,7 @@ def test_alerts_go_to_the_file_latest_json_and_the_gauges(space):
         (a["kind"], a["feature"]) for a in result["alerts"]
     ]
     assert json.loads(latest_file(space["ws"]).read_text())["reference"] == "v0001"
-    families = {f.name: f for f in MonitorGauges(latest_file(space["ws"])).collect()}
+    families = {f.name: f for f in MonitorGauges(space["ws"]).collect()}
     psi_samples = {s.labels["feature"]: s.value for s in families["feedrec_drift_psi"].samples}
     assert psi_samples[BROKEN] == pytest.approx(result["features"][BROKEN]["psi"])
     alert_samples = {s.labels["kind"]: s.value for s in families["feedrec_monitor_alerts"].samples}
@@ -230,3 +232,27 @@ def test_the_cli_prints_json_writes_the_report_and_watches(space, tmp_path):
     assert len(alerts_file(space["ws"]).read_text().splitlines()) == before + 2 * len(result["alerts"])
     bad = _cli("monitor", "-w", ws, "--since", "yesterday")
     assert bad.returncode != 0 and "ISO time" in bad.stderr
+
+
+def test_hourly_engagement_counts_each_hour_as_a_naive_loop_does(tmp_path):
+    t0 = datetime(2024, 1, 1, tzinfo=UTC)
+    rng = np.random.default_rng(0)
+    offsets = np.sort(rng.uniform(0, 3 * 3600, 400))
+    types = rng.choice(["impression", "impression", "impression", "click", "hide", "dwell"], 400)
+    rows = [
+        {"event_id": f"e{i}", "user_id": "u", "item_id": "i", "timestamp": t0 + timedelta(seconds=float(o)),
+         "type": str(t), "value": 2.0 if t == "dwell" else None, "position": 0, "surface": "home", "request_id": "r"}
+        for i, (o, t) in enumerate(zip(offsets, types, strict=True))
+    ]  # fmt: skip
+    store = LocalEventStore(tmp_path)
+    store.append(pa.Table.from_pylist(rows, schema=EVENT_SCHEMA))
+    hours = hourly_engagement(store, t0, t0 + timedelta(hours=4))
+    assert len(hours) == 4
+    for h, got in enumerate(hours):
+        inside = [r for r in rows if t0 + timedelta(hours=h) <= r["timestamp"] < t0 + timedelta(hours=h + 1)]
+        imp = sum(r["type"] == "impression" for r in inside)
+        clicks = sum(r["type"] == "click" for r in inside)
+        assert (got["impressions"], got["clicks"]) == (imp, clicks)
+        assert got["ctr"] == (clicks / imp if imp else None)
+        dwell = sum(r["value"] for r in inside if r["type"] == "dwell")
+        assert got["dwell_per_impression"] == (pytest.approx(dwell / imp) if imp else None)
