@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP_RUN := $(VENV)/.installed-run
 STAMP_DEV := $(VENV)/.installed-dev
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,15 @@ $(STAMP_DEV): pyproject.toml | $(BIN)/python
 demo: $(STAMP_RUN)
 	$(BIN)/feedrec demo
 
-test: $(STAMP_DEV)
+# The dashboard's browser tests drive Debian's Chromium (headless, through Playwright's driver
+# from pip: no browser download); installed from the distribution's packages when missing.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  echo "installing Chromium (Debian package) for the dashboard's browser tests"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
+
+test: $(STAMP_DEV) browser
 	$(BIN)/python -m pytest -n 2 --dist loadscope -q
 
 lint: $(STAMP_DEV)
@@ -48,6 +56,7 @@ bench: $(STAMP_DEV)
 	$(BIN)/python benchmarks/bench_featurelog.py
 	$(BIN)/python benchmarks/bench_continuous.py
 	$(BIN)/python benchmarks/plot_continuous.py
+	$(BIN)/python benchmarks/bench_dashboard.py
 
 clean:
 	rm -rf $(VENV) workspace .pytest_cache .mypy_cache .ruff_cache

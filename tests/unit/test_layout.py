@@ -25,8 +25,11 @@ ALLOWED: dict[str, set[str]] = {
     "testing": {"config", "data", "features", "models", "registry", "schemas"},
     # Monitoring: the feature log the server writes, the profiles training writes, the monitor job.
     "monitoring": {"config", "data", "features", "logs", "metrics", "workspace"},
+    # The dashboard is served next to the API and reads through the same service (the app mounts it).
+    "dashboard": {"experiments", "logs", "monitoring", "online", "registry"},
     "online": {
         "config",
+        "dashboard",
         "data",
         "experiments",
         "features",

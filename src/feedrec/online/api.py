@@ -7,6 +7,9 @@ POST /v1/events    a batch of events: validated, stored durably and idempotently
 GET  /healthz      the process is up;  GET /readyz: a model is loaded
 GET  /metrics      Prometheus: requests, latency by stage, fallbacks, model version
 POST /admin/reload, /admin/promote/{version}, /admin/rollback   (bearer token from FEEDREC_ADMIN_TOKEN)
+POST /admin/experiments/{name}/start, /admin/experiments/{name}/stop
+GET  /dashboard    the web dashboard (``feedrec.dashboard``): overview, models, experiments,
+                   monitoring, feed explorer; read-only pages, its actions call the admin routes
 
 A promoted bundle is also picked up without a call: the service's watcher looks at the registry
 every FEEDREC_WATCH_INTERVAL_S seconds, loads the new bundle in the background and swaps it in.
@@ -27,13 +30,13 @@ from starlette.types import Scope
 
 from feedrec import __version__
 from feedrec.config import load_config
-from feedrec.monitoring import latest_file
+from feedrec.dashboard import routes as dashboard
 from feedrec.online.admin import AdminQueue
 from feedrec.online.http import Guard
 from feedrec.online.routes import admin, events, feed, probes
 from feedrec.online.service import Budgets, FeedService
 from feedrec.online.settings import ServeSettings
-from feedrec.online.telemetry import Metrics
+from feedrec.online.telemetry import Metrics, MetricsHistory
 
 
 def create_app(settings: ServeSettings | None = None, service: FeedService | None = None) -> FastAPI:
@@ -43,8 +46,11 @@ def create_app(settings: ServeSettings | None = None, service: FeedService | Non
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         limit_inference_threads(settings.inference_threads)
         running = service or _build_service(settings)
-        metrics = Metrics(monitor_file=latest_file(running.workspace))
+        metrics = Metrics(running.workspace)
         app.state.settings, app.state.metrics = settings, metrics
+        app.state.history = MetricsHistory(metrics)
+        app.state.history.start()
+        app.state.dashboard = dashboard.DashboardState()
         app.state.admin = AdminQueue(settings.admin_timeout_s)
         app.state.service = running
         bundle = running.try_reload()
@@ -56,6 +62,8 @@ def create_app(settings: ServeSettings | None = None, service: FeedService | Non
             on_swap=metrics.set_model,
         )
         yield
+        app.state.history.close()
+        app.state.dashboard.close()
         app.state.admin.close()
         running.close()
 
@@ -69,8 +77,9 @@ def create_app(settings: ServeSettings | None = None, service: FeedService | Non
         Guard, max_body_bytes=settings.max_body_bytes, body_timeout_s=settings.body_timeout_s, count=_count
     )
     app.add_exception_handler(RequestValidationError, _invalid_request)
-    for router in (probes.router, feed.router(settings.max_k), events.router, admin.router):
+    for router in (probes.router, feed.router(settings.max_k), events.router, admin.router, dashboard.router):
         app.include_router(router)
+    dashboard.mount_static(app)
     return app
 
 

@@ -59,6 +59,7 @@ def serve_demo(workspace: Path, version: str, port: int, *, say: Callable[[str],
         f"\n[bold]serving bundle {version}[/bold] from {workspace} on {base}  (Ctrl-C stops it)",
         f"  a feed:  curl '{base}/v1/feed?user_id={user}&k=10'",
         f"  events:  curl -X POST {base}/v1/events -H 'content-type: application/json' -d '{event}'",
+        f"  dashboard: {base}/dashboard    explorer: {base}/dashboard/explorer?user_id={user}",
         f"  docs:    {base}/docs    metrics: {base}/metrics",
     ):
         say(line)
