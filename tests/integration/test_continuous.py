@@ -42,13 +42,16 @@ def _policy(tmp: Path, name: str, **changes: dict) -> Path:
     return path
 
 
-def _loop_with_traffic(ws: Path, world: Path, url: str, policy: Path, seed: int, *sets: str) -> TrafficResult:
-    """The loop (a `feedrec loop` process, one cycle) while the world's users use the server."""
+def _loop_with_traffic(
+    ws: Path, world: Path, url: str, policy: Path, seed: int, *sets: str, speed: float = 0.25, seconds: int = 300
+) -> TrafficResult:
+    """The loop (a `feedrec loop` process, one cycle) while the world's users use the server, at
+    ``speed`` simulated hours per wall second (50 sessions per wall second)."""
     command = [sys.executable, "-m", "feedrec.cli", "loop", "-w", str(ws), "--policy", str(policy)]
-    command += ["--cycles", "1", "--seconds", "300", *(a for s in sets for a in ("--set", s))]
+    command += ["--cycles", "1", "--seconds", str(seconds), *(a for s in sets for a in ("--set", s))]
     loop = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     result: dict[str, object] = {}
-    cfg = TrafficConfig(url=url, seconds=300, rps=50, speed=0.25, seed=seed, concurrency=4)  # ends with the loop
+    cfg = TrafficConfig(url=url, seconds=seconds, rps=50, speed=speed, seed=seed, concurrency=4)  # ends with the loop
 
     def drive() -> None:
         try:
@@ -58,7 +61,7 @@ def _loop_with_traffic(ws: Path, world: Path, url: str, policy: Path, seed: int,
 
     thread = threading.Thread(target=drive)
     thread.start()
-    output = loop.communicate(timeout=420)[0].decode()
+    output = loop.communicate(timeout=seconds + 120)[0].decode()
     thread.join()
     assert loop.returncode == 0, output[-3000:]
     assert "error" not in result, result.get("error")
@@ -86,7 +89,11 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> dict:
             # A small world: the shuffled ranker costs ~10 % of CTR here (half of it on a large one).
             canary={"share": 0.5, "max_hours": 24, "promote_on_timeout": False, "alpha": 0.1},
         )
-        runs["broken"] = _loop_with_traffic(ws, world, url, broken, 2, "train.drill_shuffled_ranker=true")
+        # Twice the sessions per simulated hour of the first run: the canary's test has the power to
+        # stop a ~10 % loss within its 24 hours (at 0.25 h/s it ran out of hours in 2 of 5 CI runs).
+        runs["broken"] = _loop_with_traffic(
+            ws, world, url, broken, 2, "train.drill_shuffled_ranker=true", speed=0.125, seconds=480
+        )
         # The monitor's latest verdict, as the running server's gauges.
         monitored = subprocess.run(
             [sys.executable, "-m", "feedrec.cli", "monitor", "-w", str(ws), "--json", "--set", "monitor.min_rows=20",
