@@ -168,3 +168,22 @@ def test_logged_features_line_up_with_the_feed_even_for_items_the_ranker_did_not
     assert rows["item_id"].to_list() == ["b", "a"] and rows["slot"].to_list() == [0, 2]
     assert rows["f"].to_list() == [2.0, 1.0] and rows["position"].to_list() == [0.0, 2.0]
     assert rows["prediction"].to_list() == pytest.approx([0.2, 0.1])
+
+
+def test_a_stale_look_of_the_watcher_does_not_undo_a_promotion(tmp_path: Path):
+    from tests.integration.servers import build_workspace
+
+    service = FeedService(build_workspace(tmp_path / "ws"))
+    try:
+        assert service.reload().version == "v0001"
+        registry, real = service.registry, service.registry.production
+        stale = real()
+        looks = iter([stale])  # the watcher's first read happened before the promotion below
+        registry.production = lambda: next(looks, None) or real()  # type: ignore[method-assign]
+        assert service.promote("v0002", reason="test").version == "v0002"
+        service._watch_once()
+        assert service.bundle is not None and service.bundle.version == "v0002"
+        assert real().version == "v0002"
+        assert service.rollback().version == "v0001" and real().version == "v0001"
+    finally:
+        service.close()

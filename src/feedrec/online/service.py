@@ -253,8 +253,10 @@ class FeedService:
         manifest = self.registry.production()
         current = self._bundle
         if manifest is not None and (current is None or current.version != manifest.version):
-            bundle = self.reload(manifest.version)
-            if self._on_swap is not None:
+            # reload() reads production again under the reload lock: a promotion or rollback that
+            # took effect since the read above is not undone by this (then stale) look.
+            bundle = self.reload()
+            if self._on_swap is not None and (current is None or bundle.version != current.version):
                 self._on_swap(bundle.version)
 
     def close(self) -> None:
@@ -314,6 +316,29 @@ class FeedService:
                 return self._bundle
             bundle = self._load(version)
             self._bundle = bundle  # one reference assignment: readers see the old or the new bundle, whole
+            _freeze_heap()
+            return bundle
+
+    def promote(self, version: str, *, reason: str, key: str | None = None) -> Bundle:
+        """Load ``version``, make it production and serve it, as one step under the reload lock (the
+        watcher cannot swap in the old production between the load and the registry's change). A
+        bundle that cannot load raises before the registry changes."""
+        with self._reload_lock:
+            bundle = self._load(version)
+            self.registry.promote(version, reason=reason, key=key)
+            production = self.registry.production()  # a repeated idempotency key changes nothing
+            if production is not None and production.version != version:
+                bundle = self._load(production.version)
+            self._bundle = bundle
+            _freeze_heap()
+            return bundle
+
+    def rollback(self, *, key: str | None = None) -> Bundle:
+        """Roll production back in the registry and serve that bundle, under the reload lock."""
+        with self._reload_lock:
+            manifest = self.registry.rollback(key=key)
+            bundle = self._load(manifest.version)
+            self._bundle = bundle
             _freeze_heap()
             return bundle
 

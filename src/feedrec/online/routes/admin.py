@@ -43,9 +43,9 @@ async def _run(request: Request, admin: AdminDep, metrics: MetricsDep, action: C
     return AdminOut(model_version=bundle.version)
 
 
-def _load(service: FeedService, version: str) -> Bundle:
+def _load(load: Callable[[], Bundle], version: str) -> Bundle:
     try:
-        return service.reload(version)
+        return load()
     except IncompatibleBundle as exc:  # registered, but not servable by this code
         raise HTTPException(409, str(exc)) from exc
     except RegistryError as exc:
@@ -83,9 +83,7 @@ async def promote(
     refused and production does not change). Promoting the production bundle changes nothing."""
 
     def action() -> Bundle:
-        bundle = _load(service, version)
-        service.registry.promote(version, reason="admin API", key=idempotency_key)
-        return bundle
+        return _load(lambda: service.promote(version, reason="admin API", key=idempotency_key), version)
 
     return await _run(request, admin, metrics, action)
 
@@ -98,10 +96,14 @@ async def rollback(
 
     def action() -> Bundle:
         try:
-            manifest = service.registry.rollback(key=idempotency_key)
-        except RegistryError as exc:
+            return service.rollback(key=idempotency_key)
+        except IncompatibleBundle as exc:
             raise HTTPException(409, str(exc)) from exc
-        return _load(service, manifest.version)
+        except RegistryError as exc:  # nothing to roll back to
+            raise HTTPException(409, str(exc)) from exc
+        except Exception as exc:  # the bundle rolled back to cannot load: say so; the current one keeps serving
+            log.exception("rollback: the bundle could not be loaded")
+            raise HTTPException(409, f"the bundle rolled back to could not be loaded ({type(exc).__name__})") from exc
 
     return await _run(request, admin, metrics, action)
 
