@@ -372,6 +372,9 @@ class TrainConfig(StrictModel):
     # A fault drill: the served ranker's scores are shuffled among each request's candidates (what
     # the rollout's shadow and canary stages must stop). Never for a real bundle.
     drill_shuffled_ranker: bool = False
+    # A harsher drill: the served ranker's calibrated scores are inverted (1 - p: the least likely
+    # click first), as a flipped label or sign would. Never for a real bundle.
+    drill_inverted_ranker: bool = False
 
 
 class MonitorConfig(StrictModel):

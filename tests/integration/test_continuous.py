@@ -1,6 +1,6 @@
 """`feedrec loop` against a live server with the world's traffic: one full cycle (trigger, retrain,
 gate, shadow, canary, promote) and one rollback cycle (a candidate whose ranker's scores are
-shuffled, forced through the gate, stopped at its canary), with no failed request."""
+inverted, forced through the gate, stopped at its canary), with no failed request."""
 
 from __future__ import annotations
 
@@ -85,15 +85,12 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> dict:
         broken = _policy(
             root,
             "broken",
-            gate={"force": True, "auc_tolerance": 0.05},  # a shuffled ranker (AUC 0.5) fails it by far
-            # A small world: the shuffled ranker costs ~10 % of CTR here (half of it on a large one).
+            gate={"force": True, "auc_tolerance": 0.05},  # an inverted ranker (AUC under 0.5) fails it by far
             canary={"share": 0.5, "max_hours": 24, "promote_on_timeout": False, "alpha": 0.1},
         )
-        # Twice the sessions per simulated hour of the first run: the canary's test has the power to
-        # stop a ~10 % loss within its 24 hours (at 0.25 h/s it ran out of hours in 2 of 5 CI runs).
-        runs["broken"] = _loop_with_traffic(
-            ws, world, url, broken, 2, "train.drill_shuffled_ranker=true", speed=0.125, seconds=480
-        )
+        # The inverted drill (the least likely click first): a loss the canary's test stops within
+        # its hours in a world this small (a shuffled ranker's ~10 % ran out of hours in 2 of 5 runs).
+        runs["broken"] = _loop_with_traffic(ws, world, url, broken, 2, "train.drill_inverted_ranker=true")
         # The monitor's latest verdict, as the running server's gauges.
         monitored = subprocess.run(
             [sys.executable, "-m", "feedrec.cli", "monitor", "-w", str(ws), "--json", "--set", "monitor.min_rows=20",

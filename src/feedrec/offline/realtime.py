@@ -51,6 +51,7 @@ def fit_realtime_ranker(
     threads: int = 0,
     seed: int = 42,
     drill_shuffled: bool = False,
+    drill_inverted: bool = False,
 ) -> dict[str, float]:
     """Fit ``model.realtime_`` on ``events`` (the log, impressions included); returns its test metrics."""
     sources, ranked = list(pair_sources), list(rank_sources)
@@ -101,7 +102,9 @@ def fit_realtime_ranker(
 
     booster = impression_gbdt(seed=seed, threads=threads).fit(rows("train"), rows("valid"))
     calibrator = Calibrator("isotonic").fit(booster.predict(x[part["valid"]]), y[part["valid"]])
-    ranker = RealtimeRanker(booster, calibrator, surfaces, sources, ranked, shuffled=drill_shuffled)
+    ranker = RealtimeRanker(
+        booster, calibrator, surfaces, sources, ranked, shuffled=drill_shuffled, inverted=drill_inverted
+    )
     model.realtime_ = ranker
     y_test, p_test = y[part["test"]], ranker.predict(x[part["test"]])
     # The reference ``feedrec monitor`` compares serving with: the training rows' features, the

@@ -166,6 +166,7 @@ def train(
                 rank_sources=cfg.train.realtime_rank_sources,
                 threads=cfg.threads,
                 drill_shuffled=cfg.train.drill_shuffled_ranker,
+                drill_inverted=cfg.train.drill_inverted_ranker,
             )
 
     on_stage("register the bundle")

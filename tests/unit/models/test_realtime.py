@@ -110,3 +110,19 @@ def test_retrieval_evidence_can_join_the_features_without_leakage(small_feed: Si
     np.testing.assert_allclose(loaded.rank(users, candidates, _context(store)), scores)
     with pytest.raises(ValueError, match="candidate sources"):
         fit_realtime_ranker(model, events, items, rank_sources=["nope"])
+
+
+def test_the_inverted_drill_ranks_the_least_likely_click_first_and_is_saved(fitted, tmp_path: Path):
+    import copy
+
+    model, store, _ = fitted
+    users = np.asarray(["u5"])
+    candidates = model.retrieve(users, 20)
+    honest = model.rank(users, candidates, _context(store))
+    drilled = copy.deepcopy(model)
+    assert drilled.realtime_ is not None
+    drilled.realtime_.inverted = True
+    inverted = drilled.rank(users, candidates, _context(store))
+    np.testing.assert_allclose(inverted, 1.0 - honest, atol=1e-6)  # the order reversed, still in [0, 1]
+    loaded = Recommender.load(drilled.save(tmp_path / "drilled"))
+    assert isinstance(loaded, FeedRecommender) and loaded.realtime_ is not None and loaded.realtime_.inverted

@@ -39,6 +39,7 @@ class RealtimeRanker:
         pair_sources: list[str],
         rank_sources: list[str] | None = None,
         shuffled: bool = False,
+        inverted: bool = False,
     ):
         self.booster = booster
         self.calibrator = calibrator
@@ -46,6 +47,7 @@ class RealtimeRanker:
         self.pair_sources = pair_sources
         self.rank_sources = rank_sources or []
         self.shuffled = shuffled  # a fault drill (train.drill_shuffled_ranker): scores permuted at random
+        self.inverted = inverted  # a fault drill (train.drill_inverted_ranker): 1 - P(click), worst first
         # The training data's reference profile (``feedrec.monitoring.profile``), set by the fit and
         # stored beside the bundle by the registry, not with the model.
         self.profile: dict[str, Any] | None = None
@@ -74,6 +76,8 @@ class RealtimeRanker:
         so the ranking is the raw model's."""
         raw = self.raw(x)
         scores = self.calibrator.transform(raw) + 1e-9 * raw
+        if self.inverted:  # a sign-flip bug: the least likely click ranked first
+            scores = 1.0 - scores
         return np.random.default_rng().permutation(scores) if self.shuffled else scores
 
     def save(self, path: Path) -> None:
@@ -88,6 +92,7 @@ class RealtimeRanker:
             "rank_sources": self.rank_sources,
             "features": self.feature_names,
             "shuffled": self.shuffled,
+            "inverted": self.inverted,
         }
         (path / "realtime.json").write_text(json.dumps(meta))
 
@@ -101,6 +106,7 @@ class RealtimeRanker:
             joblib.load(path / "calibrator.joblib"),
             **{k: meta.get(k, []) for k in ("surfaces", "pair_sources", "rank_sources")},
             shuffled=bool(meta.get("shuffled", False)),
+            inverted=bool(meta.get("inverted", False)),
         )
         if ranker.feature_names != meta["features"]:
             raise ValueError(f"{path}: the ranker was trained on other features than this feedrec declares")
