@@ -238,11 +238,11 @@ class MetricsHistory:
     def window(self, seconds: float) -> dict[str, Any]:
         """Rates and latency over the last ``seconds`` (from a fresh reading): requests, feeds,
         errors (5xx) and fallbacks per second, and each stage's p50/p99 (milliseconds)."""
-        now = self.sample()
+        now = read_sample(self.metrics)  # not kept: the history stays one reading per every_s
         with self._lock:
             inside = [s for s in self._samples if s.at >= now.at - seconds]
         # The oldest reading in the window; before the first one, the server's start (all zeros).
-        first = inside[0] if inside and inside[0] is not now else Sample(self.started)
+        first = inside[0] if inside else Sample(self.started)
         span = max(now.at - first.at, 1e-9)
 
         def delta(pick: Any) -> float:
