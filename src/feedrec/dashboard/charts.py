@@ -69,9 +69,7 @@ def line(
     labels: Sequence[str], datasets: list[dict[str, Any]], *, y: str | None = None, zero: bool = False
 ) -> dict[str, Any]:
     """A line chart over category ``labels`` (times, versions)."""
-    scale: dict[str, Any] = {"beginAtZero": zero}
-    if y:
-        scale["title"] = {"display": True, "text": y}
+    scale = _value_axis(y, zero)
     return {
         "type": "line",
         "data": {"labels": list(labels), "datasets": datasets},
@@ -83,14 +81,18 @@ def bars(
     labels: Sequence[str], datasets: list[dict[str, Any]], *, y: str | None = None, horizontal: bool = False
 ) -> dict[str, Any]:
     value_axis = "x" if horizontal else "y"
-    scale: dict[str, Any] = {"beginAtZero": True}
-    if y:
-        scale["title"] = {"display": True, "text": y}
     return {
         "type": "bar",
         "data": {"labels": list(labels), "datasets": datasets},
-        "options": {"indexAxis": "y" if horizontal else "x", "scales": {value_axis: scale}},
+        "options": {"indexAxis": "y" if horizontal else "x", "scales": {value_axis: _value_axis(y, True)}},
     }
+
+
+def _value_axis(title: str | None, zero: bool) -> dict[str, Any]:
+    scale: dict[str, Any] = {"beginAtZero": zero}
+    if title:
+        scale["title"] = {"display": True, "text": title}
+    return scale
 
 
 def bar_series(label: str, values: Sequence[float | None], n: int = 0) -> dict[str, Any]:

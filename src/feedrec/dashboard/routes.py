@@ -18,7 +18,6 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from fastapi.templating import Jinja2Templates
 
 from feedrec import __version__
 from feedrec.dashboard import views
@@ -29,9 +28,9 @@ from feedrec.online.telemetry import MetricsHistory
 from feedrec.registry import RegistryError
 
 PACKAGE = Path(str(files("feedrec.dashboard")))
-# A version or experiment name in a path: the registry's and the experiment store's own shapes.
-Version = Annotated[str, PathParam(max_length=64, pattern=r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")]
-ExperimentName = Annotated[str, PathParam(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+# A bundle version: a plain name that cannot lead out of the registry's folder.
+VERSION = r"[A-Za-z0-9_-][A-Za-z0-9._-]*"
+Version = Annotated[str, PathParam(max_length=64, pattern=f"^{VERSION}$")]
 PAGES = ("overview", "models", "experiments", "monitoring", "explorer")
 
 
@@ -77,7 +76,7 @@ def _environment() -> jinja2.Environment:
     return env
 
 
-templates = Jinja2Templates(env=_environment())
+templates = _environment()
 
 
 async def get_state(request: Request) -> DashboardState:
@@ -93,9 +92,11 @@ HistoryDep = Annotated[MetricsHistory, Depends(get_history)]
 
 
 def _page(request: Request, page: str, template: str, context: dict[str, Any], *, status: int = 200) -> Response:
-    """The page, with how long the server took (``Server-Timing``: arrival to rendered)."""
+    """The page, with how long the server took (``Server-Timing``: arrival to rendered); ``admin``
+    tells the page whether the server takes admin actions at all (FEEDREC_ADMIN_TOKEN is set)."""
+    admin = request.app.state.settings.admin_token is not None
     body = templates.get_template(template).render(
-        {"request": request, "page": page, "pages": PAGES, "version": __version__, **context}
+        {"request": request, "page": page, "pages": PAGES, "version": __version__, "admin": admin, **context}
     )
     return HTMLResponse(body, status_code=status, headers={"Server-Timing": _timing(request)})
 
@@ -126,20 +127,17 @@ def overview_json(request: Request, service: ServiceDep, history: HistoryDep, st
 
 
 @router.get("/models", response_class=HTMLResponse)
-def models_page(request: Request, service: ServiceDep, state: StateDep, settings: SettingsDep) -> Response:
-    data = views.models(service, state.sizes)
-    return _page(request, "models", "models.html", {"m": data, "admin": settings.admin_token is not None})
+def models_page(request: Request, service: ServiceDep, state: StateDep) -> Response:
+    return _page(request, "models", "models.html", {"m": views.models(service, state.sizes)})
 
 
 @router.get("/models/{version}", response_class=HTMLResponse)
-def model_page(
-    request: Request, version: Version, service: ServiceDep, state: StateDep, settings: SettingsDep
-) -> Response:
+def model_page(request: Request, version: Version, service: ServiceDep, state: StateDep) -> Response:
     try:
         data = views.model(service, version, state.sizes)
     except RegistryError as exc:
         return _missing(request, "models", str(exc))
-    return _page(request, "models", "model.html", {"d": data, "admin": settings.admin_token is not None})
+    return _page(request, "models", "model.html", {"d": data})
 
 
 @router.get("/models/{version}/report", response_class=HTMLResponse)
@@ -155,23 +153,21 @@ def model_report(version: Version, service: ServiceDep) -> Response:
 
 
 @router.get("/experiments", response_class=HTMLResponse)
-def experiments_page(request: Request, service: ServiceDep, state: StateDep, settings: SettingsDep) -> Response:
+def experiments_page(request: Request, service: ServiceDep, state: StateDep) -> Response:
     try:
         data = views.experiments(service, state.analyses)
     except ExperimentError as exc:
         return _missing(request, "experiments", str(exc))
-    return _page(request, "experiments", "experiments.html", {"x": data, "admin": settings.admin_token is not None})
+    return _page(request, "experiments", "experiments.html", {"x": data})
 
 
 @router.get("/experiments/{name}", response_class=HTMLResponse)
-def experiment_page(
-    request: Request, name: str, service: ServiceDep, state: StateDep, settings: SettingsDep
-) -> Response:
+def experiment_page(request: Request, name: str, service: ServiceDep, state: StateDep) -> Response:
     try:
         data = views.experiment(service, name, state.analyses)
     except ExperimentError as exc:
         return _missing(request, "experiments", str(exc))
-    return _page(request, "experiments", "experiment.html", {"x": data, "admin": settings.admin_token is not None})
+    return _page(request, "experiments", "experiment.html", {"x": data})
 
 
 @router.get("/monitoring", response_class=HTMLResponse)
@@ -185,7 +181,7 @@ def explorer_page(
     service: ServiceDep,
     settings: SettingsDep,
     user_id: Annotated[str | None, Query(max_length=256)] = None,
-    compare: Annotated[str | None, Query(max_length=64, pattern=r"^([A-Za-z0-9_-][A-Za-z0-9._-]*)?$")] = None,
+    compare: Annotated[str | None, Query(max_length=64, pattern=f"^({VERSION})?$")] = None,
     k: Annotated[int | None, Query(ge=1, le=200)] = None,
 ) -> Response:
     data = views.explorer(service, (user_id or "").strip() or None, compare or None, k or settings.default_k)

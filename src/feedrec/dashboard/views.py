@@ -12,13 +12,13 @@ from typing import Any
 from feedrec.dashboard import charts
 from feedrec.dashboard.cache import Entry, Refreshing
 from feedrec.experiments.analysis import analyze
-from feedrec.experiments.definition import METRICS, ExperimentError
+from feedrec.experiments.definition import METRICS
 from feedrec.logs import get_logger
 from feedrec.monitoring import read_latest
 from feedrec.monitoring.monitor import hourly_engagement, read_alerts
 from feedrec.online.service import Feed, FeedService, NoModelError
 from feedrec.online.telemetry import MetricsHistory
-from feedrec.registry import IncompatibleBundle, Manifest, RegistryError
+from feedrec.registry import Manifest, RegistryError
 
 log = get_logger("dashboard")
 STAGES = ("feed", "features", "retrieve", "rank", "rerank")
@@ -179,7 +179,7 @@ def _analysis(service: FeedService, name: str, cache: Refreshing) -> Entry | Non
 def experiments(service: FeedService, cache: Refreshing) -> dict[str, Any]:
     state = service.experiments.load()
     rows = []
-    for e in sorted(state.experiments.values(), key=lambda e: (e.status != "running", e.created_at), reverse=False):
+    for e in sorted(state.experiments.values(), key=lambda e: (e.status != "running", e.created_at)):
         entry = _analysis(service, e.name, cache)
         result = entry.value if entry is not None and entry.value is not None else None
         primary = (result or {}).get("metrics", {}).get(e.metric, {})
@@ -197,10 +197,7 @@ def experiments(service: FeedService, cache: Refreshing) -> dict[str, Any]:
 
 
 def experiment(service: FeedService, name: str, cache: Refreshing) -> dict[str, Any]:
-    state = service.experiments.load()
-    if name not in state.experiments:
-        raise ExperimentError(f"no experiment {name!r}; experiments: {', '.join(sorted(state.experiments)) or 'none'}")
-    e = state.experiments[name]
+    e = service.experiments.get(name)  # ExperimentError (naming the experiments there are) when unknown
     entry = _analysis(service, name, cache)
     result = entry.value if entry is not None else None
     metric_charts = []
@@ -344,7 +341,7 @@ def explorer(
     if compare and compare != served.model_version:
         try:
             feeds.append(_feed(service.preview(user_id, k, version=compare)))
-        except (IncompatibleBundle, RegistryError) as exc:
+        except RegistryError as exc:  # unknown, or built for other feature definitions (IncompatibleBundle)
             out["compare_error"] = str(exc)
         except Exception as exc:  # a bundle that cannot load: say so; the served feed is still shown
             out["compare_error"] = f"bundle {compare} could not be loaded ({type(exc).__name__}); see the server log"

@@ -3,7 +3,7 @@ and /stop: behind the admin token, one at a time in arrival order (``feedrec.onl
 applied late. The dashboard's buttons call these same routes."""
 
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Request
 from pydantic import BaseModel
@@ -17,6 +17,7 @@ from feedrec.registry import IncompatibleBundle, RegistryError
 
 log = get_logger("api")
 router = APIRouter(dependencies=[Depends(require_admin)])
+T = TypeVar("T")
 
 
 class AdminOut(BaseModel):
@@ -34,11 +35,16 @@ IdempotencyKey = Annotated[
 ]
 
 
-async def _run(request: Request, admin: AdminDep, metrics: MetricsDep, action: Callable[[], Bundle]) -> AdminOut:
+async def _queued(request: Request, admin: AdminDep, action: Callable[[], T]) -> T:
+    """``action`` after the admin actions before it, or 503 when it could not start in time."""
     try:
-        bundle = await admin.run(arrived(request), action)
+        return await admin.run(arrived(request), action)
     except Late as exc:
         raise HTTPException(503, str(exc), headers={"Retry-After": "1"}) from exc
+
+
+async def _run(request: Request, admin: AdminDep, metrics: MetricsDep, action: Callable[[], Bundle]) -> AdminOut:
+    bundle = await _queued(request, admin, action)
     metrics.set_model(bundle.version)
     return AdminOut(model_version=bundle.version)
 
@@ -97,9 +103,7 @@ async def rollback(
     def action() -> Bundle:
         try:
             return service.rollback(key=idempotency_key)
-        except IncompatibleBundle as exc:
-            raise HTTPException(409, str(exc)) from exc
-        except RegistryError as exc:  # nothing to roll back to
+        except RegistryError as exc:  # nothing to roll back to, or a bundle this code cannot serve
             raise HTTPException(409, str(exc)) from exc
         except Exception as exc:  # the bundle rolled back to cannot load: say so; the current one keeps serving
             log.exception("rollback: the bundle could not be loaded")
@@ -127,10 +131,7 @@ async def start_experiment(
 ) -> ExperimentOut:
     """Start a draft experiment (as `feedrec experiment start` does); its bundles are loaded
     before any request is routed to them."""
-    try:
-        return await admin.run(arrived(request), lambda: _experiment_action(service, name, True))
-    except Late as exc:
-        raise HTTPException(503, str(exc), headers={"Retry-After": "1"}) from exc
+    return await _queued(request, admin, lambda: _experiment_action(service, name, True))
 
 
 @router.post("/admin/experiments/{name}/stop", response_model=ExperimentOut, responses=errors(401, 403, 404, 409, 503))
@@ -138,7 +139,4 @@ async def stop_experiment(
     request: Request, service: ServiceDep, admin: AdminDep, name: ExperimentName
 ) -> ExperimentOut:
     """Stop a running experiment: its users go back to production."""
-    try:
-        return await admin.run(arrived(request), lambda: _experiment_action(service, name, False))
-    except Late as exc:
-        raise HTTPException(503, str(exc), headers={"Retry-After": "1"}) from exc
+    return await _queued(request, admin, lambda: _experiment_action(service, name, False))
