@@ -74,3 +74,13 @@ def make_side(n_users: int = 40, n_items: int = 60, extra_items: int = 0) -> Sid
 @pytest.fixture
 def interactions() -> Interactions:
     return make_interactions()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory):
+    """One real redis-server per test process (each test uses its own key namespace)."""
+    from tests.redis_server import RedisServer
+
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()

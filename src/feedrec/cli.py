@@ -426,6 +426,9 @@ def recommend_batch_cmd(
     users_file: Annotated[Path | None, typer.Option("--users", help="A file of user ids, one per line.")] = None,
     workers: Annotated[int, typer.Option("--workers", help="Worker processes.")] = 2,
     chunk_size: Annotated[int, typer.Option("--chunk-size", help="Users per part file.")] = 2000,
+    engine: Annotated[
+        str | None, typer.Option("--engine", help="duckdb (worker processes) or spark; default: backends.engine.")
+    ] = None,
     workspace: WorkspaceOpt = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
@@ -438,6 +441,17 @@ def recommend_batch_cmd(
     try:
         cfg = _config(config, None, workspace)
         wanted = [u.strip() for u in users_file.read_text().splitlines() if u.strip()] if users_file else None
+        chosen = engine or cfg.backends.engine
+        if chosen not in ("duckdb", "spark"):
+            raise ValueError(f"--engine must be duckdb or spark, not {chosen!r}")
+        if chosen == "spark":  # one Spark job: the bundle broadcast to the executors
+            from feedrec.spark.batch import recommend_production_spark
+
+            result = recommend_production_spark(
+                Workspace.from_config(cfg).registry, output, cfg.backends, users=wanted, k=k, chunk_size=chunk_size
+            )
+            _emit(as_json, result, f"{result['scored_users']:,} users scored by Spark into {output}/")
+            return
         with _progress() as bar:
             task = bar.add_task("recommending", total=None)
             result = recommend_production(

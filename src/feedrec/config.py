@@ -416,9 +416,22 @@ class BackendsConfig(StrictModel):
     """Which class holds each store, by name (as Feast names its store types): a new backend is one
     class and one line in ``feedrec.workspace.BACKENDS``."""
 
-    event_store: str = "local"
-    online_store: str = "local"
+    event_store: str = "local"  # local (Parquet + DuckDB) | spark (Parquet by date, read with Spark)
+    online_store: str = "local"  # local (in process, a snapshot file) | redis (shared by every process)
     registry: str = "local"
+    # Redis (online_store: redis): a redis:// URL, and the key prefix (default: one per workspace path).
+    redis_url: str | None = None
+    redis_namespace: str | None = None
+    # The offline engine: the feature build and batch scoring run in DuckDB/polars or as Spark jobs.
+    engine: Literal["duckdb", "spark"] = "duckdb"
+    spark_master: str = "local[*]"  # a cluster's master URL (spark://host:7077, yarn, k8s://...)
+    spark_conf: dict[str, str] = Field(default_factory=dict)  # extra Spark settings (spark.executor.memory, ...)
+
+    @model_validator(mode="after")
+    def _redis_has_a_url(self) -> BackendsConfig:
+        if self.online_store == "redis" and not self.redis_url:
+            raise ValueError("backends.online_store is redis but backends.redis_url is not set (redis://host:port/db)")
+        return self
 
 
 class FeedrecConfig(StrictModel):

@@ -156,6 +156,17 @@ class ModelRegistry(ABC):
     @abstractmethod
     def load_model(self, version: str | None = None) -> Recommender: ...
 
+    def batch_inputs(self, users: builtins.list[str] | None = None) -> tuple[Manifest, builtins.list[str]]:
+        """What batch mode scores: the production bundle, and ``users`` or every user it knows."""
+        manifest = self.production()
+        if manifest is None:
+            raise RegistryError("no bundle in production: train one with `feedrec train`")
+        if users is None:
+            users = self.load_model(manifest.version).user_ids_.tolist()
+        if not users:
+            raise ValueError("need at least one user to recommend for")
+        return manifest, users
+
 
 class LocalRegistry(ModelRegistry):
     def __init__(self, root: Path | str) -> None:

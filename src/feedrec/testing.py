@@ -219,11 +219,62 @@ def check_online_missing_keys_and_names(make: Callable[[Path], OnlineFeatureStor
     _raises(ValueError, lambda: store.get_online_features(_queries(T0), ["user_ctr_forever"]), "unknown feature")
 
 
+def check_online_recent_actions_and_clock(make: Callable[[Path], OnlineFeatureStore], tmp_path: Path) -> None:
+    """Engaged and hidden items come back oldest first, once each; impressions are not actions; the
+    clock is the latest event time folded in."""
+    store = make(tmp_path)
+    assert store.recent_items("u1") == [] and store.event_time() is None
+    events = pl.DataFrame(
+        {
+            "user_id": ["u1", "u1", "u1", "u1", "u2"],
+            "item_id": ["a", "b", "c", "a", "c"],
+            "type": ["click", "impression", "hide", "like", "click"],
+            "timestamp": [T0 + timedelta(minutes=m) for m in (1, 2, 3, 4, 9)],
+            "surface": ["home"] * 5,
+            "position": [0] * 5,
+        },
+        schema_overrides={"timestamp": pl.Datetime("us", "UTC"), "position": pl.Int32},
+    )
+    store.update(events)
+    assert store.recent_items("u1") == ["c", "a"] and store.recent_items("u2") == ["c"]
+    assert store.event_time() == (T0 + timedelta(minutes=9)).timestamp()
+
+
 ONLINE_STORE_CHECKS: list[Check] = [
     check_online_equals_offline,
     check_online_survives_a_restart,
     check_online_missing_keys_and_names,
+    check_online_recent_actions_and_clock,
 ]
+
+
+def check_shared_store_folds_each_event_once(make: Callable[[Path], OnlineFeatureStore], tmp_path: Path) -> None:
+    """Two processes' handles on one shared store, catching up from one event log in turns, fold
+    each event once: the features equal the offline builder's over the whole log."""
+    events = sample_stream(seed=2)
+    log: list[pa.Table] = [events.head(120).to_arrow(), events.tail(events.height - 120).to_arrow()]
+    seen = [0]
+
+    def read_since(position: int) -> tuple[pa.Table, int]:
+        stop = seen[0]
+        batches = log[position:stop]
+        return (pa.concat_tables(batches) if batches else log[0].slice(0, 0)), max(stop, position)
+
+    first, second = make(tmp_path), make(tmp_path)
+    assert first.shared and second.shared
+    seen[0] = 1
+    assert first.catch_up(read_since) == 120
+    assert second.catch_up(read_since) == 0  # nothing new: already folded by the first
+    seen[0] = 2
+    assert second.catch_up(read_since) == events.height - 120
+    assert first.catch_up(read_since) == 0
+    queries = _queries(_after(events))
+    expected = build_features(queries, events, ITEMS).select(FEATURE_NAMES)
+    assert first.get_online_features(queries).select(FEATURE_NAMES).equals(expected)
+    assert second.get_online_features(queries).select(FEATURE_NAMES).equals(expected)
+
+
+SHARED_ONLINE_STORE_CHECKS: list[Check] = [check_shared_store_folds_each_event_once]
 
 
 # -- model registries -----------------------------------------------------------------------------

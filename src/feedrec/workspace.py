@@ -5,6 +5,7 @@ store, so a new backend (Spark, Redis) is one class and one line in ``BACKENDS``
 gets it from config. Layout::
 
     <root>/events/          the event store's parts and catalog      (event_store: local)
+    <root>/events_by_date/  the Spark event store's Parquet dataset  (event_store: spark)
     <root>/items.parquet, users.parquet
     <root>/registry/        bundles, production.json, history.jsonl  (registry: local)
     <root>/online/          the online feature snapshot              (online_store: local)
@@ -31,8 +32,16 @@ from feedrec.registry import ModelRegistry
 #: kind -> backend name -> "module:Class". Classes are imported when asked for, so a backend's
 #: heavy dependency (pyspark, redis) is needed only by workspaces that use it.
 BACKENDS: dict[str, dict[str, str]] = {
-    "event_store": {"local": "feedrec.data.store:LocalEventStore"},
-    "online_store": {"local": "feedrec.features.online:LocalOnlineStore"},
+    "event_store": {"local": "feedrec.data.store:LocalEventStore", "spark": "feedrec.spark.store:SparkEventStore"},
+    "online_store": {
+        "local": "feedrec.features.online:LocalOnlineStore",
+        "redis": "feedrec.redis.online:RedisOnlineStore",
+    },
+    # Batch mode's precomputed feeds: in each server process, or once in Redis for all of them.
+    "precomputed": {
+        "local": "feedrec.online.batch:PrecomputedFeeds",
+        "redis": "feedrec.redis.feeds:RedisPrecomputedFeeds",
+    },
     "registry": {"local": "feedrec.registry:LocalRegistry"},
 }
 
@@ -84,7 +93,9 @@ class Workspace:
     @cached_property
     def events(self) -> EventStore:
         """The event store (built once per Workspace)."""
-        store: EventStore = backend_class("event_store", self.backends.event_store)(self.root)
+        name = self.backends.event_store
+        options = {"master": self.backends.spark_master, "conf": self.backends.spark_conf} if name == "spark" else {}
+        store: EventStore = backend_class("event_store", name)(self.root, **options)
         return store
 
     @cached_property
@@ -92,12 +103,25 @@ class Workspace:
         registry: ModelRegistry = backend_class("registry", self.backends.registry)(self.registry_dir)
         return registry
 
+    def _redis(self) -> dict[str, Any]:
+        from feedrec.redis.client import namespace_for
+
+        return {"url": self.backends.redis_url, "namespace": self.backends.redis_namespace or namespace_for(self.root)}
+
     def online_store(self, items: pl.DataFrame | None = None) -> OnlineFeatureStore:
-        """A new online feature store over ``items``, restored from this workspace's snapshot."""
-        store: OnlineFeatureStore = backend_class("online_store", self.backends.online_store)(
-            items, path=self.online_snapshot
-        )
+        """A new online feature store over ``items``: restored from this workspace's snapshot (local),
+        or this workspace's namespace of a shared Redis."""
+        name = self.backends.online_store
+        options = self._redis() if name == "redis" else {}
+        store: OnlineFeatureStore = backend_class("online_store", name)(items, path=self.online_snapshot, **options)
         return store
+
+    def precomputed(self, folder: Path) -> Any:
+        """Batch mode's feeds from a ``feedrec recommend-batch`` folder: read into each process
+        (local), or loaded once into Redis and read from there by every process (redis)."""
+        if self.backends.online_store == "redis":
+            return backend_class("precomputed", "redis")(folder, **self._redis())
+        return backend_class("precomputed", "local")(folder)
 
     def close(self) -> None:
         if "events" in self.__dict__:

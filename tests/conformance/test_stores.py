@@ -12,22 +12,40 @@ import pytest
 
 from feedrec.data.store import LocalEventStore
 from feedrec.features.online import LocalOnlineStore
+from feedrec.redis import namespace_for
+from feedrec.redis.online import RedisOnlineStore
 from feedrec.registry import LocalRegistry
+from feedrec.spark.store import SparkEventStore
 from feedrec.testing import (
     EVENT_STORE_CHECKS,
     ITEMS,
     ONLINE_STORE_CHECKS,
     REGISTRY_CHECKS,
+    SHARED_ONLINE_STORE_CHECKS,
     Check,
     sample_events,
 )
 
 events = sample_events  # the other tests' name for it
 
-EVENT_STORES: dict[str, Callable[[Path], Any]] = {"local": LocalEventStore}
-ONLINE_STORES: dict[str, Callable[[Path], Any]] = {
-    "local": lambda path: LocalOnlineStore(ITEMS, path=path / "online.parquet")
+EVENT_STORES: dict[str, Callable[[Path], Any]] = {
+    "local": LocalEventStore,
+    "spark": lambda path: SparkEventStore(path, master="local[2]"),
 }
+ONLINE_STORES: dict[str, Callable[[Path], Any]] = {
+    "local": lambda path: LocalOnlineStore(ITEMS, path=path / "online.parquet"),
+    "redis": lambda path: RedisOnlineStore(ITEMS, url=_REDIS[0], namespace=namespace_for(path)),
+}
+SHARED_ONLINE_STORES = {"redis": ONLINE_STORES["redis"]}
+_REDIS: list[str] = []  # the URL of this test process's redis-server (the fixture below)
+
+
+@pytest.fixture(autouse=True)
+def _redis_url(request: pytest.FixtureRequest) -> None:
+    if "redis" in request.node.name:  # only the Redis cases start a server
+        _REDIS[:] = [request.getfixturevalue("redis_server").url]
+
+
 REGISTRIES: dict[str, Callable[[Path], Any]] = {"local": lambda path: LocalRegistry(path / "registry")}
 
 
@@ -44,6 +62,11 @@ def test_event_store(make, check, tmp_path: Path):
 
 @pytest.mark.parametrize(("make", "check"), _cases(ONLINE_STORES, ONLINE_STORE_CHECKS))
 def test_online_store(make, check, tmp_path: Path):
+    check(make, tmp_path)
+
+
+@pytest.mark.parametrize(("make", "check"), _cases(SHARED_ONLINE_STORES, SHARED_ONLINE_STORE_CHECKS))
+def test_shared_online_store(make, check, tmp_path: Path):
     check(make, tmp_path)
 
 

@@ -19,7 +19,7 @@ ALLOWED: dict[str, set[str]] = {
     "features": {"schemas"},
     "models": {"config", "data", "features", "metrics", "schemas"},
     "registry": {"config", "features", "models", "schemas"},
-    "workspace": {"config", "data", "experiments", "features", "registry"},
+    "workspace": {"config", "data", "experiments", "features", "redis", "registry"},
     # Experiments are shared by both worlds: the server routes with them, the CLI analyzes.
     "experiments": {"data"},
     "testing": {"config", "data", "features", "models", "registry", "schemas"},
@@ -51,8 +51,12 @@ ALLOWED: dict[str, set[str]] = {
         "monitoring",
         "registry",
         "schemas",
+        "spark",  # engine: spark builds the ranking set's features as Spark jobs
         "workspace",
     },
+    # The scale-out backends implement the shared interfaces (the workspace names them by string).
+    "redis": {"features"},
+    "spark": {"config", "data", "features", "models", "registry", "schemas"},
     "render": {"registry"},
     "console": set(),
     "cli_experiments": {"config", "console", "experiments", "render", "workspace"},
@@ -78,6 +82,7 @@ ALLOWED: dict[str, set[str]] = {
         "online",
         "registry",
         "render",
+        "spark",
         "workspace",
     },
 }

@@ -24,8 +24,10 @@ def test_the_embedded_default_and_its_layout(tmp_path: Path):
 
 
 def test_an_unknown_backend_is_a_clear_error_and_a_new_one_is_one_line(tmp_path: Path, monkeypatch):
-    with pytest.raises(BackendError, match=r"backends.event_store: unknown backend 'spark'; known: \['local'\]"):
-        _ = Workspace(tmp_path, BackendsConfig(event_store="spark")).events
+    with pytest.raises(
+        BackendError, match=r"backends.event_store: unknown backend 'hbase'; known: \['local', 'spark'\]"
+    ):
+        _ = Workspace(tmp_path, BackendsConfig(event_store="hbase")).events
 
     class Counting(LocalEventStore):
         pass

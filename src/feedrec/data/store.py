@@ -103,6 +103,15 @@ class EventStore(ABC):
     def users(self) -> pa.Table: ...
 
 
+def event_columns(columns: Sequence[str] | None) -> list[str]:
+    """The columns a scan asks for (all by default); an unknown one is a clear error."""
+    cols = list(columns or EVENT_SCHEMA.names)
+    unknown = [c for c in cols if c not in EVENT_SCHEMA.names]
+    if unknown:
+        raise ValueError(f"unknown event column(s) {unknown}; columns: {EVENT_SCHEMA.names}")
+    return cols
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -121,7 +130,71 @@ def write_parquet_atomic(table: pa.Table, path: Path) -> None:
     _fsync_dir(path.parent)
 
 
-class LocalEventStore(EventStore):
+class SideTables:
+    """Items and users as one Parquet file each under ``root``, upserted by id under the store's
+    file lock (small next to the events; every backend keeps them this way)."""
+
+    root: Path
+
+    @contextmanager
+    def _lock(self, name: str = ".lock", *, wait: bool = True) -> Iterator[bool]:
+        with (self.root / name).open("a") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    @property
+    def _items_path(self) -> Path:
+        return self.root / "items.parquet"
+
+    @property
+    def _users_path(self) -> Path:
+        return self.root / "users.parquet"
+
+    # -- items and users -------------------------------------------------------------------------
+    def _upsert(self, path: Path, table: pa.Table, schema: pa.Schema, key: str) -> int:
+        table = table.select(schema.names).cast(schema)
+        with self._lock():
+            con = duckdb.connect()
+            try:
+                con.register("incoming", table)
+                if path.exists():
+                    con.execute(f"CREATE VIEW old AS SELECT * FROM read_parquet('{path}')")
+                    merged_sql = f"SELECT * FROM old WHERE {key} NOT IN (SELECT {key} FROM incoming) UNION ALL "
+                else:
+                    merged_sql = ""
+                merged = con.sql(f"{merged_sql}SELECT * FROM incoming ORDER BY {key}").to_arrow_table()
+            finally:
+                con.close()
+            write_parquet_atomic(merged.cast(schema), path)
+        return table.num_rows
+
+    def put_items(self, items: pa.Table) -> int:
+        return self._upsert(self._items_path, items, ITEM_SCHEMA, "item_id")
+
+    def items(self) -> pa.Table:
+        return pq.read_table(self._items_path) if self._items_path.exists() else ITEM_SCHEMA.empty_table()
+
+    def put_users(self, users: pa.Table) -> int:
+        if "attributes" in users.column_names and not pa.types.is_string(users.schema.field("attributes").type):
+            users = users.set_column(
+                users.column_names.index("attributes"),
+                "attributes",
+                pa.array([json.dumps(a) for a in users.column("attributes").to_pylist()], pa.string()),
+            )
+        return self._upsert(self._users_path, users, USER_SCHEMA, "user_id")
+
+    def users(self) -> pa.Table:
+        return pq.read_table(self._users_path) if self._users_path.exists() else USER_SCHEMA.empty_table()
+
+
+class LocalEventStore(SideTables, EventStore):
     """Parquet files in ``root``, queried with DuckDB. Safe for several writer processes (file lock).
 
     An append costs O(batch): its ids are checked against the catalog's id index (SQLite), the new
@@ -144,8 +217,6 @@ class LocalEventStore(EventStore):
         self.root = Path(root)
         self.events_dir = self.root / "events"
         self.events_dir.mkdir(parents=True, exist_ok=True)
-        self._items_path = self.root / "items.parquet"
-        self._users_path = self.root / "users.parquet"
         self.catalog = Catalog(self.events_dir / "catalog.sqlite")
         self.recover()
 
@@ -153,19 +224,6 @@ class LocalEventStore(EventStore):
         self.catalog.close()
 
     # -- internals -------------------------------------------------------------------------------
-    @contextmanager
-    def _lock(self, name: str = ".lock", *, wait: bool = True) -> Iterator[bool]:
-        with (self.root / name).open("a") as fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-            except BlockingIOError:
-                yield False
-                return
-            try:
-                yield True
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
-
     def _parts(self) -> list[str]:
         return [str(self.events_dir / p.name) for p in self.catalog.parts()]
 
@@ -339,10 +397,7 @@ class LocalEventStore(EventStore):
         end: datetime | None = None,
         users: Sequence[str] | None = None,
     ) -> pa.Table:
-        cols = list(columns or EVENT_SCHEMA.names)
-        unknown = [c for c in cols if c not in EVENT_SCHEMA.names]
-        if unknown:
-            raise ValueError(f"unknown event column(s) {unknown}; columns: {EVENT_SCHEMA.names}")
+        cols = event_columns(columns)
         where: list[str] = ["TRUE"]
         params: dict[str, object] = {}
         if types is not None:
@@ -390,39 +445,3 @@ class LocalEventStore(EventStore):
             "last": str(row[4]) if row[4] else None,
             "by_type": by_type,
         }
-
-    # -- items and users -------------------------------------------------------------------------
-    def _upsert(self, path: Path, table: pa.Table, schema: pa.Schema, key: str) -> int:
-        table = table.select(schema.names).cast(schema)
-        with self._lock():
-            con = duckdb.connect()
-            try:
-                con.register("incoming", table)
-                if path.exists():
-                    con.execute(f"CREATE VIEW old AS SELECT * FROM read_parquet('{path}')")
-                    merged_sql = f"SELECT * FROM old WHERE {key} NOT IN (SELECT {key} FROM incoming) UNION ALL "
-                else:
-                    merged_sql = ""
-                merged = con.sql(f"{merged_sql}SELECT * FROM incoming ORDER BY {key}").to_arrow_table()
-            finally:
-                con.close()
-            write_parquet_atomic(merged.cast(schema), path)
-        return table.num_rows
-
-    def put_items(self, items: pa.Table) -> int:
-        return self._upsert(self._items_path, items, ITEM_SCHEMA, "item_id")
-
-    def items(self) -> pa.Table:
-        return pq.read_table(self._items_path) if self._items_path.exists() else ITEM_SCHEMA.empty_table()
-
-    def put_users(self, users: pa.Table) -> int:
-        if "attributes" in users.column_names and not pa.types.is_string(users.schema.field("attributes").type):
-            users = users.set_column(
-                users.column_names.index("attributes"),
-                "attributes",
-                pa.array([json.dumps(a) for a in users.column("attributes").to_pylist()], pa.string()),
-            )
-        return self._upsert(self._users_path, users, USER_SCHEMA, "user_id")
-
-    def users(self) -> pa.Table:
-        return pq.read_table(self._users_path) if self._users_path.exists() else USER_SCHEMA.empty_table()

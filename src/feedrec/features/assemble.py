@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from feedrec.features.definitions import AFFINITIES, COUNTERS, RATIOS, WINDOWS, Counter, ratio_value
+from feedrec.features.definitions import AFFINITIES, COUNTERS, FEATURE_NAMES, RATIOS, WINDOWS, Counter, ratio_value
 
 CountFn = Callable[[np.ndarray, np.ndarray, int], np.ndarray]
 WindowsFn = Callable[[np.ndarray, np.ndarray, list[int]], np.ndarray]
@@ -24,6 +24,8 @@ US = 1_000_000
 DAY_US = 86_400 * US
 
 QUERY_COLUMNS = ("user_id", "item_id", "timestamp", "surface", "position")
+#: The columns of a feature frame, in order (``surface`` and ``position`` are query columns and features).
+FRAME_COLUMNS = (*QUERY_COLUMNS, *(name for name in FEATURE_NAMES if name not in QUERY_COLUMNS))
 
 
 @dataclass
@@ -108,8 +110,8 @@ def compute(q: Queries, count: CountFn, count_windows: WindowsFn | None = None) 
     return out
 
 
-def assemble(queries: pl.DataFrame, items: pl.DataFrame, count: CountFn) -> pl.DataFrame:
-    """One row per query, in query order: the query columns then every feature in FEATURE_NAMES."""
+def queries_of(queries: pl.DataFrame, items: pl.DataFrame) -> tuple[pl.DataFrame, Queries]:
+    """The query columns with their items' attributes joined in (query order), and as ``Queries``."""
     q = queries.select(*QUERY_COLUMNS).join(items, on="item_id", how="left", maintain_order="left")
     exploded = q.select(pl.int_range(pl.len()).alias("row"), "topics").explode("topics")
     exploded = exploded.filter(pl.col("topics").is_not_null())
@@ -123,7 +125,12 @@ def assemble(queries: pl.DataFrame, items: pl.DataFrame, count: CountFn) -> pl.D
         topic_row=exploded["row"].to_numpy().astype(np.int64),
         topics=exploded["topics"].to_numpy().astype(str),
     )
-    features = compute(arrays, count)
+    return q, arrays
+
+
+def feature_frame(q: pl.DataFrame, features: dict[str, np.ndarray]) -> pl.DataFrame:
+    """One row per query: the query columns then every feature in FEATURE_NAMES (their order)."""
+    features = dict(features)
     hour, weekday, position, age = (features.pop(name) for name in ("hour", "weekday", "position", "item_age_days"))
     return pl.DataFrame(
         {
@@ -136,3 +143,9 @@ def assemble(queries: pl.DataFrame, items: pl.DataFrame, count: CountFn) -> pl.D
             "item_age_days": age,
         }
     )
+
+
+def assemble(queries: pl.DataFrame, items: pl.DataFrame, count: CountFn) -> pl.DataFrame:
+    """One row per query, in query order: the query columns then every feature in FEATURE_NAMES."""
+    q, arrays = queries_of(queries, items)
+    return feature_frame(q, compute(arrays, count))

@@ -13,8 +13,11 @@ import bisect
 import itertools
 import json
 import os
+import threading
 from abc import ABC, abstractmethod
 from collections import defaultdict
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,7 @@ import pyarrow.parquet as pq
 from feedrec.features.assemble import Queries, assemble, compute
 from feedrec.features.definitions import COUNTERS, FEATURE_NAMES, WINDOWS
 from feedrec.features.keys import event_streams, item_lookup
+from feedrec.schemas import POSITIVE_EVENT_TYPES, EventType
 
 MAX_WINDOW_US = max(WINDOWS.values()) * 1_000_000
 PRUNE_EVERY_US = 86_400 * 1_000_000
@@ -45,10 +49,31 @@ class OnlineFeatureStore(ABC):
         """Persist what the store holds, with ``meta`` (what it reflects: the event store's
         position); a no-op where the backend is durable itself."""
 
+    #: True for a store every server process shares (Redis): each event is folded into it once,
+    #: by whichever process takes the fold (``catch_up``), and reads see every process's events.
+    #: False for a process-local store (the embedded default), which each process feeds itself.
+    shared: bool = False
+
     @property
     def meta(self) -> dict[str, Any]:
         """The ``meta`` of the snapshot this store was loaded from ({} when none)."""
         return {}
+
+    @abstractmethod
+    def recent_items(self, user_id: str) -> list[str]:
+        """The items the user engaged with or hid in the events folded in, oldest first (at most
+        ``RecentActions.per_user``): what a feed stops showing them at once."""
+
+    @abstractmethod
+    def event_time(self) -> float | None:
+        """The latest event time folded in (epoch seconds; None before any): the server's clock
+        when it keeps the events' time (a simulated world's)."""
+
+    def catch_up(self, read_since: Callable[[int], tuple[pa.Table, int]]) -> int:
+        """A shared store folds in what the event store holds past the position the store records,
+        once whichever process calls it (``read_since(position) -> (events, next position)``);
+        returns how many events it folded."""
+        raise NotImplementedError(f"{type(self).__name__} is fed by each process (update), not shared")
 
     def freeze(self, counters: list[str]) -> None:
         """Fault injection (``FEEDREC_FAULT_FROZEN_COUNTERS``): stop folding the events that the
@@ -76,16 +101,96 @@ class OnlineFeatureStore(ABC):
         return {name: frame[name].cast(pl.Float64).to_numpy() for name in FEATURE_NAMES if name != "surface"}
 
 
-class LocalOnlineStore(OnlineFeatureStore):
-    def __init__(self, items: pl.DataFrame | None = None, path: Path | None = None) -> None:
+class RecentActions:
+    """What each user engaged with or hid, newest last, bounded per user; thread-safe."""
+
+    TYPES = frozenset(t.value for t in (*POSITIVE_EVENT_TYPES, EventType.HIDE))
+
+    def __init__(self, per_user: int = 200) -> None:
+        self.per_user = per_user
+        self._items: dict[str, dict[str, None]] = {}
+        self._lock = threading.Lock()
+
+    def add(self, events: pl.DataFrame) -> None:
+        acted = events.filter(pl.col("type").is_in(list(self.TYPES)))
+        with self._lock:
+            for user, item in zip(acted["user_id"].to_list(), acted["item_id"].to_list(), strict=True):
+                seen = self._items.setdefault(user, {})
+                seen.pop(item, None)
+                seen[item] = None
+                if len(seen) > self.per_user:
+                    del seen[next(iter(seen))]
+
+    def items(self, user_id: str) -> list[str]:
+        with self._lock:
+            return list(self._items.get(user_id, ()))
+
+
+def frozen_streams(counters: list[str]) -> list[tuple[str, str]]:
+    """The (key prefix, key suffix) of the streams that the named counters count (``freeze``)."""
+    by_name = {c.name: c for c in COUNTERS}
+    unknown = [name for name in counters if name not in by_name]
+    if unknown:
+        raise ValueError(f"cannot freeze {unknown}: not counters; counters: {sorted(by_name)}")
+    return [(f"{by_name[n].entity}|", f"|{by_name[n].event_type}") for n in counters]
+
+
+def without_frozen(streams: pl.DataFrame, frozen: list[tuple[str, str]]) -> pl.DataFrame:
+    key = pl.col("key")
+    for prefix, suffix in frozen:
+        streams = streams.filter(~(key.str.starts_with(prefix) & key.str.ends_with(suffix)))
+    return streams
+
+
+def max_event_time(events: pl.DataFrame, known: float | None) -> float | None:
+    latest = events["timestamp"].max() if events.height else None
+    if isinstance(latest, datetime):
+        return max(known or latest.timestamp(), latest.timestamp())
+    return known
+
+
+class CountingStore(OnlineFeatureStore):
+    """A store that answers "how many events of each key in [t - w, t)" (``_count_windows``): the
+    features are then the shared ``compute``, over the items' attributes held in process."""
+
+    def __init__(self, items: pl.DataFrame | None = None) -> None:
         self.items = item_lookup(items)
         self._index = _ItemIndex(self.items)
+
+    @abstractmethod
+    def _count_windows(self, keys: np.ndarray, ts: np.ndarray, windows: list[int]) -> np.ndarray:
+        """(n, len(windows)) int64: the events of ``keys[i]`` in ``[ts[i] - w, ts[i])`` per window."""
+
+    def _count(self, keys: np.ndarray, ts: np.ndarray, window_us: int) -> np.ndarray:
+        return self._count_windows(keys, ts, [window_us])[:, 0]
+
+    def get_online_features(self, entity_rows: pl.DataFrame, features: list[str] | None = None) -> pl.DataFrame:
+        unknown = [f for f in features or [] if f not in FEATURE_NAMES]
+        if unknown:
+            raise ValueError(f"unknown feature(s) {unknown}; declared: {FEATURE_NAMES}")
+        rows = assemble(entity_rows, self.items, self._count)
+        return rows if features is None else rows.select("user_id", "item_id", "timestamp", *features)
+
+    def request_features(
+        self, user_id: str, item_ids: np.ndarray, ts_us: int, surface: str | None, position: int
+    ) -> dict[str, np.ndarray]:
+        n = len(item_ids)
+        items = np.asarray(item_ids).astype(str)
+        queries = self._index.queries(np.full(n, user_id), items, np.full(n, ts_us, np.int64), float(position))
+        return compute(queries, self._count, self._count_windows)
+
+
+class LocalOnlineStore(CountingStore):
+    def __init__(self, items: pl.DataFrame | None = None, path: Path | None = None) -> None:
+        super().__init__(items)
         self.path = path
         self._streams: dict[str, list[int]] = defaultdict(list)
         self._latest = -(2**62)
         self._pruned_at = -(2**62)
         self._meta: dict[str, Any] = {}
         self._frozen: list[tuple[str, str]] = []
+        self._recent = RecentActions()
+        self._event_time: float | None = None
         if path is not None and path.exists():
             self._load(path)
 
@@ -94,17 +199,18 @@ class LocalOnlineStore(OnlineFeatureStore):
         return self._meta
 
     def freeze(self, counters: list[str]) -> None:
-        by_name = {c.name: c for c in COUNTERS}
-        unknown = [name for name in counters if name not in by_name]
-        if unknown:
-            raise ValueError(f"cannot freeze {unknown}: not counters; counters: {sorted(by_name)}")
-        self._frozen = [(f"{by_name[n].entity}|", f"|{by_name[n].event_type}") for n in counters]
+        self._frozen = frozen_streams(counters)
+
+    def recent_items(self, user_id: str) -> list[str]:
+        return self._recent.items(user_id)
+
+    def event_time(self) -> float | None:
+        return self._event_time
 
     def update(self, events: pl.DataFrame) -> int:
-        streams = event_streams(events, self.items)
-        for prefix, suffix in self._frozen:
-            key = pl.col("key")
-            streams = streams.filter(~(key.str.starts_with(prefix) & key.str.ends_with(suffix)))
+        self._recent.add(events)
+        self._event_time = max_event_time(events, self._event_time)
+        streams = without_frozen(event_streams(events, self.items), self._frozen)
         added = streams.height
         if added > 1000:  # a backfill: one group-by, then a merge per key
             grouped = streams.group_by("key").agg(pl.col("ts").sort())
@@ -134,9 +240,6 @@ class LocalOnlineStore(OnlineFeatureStore):
             if not times:
                 del self._streams[key]
 
-    def _count(self, keys: np.ndarray, ts: np.ndarray, window_us: int) -> np.ndarray:
-        return self._count_windows(keys, ts, [window_us])[:, 0]
-
     def _count_windows(self, keys: np.ndarray, ts: np.ndarray, windows: list[int]) -> np.ndarray:
         """(n, len(windows)): one lookup per key, then a bisect per window below the first."""
         out = np.zeros((keys.size, len(windows)), np.int64)
@@ -148,21 +251,6 @@ class LocalOnlineStore(OnlineFeatureStore):
                 if hi:
                     out[i] = [hi - bisect.bisect_left(times, t - w, 0, hi) for w in windows]
         return out
-
-    def get_online_features(self, entity_rows: pl.DataFrame, features: list[str] | None = None) -> pl.DataFrame:
-        unknown = [f for f in features or [] if f not in FEATURE_NAMES]
-        if unknown:
-            raise ValueError(f"unknown feature(s) {unknown}; declared: {FEATURE_NAMES}")
-        rows = assemble(entity_rows, self.items, self._count)
-        return rows if features is None else rows.select("user_id", "item_id", "timestamp", *features)
-
-    def request_features(
-        self, user_id: str, item_ids: np.ndarray, ts_us: int, surface: str | None, position: int
-    ) -> dict[str, np.ndarray]:
-        n = len(item_ids)
-        items = np.asarray(item_ids).astype(str)
-        queries = self._index.queries(np.full(n, user_id), items, np.full(n, ts_us, np.int64), float(position))
-        return compute(queries, self._count, self._count_windows)
 
     def save(self, path: Path | None = None, meta: dict[str, Any] | None = None) -> Path:
         path = path or self.path

@@ -11,6 +11,7 @@ others, and its like and hide heads by their own AUC.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,6 +21,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from feedrec.config import BackendsConfig
 from feedrec.features.definitions import FEATURE_NAMES
 from feedrec.features.offline import build_features
 from feedrec.metrics import expected_calibration_error, log_loss, roc_auc_score
@@ -62,8 +64,27 @@ def reliability_curve(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> dict[st
     return {"mean_predicted": mean_p.tolist(), "observed_rate": rate.tolist()}
 
 
+FeatureBuilder = Callable[[pl.DataFrame, pl.DataFrame, pl.DataFrame | None], pl.DataFrame]
+
+
+def feature_builder(backends: BackendsConfig | None = None) -> FeatureBuilder:
+    """The point-in-time feature build of the configured engine: ``build_features`` (DuckDB/polars,
+    in process) or the same features as Spark jobs (``backends.engine: spark``)."""
+    if backends is None or backends.engine == "duckdb":
+        return build_features
+    from feedrec.spark.features import features_with_spark
+    from feedrec.spark.session import session_for
+
+    spark = session_for(backends)
+    return lambda queries, events, items: features_with_spark(queries, events, items, spark)
+
+
 def impression_dataset(
-    events: pl.DataFrame, items: pl.DataFrame | None, *, max_impressions: int | None = None
+    events: pl.DataFrame,
+    items: pl.DataFrame | None,
+    *,
+    max_impressions: int | None = None,
+    builder: FeatureBuilder = build_features,
 ) -> pl.DataFrame:
     """Impressions with point-in-time features and what followed them in the same request:
     ``label`` (clicked), ``like``, ``hide`` (0/1) and ``dwell`` (seconds, 0 when none). With
@@ -84,7 +105,7 @@ def impression_dataset(
         labelled = labelled.join(flags, on=keys, how="left", maintain_order="left")
     dwell = events.filter(pl.col("type") == "dwell").group_by(keys).agg(pl.col("value").sum().alias("dwell"))
     labelled = labelled.join(dwell, on=keys, how="left", maintain_order="left")
-    features = build_features(labelled, events, items)
+    features = builder(labelled, events, items)
     return features.with_columns(
         labelled["request_id"].alias("request_id"),  # the slate: ranking metrics group by it
         labelled["label"].fill_null(0).alias("label"),
@@ -115,9 +136,13 @@ class ImpressionSplits:
 
 
 def impression_splits(
-    events: pl.DataFrame, items: pl.DataFrame | None, *, max_impressions: int | None = None
+    events: pl.DataFrame,
+    items: pl.DataFrame | None,
+    *,
+    max_impressions: int | None = None,
+    builder: FeatureBuilder = build_features,
 ) -> ImpressionSplits:
-    data = impression_dataset(events, items, max_impressions=max_impressions)
+    data = impression_dataset(events, items, max_impressions=max_impressions, builder=builder)
     n = data.height
     cut1, cut2 = data["timestamp"][int(n * 0.70)], data["timestamp"][int(n * 0.85)]
     train = data.filter(pl.col("timestamp") < cut1)
@@ -165,8 +190,9 @@ def evaluate_rankers(
     seed: int = 42,
     threads: int = 0,
     max_impressions: int | None = None,
+    builder: FeatureBuilder = build_features,
 ) -> RankerReport:
-    splits = impression_splits(events, items, max_impressions=max_impressions)
+    splits = impression_splits(events, items, max_impressions=max_impressions, builder=builder)
     train, valid, test = splits.train, splits.valid, splits.test
     names = [*NUMERIC_FEATURES, "surface"]
     x_train, x_valid, x_test = splits.x_train, splits.x_valid, splits.x_test

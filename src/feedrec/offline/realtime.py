@@ -25,6 +25,7 @@ import polars as pl
 
 from feedrec.data.interactions import Interactions
 from feedrec.data.side import SideInfo
+from feedrec.features.offline import build_features
 from feedrec.metrics import expected_calibration_error, log_loss, roc_auc_score
 from feedrec.models.feed import FeedRecommender, pair_scores
 from feedrec.models.ranking.base import RankingSet
@@ -33,7 +34,7 @@ from feedrec.models.ranking.gbdt import GBDTRanker
 from feedrec.models.ranking.realtime import NUMERIC_FEATURES, RealtimeRanker
 from feedrec.models.retrieval.candidates import CandidateRecommender
 from feedrec.monitoring.profile import build_profile
-from feedrec.offline.ranking_eval import impression_dataset, impression_gbdt
+from feedrec.offline.ranking_eval import FeatureBuilder, impression_dataset, impression_gbdt
 from feedrec.offline.split import assert_no_leakage
 from feedrec.schemas import POSITIVE_EVENT_TYPES
 
@@ -52,6 +53,7 @@ def fit_realtime_ranker(
     seed: int = 42,
     drill_shuffled: bool = False,
     drill_inverted: bool = False,
+    builder: FeatureBuilder = build_features,
 ) -> dict[str, float]:
     """Fit ``model.realtime_`` on ``events`` (the log, impressions included); returns its test metrics."""
     sources, ranked = list(pair_sources), list(rank_sources)
@@ -62,7 +64,7 @@ def fit_realtime_ranker(
     if sources or ranked:
         n_impressions = events.select((pl.col("type") == "impression").sum()).item()
         cap = max(1, int(n_impressions * window)) if cap is None else min(cap, max(1, int(n_impressions * window)))
-    data = impression_dataset(events, items, max_impressions=cap)
+    data = impression_dataset(events, items, max_impressions=cap, builder=builder)
     if data.height < 1000 or data["label"].n_unique() < 2:
         raise ValueError(f"the real-time ranker needs at least 1000 impressions with clicks; the log has {data.height}")
     cut = data["timestamp"].min()

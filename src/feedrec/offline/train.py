@@ -37,7 +37,7 @@ from feedrec.offline.protocol import (
     sample_test_users,
     targets_after,
 )
-from feedrec.offline.ranking_eval import RankerReport, evaluate_rankers, served_ranker_metrics
+from feedrec.offline.ranking_eval import RankerReport, evaluate_rankers, feature_builder, served_ranker_metrics
 from feedrec.offline.realtime import fit_realtime_ranker
 from feedrec.offline.report import render_report
 from feedrec.offline.split import Split, train_valid_test
@@ -149,10 +149,15 @@ def train(
     realtime: dict[str, float] = {}
     if all_events.filter(pl.col("type") == "impression").height > 1000:
         items = pl.DataFrame(pl.from_arrow(side.items)) if side.items is not None else None
+        builder = feature_builder(cfg.backends)  # the configured engine builds the ranking set
         if cfg.train.evaluate_rankers:
             on_stage("impression ranker")
             ranker = evaluate_rankers(
-                all_events, items, threads=cfg.threads, max_impressions=cfg.train.ranker_max_impressions
+                all_events,
+                items,
+                threads=cfg.threads,
+                max_impressions=cfg.train.ranker_max_impressions,
+                builder=builder,
             )
         if isinstance(model, FeedRecommender):
             on_stage("real-time ranker (served)")
@@ -167,6 +172,7 @@ def train(
                 threads=cfg.threads,
                 drill_shuffled=cfg.train.drill_shuffled_ranker,
                 drill_inverted=cfg.train.drill_inverted_ranker,
+                builder=builder,
             )
 
     on_stage("register the bundle")

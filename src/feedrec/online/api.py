@@ -29,7 +29,7 @@ from fastapi_offline import FastAPIOffline
 from starlette.types import Scope
 
 from feedrec import __version__
-from feedrec.config import load_config
+from feedrec.config import BackendsConfig, load_config
 from feedrec.dashboard import routes as dashboard
 from feedrec.online.admin import AdminQueue
 from feedrec.online.http import Guard
@@ -101,6 +101,9 @@ def limit_inference_threads(n: int) -> None:
 
 def _build_service(settings: ServeSettings) -> FeedService:
     cfg = load_config(settings.config) if settings.config is not None else None
+    backends = cfg.backends if cfg is not None else BackendsConfig()
+    if settings.redis_url:  # FEEDREC_REDIS_URL: the shared online state, whatever the file says
+        backends = backends.model_copy(update={"online_store": "redis", "redis_url": settings.redis_url})
     return FeedService(
         settings.workspace,
         precomputed=settings.precomputed,
@@ -109,7 +112,7 @@ def _build_service(settings: ServeSettings) -> FeedService:
         ),
         snapshot_every_s=settings.snapshot_every_s,
         rules=cfg.ingest if cfg is not None else None,
-        backends=cfg.backends if cfg is not None else None,
+        backends=backends,
         max_pending_batches=settings.max_pending_batches,
         start_position=settings.start_position,
         clock=settings.clock,

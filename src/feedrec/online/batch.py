@@ -12,12 +12,13 @@ import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import polars as pl
 
 from feedrec.models.base import PAD_ID, Recommender
-from feedrec.registry import ModelRegistry, RegistryError
+from feedrec.registry import ModelRegistry
 
 _MODEL: Recommender | None = None
 
@@ -78,6 +79,14 @@ def recommend_batch(
     return {"users": len(users), "chunks": len(chunks), "written": len(todo), "skipped": len(chunks) - len(todo)}
 
 
+class Precomputed(Protocol):
+    """Batch mode's feeds as the server reads them (``PrecomputedFeeds``, or Redis's)."""
+
+    version: str
+
+    def get(self, user_id: str, k: int) -> tuple[list[str], list[float]] | None: ...
+
+
 class PrecomputedFeeds:
     """Serve from a batch result: user -> (items, scores), read once into memory."""
 
@@ -110,13 +119,9 @@ def recommend_production(
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, int]:
     """``recommend_batch`` for the production bundle: for ``users``, or every user it knows."""
-    manifest = registry.production()
-    if manifest is None:
-        raise RegistryError("no bundle in production: train one with `feedrec train`")
-    if users is None:
-        users = registry.load_model(manifest.version).user_ids_.tolist()
-    if not users or k < 1 or workers < 1 or chunk_size < 1:
-        raise ValueError("need at least one user, and k, workers and chunk size of at least 1")
+    if k < 1 or workers < 1 or chunk_size < 1:
+        raise ValueError("k, workers and chunk size must be at least 1")
+    manifest, users = registry.batch_inputs(users)
     return recommend_batch(
         registry.model_dir(manifest.version),
         manifest.version,

@@ -41,11 +41,11 @@ from feedrec.logs import get_logger
 from feedrec.models.base import PAD_ID, Recommender, RequestContext
 from feedrec.monitoring.featurelog import FeatureLog
 from feedrec.online import routing
-from feedrec.online.batch import PrecomputedFeeds
+from feedrec.online.batch import Precomputed
 from feedrec.online.ingest import EventWriter, Outcome, Rejected
 from feedrec.online.servedlog import RotatingLog
 from feedrec.registry import RegistryError
-from feedrec.schemas import POSITIVE_EVENT_TYPES, Event, EventType
+from feedrec.schemas import Event
 from feedrec.workspace import Workspace
 
 T = TypeVar("T")
@@ -105,33 +105,6 @@ class Feed:
     arm: str | None = None
 
 
-class RecentActions:
-    """What each user did since the bundle was trained (engaged with or hid), newest last, so the
-    feed stops showing them at once; fed by ``/v1/events``. Bounded per user; thread-safe."""
-
-    TYPES = frozenset(t.value for t in (*POSITIVE_EVENT_TYPES, EventType.HIDE))
-
-    def __init__(self, per_user: int = 200) -> None:
-        self.per_user = per_user
-        self._items: dict[str, dict[str, None]] = {}
-        self._lock = threading.Lock()
-
-    def add(self, user_ids: list[str], item_ids: list[str], types: list[str]) -> None:
-        with self._lock:
-            for user, item, etype in zip(user_ids, item_ids, types, strict=True):
-                if etype not in self.TYPES:
-                    continue
-                seen = self._items.setdefault(user, {})
-                seen.pop(item, None)
-                seen[item] = None
-                if len(seen) > self.per_user:
-                    del seen[next(iter(seen))]
-
-    def items(self, user_id: str) -> list[str]:
-        with self._lock:
-            return list(self._items.get(user_id, ()))
-
-
 class FeedService:
     def __init__(
         self,
@@ -153,19 +126,18 @@ class FeedService:
         frozen_counters: Collection[str] = (),
     ) -> None:
         self.workspace = Path(workspace)
-        self.precomputed = PrecomputedFeeds(precomputed) if precomputed is not None else None
         self.space = Workspace(self.workspace, backends)
+        self.precomputed: Precomputed | None = self.space.precomputed(precomputed) if precomputed is not None else None
         self.registry = self.space.registry
         self.store = self.space.events
         items = pl.DataFrame(pl.from_arrow(self.store.items()))
         self.features = self.space.online_store(items if items.height else None)
-        self.recent = RecentActions()
         # Events already reflected here: the history (in the bundle and the feature snapshot) up to
         # this position (``start_position``: where the server as a whole started), and the appends
         # this process made itself (``_own``). catch_up() folds in what other processes stored since.
         self._position = self.store.position() if start_position is None else start_position
         self._own: set[int] = set()
-        self._event_time: float | None = None  # the latest event time stored or folded in (epoch s)
+        self._event_time: float | None = None  # the shared store's clock as last read (when it is away)
         self._backfill()
         if frozen_counters:  # fault injection: from here on these counters stop updating
             self.features.freeze(list(frozen_counters))
@@ -210,6 +182,13 @@ class FeedService:
         reflects (and this process's own appends past it); everything stored after that, within
         the longest feature window of the latest event, is folded in. Without it a server started
         on an ingested log would rank with counters that miss the log (a training-serving skew)."""
+        if self.features.shared:  # one store for every process: it records what it has folded
+            try:
+                self.features.catch_up(self.store.read_since)
+            except Exception:  # the store is away: serve anyway (fallbacks); the tail catches up later
+                log.exception("the shared online store could not catch up with the event store")
+            self._position = self.store.position()
+            return
         meta = self.features.meta
         since = int(meta.get("position", 0))
         table, position = self.store.read_since(since, skip=set(meta.get("own", [])))
@@ -218,7 +197,6 @@ class FeedService:
             horizon = events["timestamp"].max() - timedelta(seconds=max(WINDOWS.values()))  # type: ignore[operator]
             events = events.filter(pl.col("timestamp") >= horizon)
             self.features.update(events)
-            self._note_event_time(events)
         self._position = max(self._position, position)
 
     def _snapshot_meta(self) -> dict[str, Any]:
@@ -378,7 +356,22 @@ class FeedService:
     def now(self) -> float | None:
         """The request time when a request brings none: the wall clock, or (``clock="events"``)
         the latest event time seen (None before any: the bundle's training time)."""
-        return time.time() if self.clock == "wall" else self._event_time
+        if self.clock == "wall":
+            return time.time()
+        try:
+            self._event_time = self.features.event_time() or self._event_time
+        except Exception:  # a shared store that is away: the time it last told
+            log.warning("the online store did not answer its clock; using the last known")
+        return self._event_time
+
+    def recent_items(self, user_id: str) -> list[str]:
+        """What the user engaged with or hid (online state): not shown again. Empty when a shared
+        store does not answer (the feed is then served without it, as a fallback would be)."""
+        try:
+            return self.features.recent_items(user_id)
+        except Exception:
+            log.warning("the online store did not answer the recent actions of %s", user_id)
+            return []
 
     def feed(
         self,
@@ -467,7 +460,11 @@ class FeedService:
 
     def _precomputed(self, user_id: str, k: int) -> tuple[str, list[FeedItem]] | None:
         """The user's precomputed feed (batch mode) with its version, when there is one."""
-        stored = self.precomputed.get(user_id, k) if self.precomputed is not None else None
+        try:
+            stored = self.precomputed.get(user_id, k) if self.precomputed is not None else None
+        except Exception:  # a shared store that is away: the model serves the user instead
+            log.warning("the precomputed feeds did not answer for %s", user_id)
+            stored = None
         if stored is None or self.precomputed is None:
             return None
         items = [FeedItem(i, float(s), "precomputed", "precomputed") for i, s in zip(*stored, strict=True)]
@@ -490,7 +487,7 @@ class FeedService:
         reason = "personalized" if known else "cold_start"
         stages: dict[str, float] = {}
         t = time.perf_counter()
-        exclude = self.recent.items(user_id)  # online state: what the user did since the bundle was trained
+        exclude = self.recent_items(user_id)
         stages["features"] = (time.perf_counter() - t) * 1e3
         context = RequestContext(now=at, surface=surface, features=self.features, record=record)
         try:
@@ -645,6 +642,9 @@ class FeedService:
         return outcome.stored, outcome.duplicates
 
     def _fold_own(self, events: pa.Table, result: AppendResult) -> None:
+        if self.features.shared:  # whoever folds next folds these too, exactly once
+            self.features.catch_up(self.store.read_since)
+            return
         with self._write_lock:
             if result.position is not None:  # first: a snapshot written by this fold must skip it
                 self._own.add(result.position)
@@ -652,7 +652,10 @@ class FeedService:
 
     def catch_up(self) -> int:
         """Fold in the events other processes (other server workers, ``feedrec ingest``) stored since
-        this one last looked; returns how many. The server calls it every FEEDREC_TAIL_INTERVAL_S."""
+        this one last looked; returns how many. The server calls it every FEEDREC_TAIL_INTERVAL_S.
+        A shared store (Redis) folds what no process has folded yet, once for all of them."""
+        if self.features.shared:
+            return self.features.catch_up(self.store.read_since)
         with self._write_lock:
             table, position = self.store.read_since(self._position, skip=self._own)
             self._position = position
@@ -664,19 +667,12 @@ class FeedService:
             return events.height
 
     def _fold(self, events: pl.DataFrame) -> None:
-        """Update the online features and the recent actions with new events (under the write lock)."""
+        """Update the online features, recent actions and clock with new events (under the write lock)."""
         self.features.update(events)
-        self._note_event_time(events)
-        self.recent.add(events["user_id"].to_list(), events["item_id"].to_list(), events["type"].to_list())
         now = time.monotonic()
         if now - self._last_snapshot >= self.snapshot_every_s:  # the events are durable already; the
             self.features.save(meta=self._snapshot_meta())  # feature snapshot is a cache of them
             self._last_snapshot = now
-
-    def _note_event_time(self, events: pl.DataFrame) -> None:
-        latest = events["timestamp"].max() if events.height else None
-        if isinstance(latest, datetime):
-            self._event_time = max(self._event_time or 0.0, latest.timestamp())
 
 
 def _freeze_heap() -> None:

@@ -59,6 +59,9 @@ class ServeSettings(BaseSettings):
     # online, as a broken feature pipeline would (JSON list, e.g. '["item_clicks_1h"]').
     fault_frozen_counters: list[str] = Field(default_factory=list)
     config: Path | None = None  # a feedrec YAML config: its `ingest` rules validate posted events
+    # Redis (redis://host:port/db): the online features, recent actions, clock and precomputed feeds
+    # live there, shared by every worker and server; unset, each process keeps its own (the default).
+    redis_url: str | None = None
     # The event store's position when `feedrec serve` started (set by it for its workers): each
     # worker folds in everything stored after it, however long that worker takes to start.
     start_position: int | None = Field(None, ge=0)

@@ -1,0 +1,191 @@
+"""``RedisOnlineStore``: the online features in Redis, shared by every server process.
+
+The same definitions and the same ``compute`` as the embedded store (``CountingStore``); only the
+counting primitive lives in Redis. Layout under the workspace's namespace ``ns``:
+
+- ``ns s:<key>``: a sorted set per event stream key (``user|u17|click``, ``aff_topic|u17|t3``, ...),
+  one member per counted event, scored by its time in epoch microseconds (exact in a double below
+  2^53). A count of ``[t - w, t)`` is ``ZCOUNT key t-w (t``; a request's counts, every key and
+  window, are one Lua call (one round trip). Members older than the longest window behind the
+  latest event are trimmed as keys are written, and a key expires a wall-clock window after its
+  last write (``ttl_s``): idle keys cannot pile up.
+- ``ns r:<user>``: the user's recent engaged or hidden items (a list, newest last, bounded).
+- ``ns meta``: ``position`` (the event store position folded so far) and ``latest`` (the latest
+  event time, the server's clock in a simulated world).
+
+Folding is shared: ``catch_up`` takes a Redis lock, reads what the event store holds past
+``position`` and writes it with the new position in one MULTI/EXEC transaction (WATCHed), so every
+event is folded exactly once whichever worker folds it, and a worker killed mid-fold leaves
+nothing half-written. A member's name is (time, fold position, row): a fold that is repeated
+writes the same members again, which changes nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import redis
+
+from feedrec.features.definitions import WINDOWS
+from feedrec.features.keys import event_streams
+from feedrec.features.online import (
+    MAX_WINDOW_US,
+    CountingStore,
+    RecentActions,
+    frozen_streams,
+    without_frozen,
+)
+from feedrec.redis.client import connect
+
+# ARGV: the number of windows, the windows (us), then (key, t) pairs; returns the counts, key-major.
+_COUNT = """
+local nw = tonumber(ARGV[1])
+local out = {}
+local i = nw + 2
+while i <= #ARGV do
+  local key, hi = ARGV[i], '(' .. ARGV[i + 1]
+  local t = tonumber(ARGV[i + 1])
+  for j = 1, nw do
+    out[#out + 1] = redis.call('ZCOUNT', key, string.format('%d', t - tonumber(ARGV[1 + j])), hi)
+  end
+  i = i + 2
+end
+return out
+"""
+# KEYS[1]: the meta hash; ARGV[1]: an event time (us). Keeps the larger.
+_LATEST = """
+local known = tonumber(redis.call('HGET', KEYS[1], 'latest') or '-1')
+if tonumber(ARGV[1]) > known then redis.call('HSET', KEYS[1], 'latest', ARGV[1]) end
+return 0
+"""
+
+
+class RedisOnlineStore(CountingStore):
+    shared = True
+
+    def __init__(
+        self,
+        items: pl.DataFrame | None = None,
+        path: Path | None = None,  # unused: Redis keeps the state (the factory passes every store one)
+        *,
+        url: str,
+        namespace: str = "feedrec:",
+        ttl_s: int = max(WINDOWS.values()) + 86_400,
+        fold_lock_s: float = 60.0,
+    ) -> None:
+        super().__init__(items)
+        self.client = connect(url)
+        self.ns = namespace
+        self.ttl_s = ttl_s
+        self.fold_lock_s = fold_lock_s
+        self._meta_key = f"{namespace}meta"
+        self._counts = self.client.register_script(_COUNT)
+        self._latest = self.client.register_script(_LATEST)
+        self._frozen: list[tuple[str, str]] = []
+
+    def freeze(self, counters: list[str]) -> None:
+        self._frozen = frozen_streams(counters)
+
+    # -- writes ----------------------------------------------------------------------------------
+    def update(self, events: pl.DataFrame) -> int:
+        token = int(self.client.incr(f"{self.ns}updates"))
+        pipe = self.client.pipeline(transaction=True)
+        added = self._write(pipe, events, f"u{token}")
+        pipe.execute()
+        return added
+
+    def catch_up(self, read_since: Callable[[int], tuple[pa.Table, int]]) -> int:
+        lock = self.client.lock(f"{self.ns}fold", timeout=self.fold_lock_s, blocking_timeout=self.fold_lock_s)
+        if not lock.acquire():
+            raise TimeoutError(f"another process held the fold lock for {self.fold_lock_s:.0f} s")
+        try:
+            while True:
+                with self.client.pipeline(transaction=True) as pipe:
+                    try:
+                        pipe.watch(self._meta_key)
+                        position = int(pipe.hget(self._meta_key, "position") or 0)
+                        table, after = read_since(position)
+                        pipe.multi()
+                        folded = 0
+                        if table.num_rows:
+                            events = pl.DataFrame(pl.from_arrow(table))
+                            # A fresh Redis (or one far behind) folds only what a window can still reach.
+                            horizon_us = int(events["timestamp"].dt.epoch("us").max()) - MAX_WINDOW_US  # type: ignore[arg-type]
+                            events = events.filter(pl.col("timestamp").dt.epoch("us") >= horizon_us)
+                            self._write(pipe, events, f"p{after}")
+                            folded = events.height
+                        pipe.hset(self._meta_key, "position", after)
+                        pipe.execute()
+                        return folded
+                    except redis.WatchError:  # another fold committed first (its lock had expired): again
+                        continue
+        finally:
+            with contextlib.suppress(redis.exceptions.LockError):  # it expired during a long fold
+                lock.release()
+
+    def _write(self, pipe: Any, events: pl.DataFrame, token: str) -> int:
+        """Queue the commands that fold ``events`` (members named by ``token``) on ``pipe``."""
+        if events.height == 0:
+            return 0
+        streams = without_frozen(event_streams(events, self.items), self._frozen)
+        latest = int(events["timestamp"].dt.epoch("us").max())  # type: ignore[arg-type]
+        horizon = f"({latest - MAX_WINDOW_US - 1}"
+        grouped = streams.with_row_index("row").group_by("key").agg("ts", "row")
+        for key, times, rows in grouped.iter_rows():
+            name = f"{self.ns}s:{key}"
+            pipe.zadd(name, {f"{t}:{token}:{r}": t for t, r in zip(times, rows, strict=True)})
+            pipe.zremrangebyscore(name, "-inf", horizon)
+            pipe.expire(name, self.ttl_s)
+        acted = events.filter(pl.col("type").is_in(list(RecentActions.TYPES)))
+        for user, item in zip(acted["user_id"].to_list(), acted["item_id"].to_list(), strict=True):
+            name = f"{self.ns}r:{user}"
+            pipe.lrem(name, 0, item)
+            pipe.rpush(name, item)
+            pipe.ltrim(name, -RecentActions().per_user, -1)
+            pipe.expire(name, self.ttl_s)
+        self._latest(keys=[self._meta_key], args=[latest], client=pipe)
+        return streams.height
+
+    # -- reads -----------------------------------------------------------------------------------
+    def _count_windows(self, keys: np.ndarray, ts: np.ndarray, windows: list[int]) -> np.ndarray:
+        out = np.zeros((keys.size, len(windows)), np.int64)
+        if keys.size == 0:
+            return out
+        # A request asks the same (key, t) for many candidates (a creator's, a user's): ask once.
+        pairs = pl.DataFrame({"key": keys.astype(str), "ts": ts.astype(np.int64)})
+        unique = pairs.unique(maintain_order=True).with_row_index("u")
+        args: list[Any] = [len(windows), *windows]
+        for key, t in zip(unique["key"].to_list(), unique["ts"].to_list(), strict=True):
+            args += (f"{self.ns}s:{key}", t)
+        counts = np.asarray(self._counts(args=args), np.int64).reshape(unique.height, len(windows))
+        where = pairs.join(unique, on=["key", "ts"], how="left", maintain_order="left")["u"].to_numpy()
+        out[:] = counts[where]
+        return out
+
+    def recent_items(self, user_id: str) -> list[str]:
+        found: list[bytes] = self.client.lrange(f"{self.ns}r:{user_id}", 0, -1)  # type: ignore[assignment]
+        return [i.decode() for i in found]
+
+    def event_time(self) -> float | None:
+        latest = self.client.hget(self._meta_key, "latest")
+        return None if latest is None else int(latest) / 1e6
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return {"position": int(self.client.hget(self._meta_key, "position") or 0)}
+
+    def save(self, path: Path | None = None, meta: dict[str, Any] | None = None) -> None:
+        """Nothing to do: Redis holds the state (its own persistence, RDB or AOF, keeps it across a
+        restart; without it a restarted Redis is refilled from the event store by ``catch_up``)."""
+        return None
+
+    def clear(self) -> int:
+        """Delete this namespace's keys (tests, a rebuild); returns how many."""
+        names = list(self.client.scan_iter(match=f"{self.ns}*", count=1000))
+        return int(self.client.delete(*names)) if names else 0

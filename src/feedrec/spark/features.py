@@ -1,0 +1,209 @@
+"""The point-in-time feature build as Spark jobs, from the same definitions and the same code.
+
+Every feature is ``compute`` (``feedrec.features.assemble``) over counts of "events of key k in
+``[t - w, t)``"; only the counting needs the whole log. So the Spark build runs the shared code
+where the rows are, and Spark answers the counts:
+
+1. **Streams**: ``stream_parts`` (the keys each event counts toward) runs on each partition of the
+   events (``mapInPandas``), the items' attributes broadcast with it.
+2. **Requests**: the queries, cut into blocks, each block run through ``compute`` with a counting
+   function that records what it asks (block, call, row, key, time) instead of answering.
+3. **Counts**: requests and stream rows are unioned and shuffled by key; a window function per
+   feature window (``rangeBetween(-w, -1)`` over the event time in microseconds: the events of
+   the key in ``[t - w, t - 1]``, i.e. strictly before t) counts, for each request, the events
+   before it. Natively, in the JVM: the shuffle by key is the build's one wide step.
+4. **Features**: per block, the same ``compute`` again, now answered from the counts in the order
+   it asks them (it is deterministic), and the rows it returns are the features.
+
+What moves on a cluster: the events' stream rows and the requests are shuffled by key (step 3),
+the counts back by block (step 4); the items table is broadcast; nothing is collected to the
+driver. The features equal the embedded builder's exactly (a test), because they are computed by
+the same function from the same counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import polars as pl
+import pyarrow as pa
+
+from feedrec.features.assemble import FRAME_COLUMNS, QUERY_COLUMNS, compute, feature_frame, queries_of
+from feedrec.features.definitions import FEATURE_NAMES, WINDOWS
+from feedrec.features.keys import item_lookup, stream_parts
+
+US = 1_000_000
+#: Queries per block of steps 2 and 4 at most: one Python call each (~15 request rows per query).
+BLOCK = 50_000
+_WINDOWS_US = sorted(w * US for w in WINDOWS.values())
+_REQUEST_SCHEMA = "block long, call int, j long, key string, ts long, windows array<long>"
+_COUNT_SCHEMA = "block long, call int, j long, counts array<long>"
+
+
+class _Recorder:
+    """A counting function that remembers what it was asked and answers zeros."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[np.ndarray, np.ndarray, list[int]]] = []
+
+    def count(self, keys: np.ndarray, ts: np.ndarray, window: int) -> np.ndarray:
+        return self.windows(keys, ts, [window])[:, 0]
+
+    def windows(self, keys: np.ndarray, ts: np.ndarray, windows: list[int]) -> np.ndarray:
+        self.calls.append((np.asarray(keys).astype(str), np.asarray(ts, np.int64), list(windows)))
+        return np.zeros((len(keys), len(windows)), np.int64)
+
+
+class _Replay:
+    """A counting function that answers each call, in order, from counts computed elsewhere."""
+
+    def __init__(self, answers: dict[int, np.ndarray]) -> None:
+        self.answers, self.n = answers, 0
+
+    def count(self, keys: np.ndarray, ts: np.ndarray, window: int) -> np.ndarray:
+        return self.windows(keys, ts, [window])[:, 0]
+
+    def windows(self, keys: np.ndarray, ts: np.ndarray, windows: list[int]) -> np.ndarray:
+        found = self.answers.get(self.n)
+        self.n += 1
+        if found is None:  # a call with no rows (an empty key array)
+            return np.zeros((len(keys), len(windows)), np.int64)
+        return found
+
+
+def _block_queries(frame: pd.DataFrame, items: pl.DataFrame) -> tuple[pl.DataFrame, Any]:
+    queries = pl.from_pandas(frame.sort_values("qid")[["qid", *QUERY_COLUMNS]])
+    queries = queries.with_columns(pl.col("timestamp").dt.cast_time_unit("us").dt.replace_time_zone("UTC"))
+    q, arrays = queries_of(queries, items)
+    return queries, (q, arrays)
+
+
+def build_features_spark(spark: Any, queries: Any, events: Any, items: pl.DataFrame | None) -> Any:
+    """Feature rows (the query columns, then FEATURE_NAMES) for ``queries`` (a Spark DataFrame:
+    user_id, item_id, timestamp, surface, position) from ``events`` (a Spark DataFrame of the event
+    schema), as a Spark DataFrame with ``qid``: the query's row number in ``queries``' order."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    table = item_lookup(items)
+    shared = spark.sparkContext.broadcast(table.to_arrow())
+
+    def streams(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        lookup = pl.DataFrame(pl.from_arrow(shared.value))
+        for batch in batches:
+            frame = pl.from_pandas(batch).with_columns(
+                pl.col("timestamp").dt.cast_time_unit("us").dt.replace_time_zone("UTC")
+            )
+            for _, part in stream_parts(frame, lookup):
+                yield part.to_pandas()
+
+    needed = ["user_id", "item_id", "type", "timestamp"]
+    stream_rows = events.select(*needed).mapInPandas(streams, "key string, ts long")
+
+    # qid: increasing in the queries' order (not dense); blocks: ranges of it, about BLOCK queries each.
+    numbered = queries.select(*QUERY_COLUMNS).withColumn("qid", F.monotonically_increasing_id())
+    n_blocks = max(1, -(-numbered.count() // BLOCK), spark.sparkContext.defaultParallelism)
+    numbered = numbered.repartitionByRange(n_blocks, "qid").withColumn("block", F.spark_partition_id().cast("long"))
+    numbered = numbered.cache()
+
+    def record(frame: pd.DataFrame) -> pd.DataFrame:
+        lookup = pl.DataFrame(pl.from_arrow(shared.value))
+        _, (_, arrays) = _block_queries(frame, lookup)
+        recorder = _Recorder()
+        compute(arrays, recorder.count, recorder.windows)
+        block = int(frame["block"].iloc[0])
+        out = [
+            pd.DataFrame(
+                {
+                    "block": block,
+                    "call": c,
+                    "j": np.arange(len(keys)),
+                    "key": keys,
+                    "ts": ts,
+                    "windows": [windows] * len(keys),
+                }
+            )
+            for c, (keys, ts, windows) in enumerate(recorder.calls)
+            if len(keys)
+        ]
+        return pd.concat(out) if out else pd.DataFrame(columns=["block", "call", "j", "key", "ts", "windows"])
+
+    requests = numbered.groupBy("block").applyInPandas(record, _REQUEST_SCHEMA)
+
+    # Step 3: for each request, the events of its key in [t - w, t - 1] for every window.
+    union = requests.select("block", "call", "j", "key", "ts", "windows", F.lit(0).alias("event")).unionByName(
+        stream_rows.select(
+            F.lit(None).cast("long").alias("block"),
+            F.lit(None).cast("int").alias("call"),
+            F.lit(None).cast("long").alias("j"),
+            "key",
+            "ts",
+            F.lit(None).cast("array<long>").alias("windows"),
+            F.lit(1).alias("event"),
+        )
+    )
+    by_key = Window.partitionBy("key").orderBy("ts")
+    counted = union.select(
+        "block",
+        "call",
+        "j",
+        "windows",
+        "event",
+        *[F.sum("event").over(by_key.rangeBetween(-w, -1)).alias(f"w{w}") for w in _WINDOWS_US],
+    ).filter(F.col("event") == 0)
+    chosen = F.transform(
+        "windows",
+        lambda w: F.coalesce(
+            *[F.when(w == F.lit(x), F.col(f"w{x}")) for x in _WINDOWS_US],
+        ).cast("long"),
+    )
+    counts = counted.select(
+        "block", "call", "j", F.transform(chosen, lambda c: F.coalesce(c, F.lit(0))).alias("counts")
+    )
+
+    def features(frame: pd.DataFrame, answers: pd.DataFrame) -> pd.DataFrame:
+        lookup = pl.DataFrame(pl.from_arrow(shared.value))
+        ordered, (q, arrays) = _block_queries(frame, lookup)
+        by_call: dict[int, np.ndarray] = {}
+        for call, group in answers.sort_values(["call", "j"]).groupby("call", sort=True):
+            by_call[int(call)] = np.stack(group["counts"].to_numpy()).astype(np.int64)
+        replay = _Replay(by_call)
+        rows = feature_frame(q, compute(arrays, replay.count, replay.windows))
+        rows = rows.with_columns(ordered["qid"].alias("qid"))
+        return rows.select("qid", *QUERY_COLUMNS[:3], *FEATURE_NAMES).to_pandas()
+
+    schema = _feature_schema()
+    return numbered.groupBy("block").cogroup(counts.groupBy("block")).applyInPandas(features, schema)
+
+
+def _feature_schema() -> str:
+    numeric = [f"`{name}` double" for name in FEATURE_NAMES if name != "surface"]
+    fields = ["qid long", "user_id string", "item_id string", "timestamp timestamp", *numeric, "surface string"]
+    by_name = {f.split(" ")[0].strip("`"): f for f in fields}
+    return ", ".join(by_name[n] for n in ["qid", "user_id", "item_id", "timestamp", *FEATURE_NAMES])
+
+
+def collect_features(frame: Any) -> pl.DataFrame:
+    """A feature frame from ``build_features_spark`` in query order, as polars (the embedded form)."""
+    table: pa.Table = frame.orderBy("qid").toArrow()
+    out = pl.DataFrame(pl.from_arrow(table)).drop("qid")
+    numeric = [name for name in FEATURE_NAMES if name != "surface"]
+    return out.with_columns(
+        pl.col("timestamp").dt.cast_time_unit("us").dt.replace_time_zone("UTC"),
+        # pandas -> Arrow (inside Spark's Python workers) turns NaN into null; the features are NaN.
+        pl.col(numeric).fill_null(float("nan")),
+    ).select(FRAME_COLUMNS)
+
+
+def features_with_spark(
+    queries: pl.DataFrame, events: pl.DataFrame | Any, items: pl.DataFrame | None, spark: Any
+) -> pl.DataFrame:
+    """``build_features`` (the embedded builder's signature and result) computed by Spark:
+    ``events`` is a polars frame or already a Spark DataFrame (a store's ``frame()``)."""
+    if isinstance(events, pl.DataFrame):
+        events = spark.createDataFrame(events.select("user_id", "item_id", "type", "timestamp").to_arrow())
+    frame = build_features_spark(spark, spark.createDataFrame(queries.select(*QUERY_COLUMNS).to_arrow()), events, items)
+    return collect_features(frame)
