@@ -35,3 +35,64 @@ def write_result(name: str, payload: dict[str, object]) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(payload | {"machine": machine()}, indent=2) + "\n")
     return path
+
+
+def tree_rss_bytes(pid: int) -> int:
+    """The resident memory of a process and all its descendants (a Spark driver's JVM and Python
+    workers are its children), from /proc."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    page = os.sysconf("SC_PAGE_SIZE")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            statm = (entry / "statm").read_text().split()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+        rss[int(entry.name)] = int(statm[1]) * page
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        total += rss.get(current, 0)
+        todo.extend(children.get(current, []))
+    return total
+
+
+def run_measured(command: list[str], *, interval_s: float = 0.5) -> tuple[int, float, int]:
+    """Run ``command``; returns (exit code, wall seconds, peak resident bytes of its process tree,
+    sampled every ``interval_s``)."""
+    import subprocess
+    import time
+
+    start = time.perf_counter()
+    proc = subprocess.Popen(command)
+    peak = 0
+    while proc.poll() is None:
+        peak = max(peak, tree_rss_bytes(proc.pid))
+        time.sleep(interval_s)
+    return proc.returncode, time.perf_counter() - start, peak
+
+
+def simulated_store(workspace: Path, users: int, items: int, days: int, *, keep: bool) -> Path:
+    """A simulated log ingested into ``workspace/store`` by `feedrec simulate` and `feedrec ingest`
+    in their own processes (reused when ``keep`` and present); returns the store's folder."""
+    import shutil
+    import subprocess
+    import sys
+
+    store = workspace / "store"
+    if keep and (store / "events").exists():
+        return store
+    shutil.rmtree(workspace, ignore_errors=True)
+    sim = workspace / "sim"
+    feedrec = [sys.executable, "-m", "feedrec.cli"]
+    args = ["--users", str(users), "--items", str(items), "--days", str(days), "--out", str(sim)]
+    subprocess.run([*feedrec, "simulate", *args], check=True)
+    for kind in ("events", "items", "users"):
+        subprocess.run([*feedrec, "ingest", str(sim / f"{kind}.parquet"), "--kind", kind, "-w", str(store)], check=True)
+    shutil.rmtree(sim)
+    return store

@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import write_result
+from _common import simulated_store, write_result
 
 # Training settings for this scale (each is a documented config key; see configs/default.yaml).
 SCALE = {
@@ -60,31 +60,9 @@ def main() -> int:
     parser.add_argument("--keep-data", action="store_true", help="Reuse the simulated, ingested store if present.")
     args = parser.parse_args()
     ws = args.workspace
-    store = ws / "store"
-    if not (args.keep_data and (store / "events").exists()):
-        shutil.rmtree(ws, ignore_errors=True)
-        sim = ws / "sim"
-        start = time.perf_counter()
-        subprocess.run(
-            feedrec(
-                "simulate",
-                "--users",
-                str(args.users),
-                "--items",
-                str(args.items),
-                "--days",
-                str(args.days),
-                "--out",
-                str(sim),
-            ),
-            check=True,
-        )
-        for kind in ("events", "items", "users"):
-            subprocess.run(
-                feedrec("ingest", str(sim / f"{kind}.parquet"), "--kind", kind, "-w", str(store)), check=True
-            )
-        print(f"simulated and ingested in {time.perf_counter() - start:.0f} s", file=sys.stderr)
-        shutil.rmtree(sim)
+    start = time.perf_counter()
+    store = simulated_store(ws, args.users, args.items, args.days, keep=args.keep_data)
+    print(f"the simulated store is ready after {time.perf_counter() - start:.0f} s", file=sys.stderr)
     stats = json.loads(
         subprocess.run(feedrec("stats", "-w", str(store), "--json"), capture_output=True, text=True, check=True).stdout
     )

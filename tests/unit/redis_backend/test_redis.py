@@ -1,0 +1,69 @@
+"""The Redis backend's own behaviour, against a real redis-server: precomputed feeds loaded once
+and served like the embedded ones, keys that expire, namespaces that do not collide, and a Redis
+that lost its data refilled from the event store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+
+from feedrec.config import BackendsConfig
+from feedrec.models.retrieval.covisit import CovisitRecommender
+from feedrec.online.batch import PrecomputedFeeds, recommend_batch
+from feedrec.online.service import Bundle, FeedService
+from feedrec.redis import namespace_for
+from feedrec.redis.feeds import RedisPrecomputedFeeds
+from feedrec.redis.online import RedisOnlineStore
+from feedrec.testing import ITEMS, sample_stream
+from tests.conftest import make_interactions
+
+
+def test_precomputed_feeds_in_redis_are_loaded_once_and_served_like_the_embedded(tmp_path: Path, redis_server):
+    data = make_interactions(n_users=12, n_items=30)
+    model = CovisitRecommender().fit(data)
+    model.save(tmp_path / "model")
+    recommend_batch(tmp_path / "model", "v7", ["u1", "u2", "u3"], tmp_path / "recs", k=6, workers=1)
+    local = PrecomputedFeeds(tmp_path / "recs")
+    first = RedisPrecomputedFeeds(tmp_path / "recs", url=redis_server.url, namespace="t-pre:")
+    second = RedisPrecomputedFeeds(tmp_path / "recs", url=redis_server.url, namespace="t-pre:")  # finds it loaded
+    assert first.load_id == second.load_id and second.version == local.version == "v7"
+    for user in ("u1", "u2", "u3"):
+        items, scores = second.get(user, 4)  # type: ignore[misc]
+        want_items, want_scores = local.get(user, 4)  # type: ignore[misc]
+        assert items == want_items and [round(s, 5) for s in scores] == [round(s, 5) for s in want_scores]
+    assert second.get("nobody", 4) is None
+    backends = BackendsConfig(online_store="redis", redis_url=redis_server.url)
+    service = FeedService(tmp_path / "ws", precomputed=tmp_path / "recs", backends=backends)
+    service._bundle = Bundle("v8", model)
+    feed = service.feed("u1", 3)
+    assert [i.source for i in feed.items] == ["precomputed"] * 3 and feed.model_version == "v7"
+    service.close()
+
+
+def test_keys_expire_and_namespaces_do_not_collide(tmp_path: Path, redis_server):
+    one = RedisOnlineStore(ITEMS, url=redis_server.url, namespace=namespace_for(tmp_path / "a"), ttl_s=1000)
+    other = RedisOnlineStore(ITEMS, url=redis_server.url, namespace=namespace_for(tmp_path / "b"))
+    one.update(sample_stream(50))
+    keys = list(one.client.scan_iter(match=f"{one.ns}s:*"))
+    assert keys and all(0 < one.client.ttl(k) <= 1000 for k in keys)
+    assert other.event_time() is None and other.recent_items("u1") == []
+    assert one.clear() > 0 and one.event_time() is None
+
+
+def test_a_redis_that_lost_its_data_is_refilled_from_the_event_store(tmp_path: Path, redis_server):
+    events = sample_stream(200, seed=4)
+    log = events.to_arrow()
+
+    def read_since(position: int) -> tuple[pa.Table, int]:
+        return (log if position < 1 else log.slice(0, 0)), 1
+
+    store = RedisOnlineStore(ITEMS, url=redis_server.url, namespace="t-refill:")
+    assert store.catch_up(read_since) == 200
+    before = store.recent_items("u1"), store.event_time()
+    store.clear()  # what a restart without persistence leaves
+    assert store.meta["position"] == 0
+    assert store.catch_up(read_since) == 200
+    assert (store.recent_items("u1"), store.event_time()) == before
+    assert pl.Series(store.recent_items("u1")).n_unique() == len(before[0])
