@@ -35,3 +35,19 @@ def test_an_unknown_backend_is_a_clear_error_and_a_new_one_is_one_line(tmp_path:
     monkeypatch.setitem(BACKENDS["event_store"], "counting", f"{__name__}:Counting")
     monkeypatch.setitem(globals(), "Counting", Counting)  # importable by its path for the test's length
     assert type(Workspace(tmp_path, BackendsConfig(event_store="counting")).events) is Counting
+
+
+def test_the_scale_out_backends_come_from_config(tmp_path: Path, redis_server):
+    from pydantic import ValidationError
+
+    from feedrec.redis.online import RedisOnlineStore
+
+    with pytest.raises(ValidationError, match="redis_url is not set"):
+        BackendsConfig(online_store="redis")
+    with pytest.raises(ValidationError, match="engine"):
+        BackendsConfig(engine="hive")  # type: ignore[arg-type]
+    space = Workspace(tmp_path, BackendsConfig(online_store="redis", redis_url=redis_server.url))
+    store = space.online_store()
+    assert isinstance(store, RedisOnlineStore) and store.shared and store.ns.startswith("feedrec:")
+    other = Workspace(tmp_path / "other", space.backends).online_store()
+    assert isinstance(other, RedisOnlineStore) and other.ns != store.ns
