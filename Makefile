@@ -69,6 +69,8 @@ bench: $(STAMP_DEV)
 	$(BIN)/python benchmarks/bench_continuous.py
 	$(BIN)/python benchmarks/plot_continuous.py
 	$(BIN)/python benchmarks/bench_dashboard.py
+	$(BIN)/python benchmarks/bench_post_latency.py
+	$(BIN)/python benchmarks/bench_spark.py
 
 clean:
 	rm -rf $(VENV) workspace .pytest_cache .mypy_cache .ruff_cache
