@@ -77,7 +77,7 @@ class RedisOnlineStore(CountingStore):
         url: str,
         namespace: str = "feedrec:",
         ttl_s: int = max(WINDOWS.values()) + 86_400,
-        fold_lock_s: float = 60.0,
+        fold_lock_s: float = 5.0,
     ) -> None:
         super().__init__(items)
         self.client = connect(url)
@@ -106,7 +106,9 @@ class RedisOnlineStore(CountingStore):
         if table.num_rows == 0 and after == known:  # nothing new: no lock (the tail asks twice a second)
             return 0
         # Polled every 2 ms (redis-py waits 100 ms between tries by default: a POST behind another
-        # worker's fold would wait that long).
+        # worker's fold would wait that long). The lock only saves duplicate work (the WATCH keeps a
+        # fold exactly-once), so it expires soon: a worker killed while holding it (kill -9) holds
+        # the others up for ``fold_lock_s`` at most.
         lock = self.client.lock(
             f"{self.ns}fold", timeout=self.fold_lock_s, blocking_timeout=self.fold_lock_s, sleep=0.002
         )
