@@ -64,6 +64,17 @@ def build(workspace: Path) -> np.ndarray:
     return np.asarray(df["user_id"].unique().to_list())
 
 
+def base_workspace(root: Path) -> tuple[Path, np.ndarray]:
+    """``root/base`` built once (``build``; reused while its bundle is in production), and the ids
+    of the users who clicked in it (whom the benchmarks' events come from)."""
+    base_ws = root / "base"
+    if not (base_ws / "registry" / "production.json").exists():
+        shutil.rmtree(root, ignore_errors=True)
+        build(base_ws)
+    clicks = LocalEventStore(base_ws).scan(columns=["user_id"], types=["click"])
+    return base_ws, np.asarray(clicks.column("user_id").unique().to_pylist())
+
+
 def prefill(workspace: Path, batches: int) -> None:
     """``batches`` batches of 10 synthetic events, appended 10,000 events at a time, then compacted."""
     store = LocalEventStore(workspace)
@@ -199,13 +210,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--root", type=Path, default=Path("/tmp/feedrec-bench-ingest"))
     args = parser.parse_args()
-    base_ws = args.root / "base"
-    if not (base_ws / "registry" / "production.json").exists():
-        shutil.rmtree(args.root, ignore_errors=True)
-        build(base_ws)
-    users = np.asarray(
-        LocalEventStore(base_ws).scan(columns=["user_id"], types=["click"]).column("user_id").unique().to_pylist()
-    )
+    base_ws, users = base_workspace(args.root)
     flat: dict[str, object] = {}
     for level in [int(x) for x in args.levels.split(",")]:
         ws = args.root / f"level-{level}"

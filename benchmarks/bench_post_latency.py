@@ -31,11 +31,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import redis
 
 from _common import write_result
-from bench_ingest import build, prefill, sequential_posts, serve
+from bench_ingest import base_workspace, prefill, sequential_posts, serve
 from feedrec.data.store import LocalEventStore
 
 
@@ -62,13 +61,7 @@ def main() -> int:
     parser.add_argument("--posts", type=int, default=300)
     parser.add_argument("--root", type=Path, default=Path("/tmp/feedrec-bench-post"))
     args = parser.parse_args()
-    base_ws = args.root / "base"
-    if not (base_ws / "registry" / "production.json").exists():
-        shutil.rmtree(args.root, ignore_errors=True)
-        build(base_ws)
-    users = np.asarray(
-        LocalEventStore(base_ws).scan(columns=["user_id"], types=["click"]).column("user_id").unique().to_pylist()
-    )
+    base_ws, users = base_workspace(args.root)
     rows: list[dict[str, object]] = []
     for size in [int(x) for x in args.events.split(",")]:
         ws = args.root / f"store-{size}"

@@ -62,7 +62,7 @@ class OnlineFeatureStore(ABC):
     @abstractmethod
     def recent_items(self, user_id: str) -> list[str]:
         """The items the user engaged with or hid in the events folded in, oldest first (at most
-        ``RecentActions.per_user``): what a feed stops showing them at once."""
+        ``RecentActions.PER_USER``): what a feed stops showing them at once."""
 
     @abstractmethod
     def event_time(self) -> float | None:
@@ -105,8 +105,9 @@ class RecentActions:
     """What each user engaged with or hid, newest last, bounded per user; thread-safe."""
 
     TYPES = frozenset(t.value for t in (*POSITIVE_EVENT_TYPES, EventType.HIDE))
+    PER_USER = 200  # the most recent actions kept per user
 
-    def __init__(self, per_user: int = 200) -> None:
+    def __init__(self, per_user: int = PER_USER) -> None:
         self.per_user = per_user
         self._items: dict[str, dict[str, None]] = {}
         self._lock = threading.Lock()

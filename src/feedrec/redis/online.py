@@ -159,7 +159,7 @@ class RedisOnlineStore(CountingStore):
             name = f"{self.ns}r:{user}"
             pipe.lrem(name, 0, item)
             pipe.rpush(name, item)
-            pipe.ltrim(name, -RecentActions().per_user, -1)
+            pipe.ltrim(name, -RecentActions.PER_USER, -1)
             pipe.expire(name, self.ttl_s)
         self._latest(keys=[self._meta_key], args=[latest], client=pipe)
         return streams.height

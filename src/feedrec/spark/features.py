@@ -43,28 +43,32 @@ _REQUEST_SCHEMA = "block long, call int, j long, key string, ts long, windows ar
 _COUNT_SCHEMA = "block long, call int, j long, counts array<long>"
 
 
-class _Recorder:
+class _Counter:
+    """A ``count_windows`` (``windows``) and the ``count`` that ``compute`` derives from it."""
+
+    def count(self, keys: np.ndarray, ts: np.ndarray, window: int) -> np.ndarray:
+        return self.windows(keys, ts, [window])[:, 0]
+
+    def windows(self, keys: np.ndarray, ts: np.ndarray, windows: list[int]) -> np.ndarray:
+        raise NotImplementedError
+
+
+class _Recorder(_Counter):
     """A counting function that remembers what it was asked and answers zeros."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[np.ndarray, np.ndarray, list[int]]] = []
-
-    def count(self, keys: np.ndarray, ts: np.ndarray, window: int) -> np.ndarray:
-        return self.windows(keys, ts, [window])[:, 0]
 
     def windows(self, keys: np.ndarray, ts: np.ndarray, windows: list[int]) -> np.ndarray:
         self.calls.append((np.asarray(keys).astype(str), np.asarray(ts, np.int64), list(windows)))
         return np.zeros((len(keys), len(windows)), np.int64)
 
 
-class _Replay:
+class _Replay(_Counter):
     """A counting function that answers each call, in order, from counts computed elsewhere."""
 
     def __init__(self, answers: dict[int, np.ndarray]) -> None:
         self.answers, self.n = answers, 0
-
-    def count(self, keys: np.ndarray, ts: np.ndarray, window: int) -> np.ndarray:
-        return self.windows(keys, ts, [window])[:, 0]
 
     def windows(self, keys: np.ndarray, ts: np.ndarray, windows: list[int]) -> np.ndarray:
         found = self.answers.get(self.n)
