@@ -6,6 +6,9 @@ import json
 import os
 import platform
 import resource
+import socket
+import subprocess
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,3 +99,29 @@ def simulated_store(workspace: Path, users: int, items: int, days: int, *, keep:
         subprocess.run([*feedrec, "ingest", str(sim / f"{kind}.parquet"), "--kind", kind, "-w", str(store)], check=True)
     shutil.rmtree(sim)
     return store
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_redis(folder: Path, port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """A real ``redis-server`` on loopback (append-only file, fsync every second) in ``folder``;
+    given ``port``, the same server again after a crash (it reloads its append-only file first)."""
+    import redis
+
+    port = port or free_port()
+    folder.mkdir(parents=True, exist_ok=True)
+    args = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder), "--save", ""]
+    proc = subprocess.Popen([*args, "--appendonly", "yes", "--appendfsync", "everysec"], stdout=subprocess.DEVNULL)
+    client = redis.Redis(port=port)
+    deadline = time.monotonic() + 120  # reloading a large append-only file takes a while
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            client.ping()
+            return proc, f"redis://127.0.0.1:{port}/0"
+        except (redis.ConnectionError, redis.BusyLoadingError):
+            time.sleep(0.05)
+    raise RuntimeError("redis-server did not start")

@@ -25,34 +25,13 @@ import json
 import os
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-import redis
-
-from _common import write_result
+from _common import start_redis, write_result
 from bench_ingest import base_workspace, prefill, sequential_posts, serve
 from feedrec.data.store import LocalEventStore
-
-
-def start_redis(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    folder.mkdir(parents=True, exist_ok=True)
-    args = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder), "--save", ""]
-    proc = subprocess.Popen([*args, "--appendonly", "yes", "--appendfsync", "everysec"], stdout=subprocess.DEVNULL)
-    client = redis.Redis(port=port)
-    for _ in range(100):
-        try:
-            client.ping()
-            return proc, f"redis://127.0.0.1:{port}/0"
-        except redis.ConnectionError:
-            time.sleep(0.1)
-    raise RuntimeError("redis-server did not start")
 
 
 def main() -> int:

@@ -41,7 +41,7 @@ from feedrec.features.online import (
     frozen_streams,
     without_frozen,
 )
-from feedrec.redis.client import connect
+from feedrec.redis.client import FOLD_TIMEOUT_S, connect
 
 # ARGV: the number of windows, the windows (us), then (key, t) pairs; returns the counts, key-major.
 _COUNT = """
@@ -81,6 +81,7 @@ class RedisOnlineStore(CountingStore):
     ) -> None:
         super().__init__(items)
         self.client = connect(url)
+        self._fold_client = connect(url, timeout_s=FOLD_TIMEOUT_S)  # a backlog's fold may take seconds
         self.ns = namespace
         self.ttl_s = ttl_s
         self.fold_lock_s = fold_lock_s
@@ -116,7 +117,7 @@ class RedisOnlineStore(CountingStore):
             raise TimeoutError(f"another process held the fold lock for {self.fold_lock_s:.0f} s")
         try:
             while True:
-                with self.client.pipeline(transaction=True) as pipe:
+                with self._fold_client.pipeline(transaction=True) as pipe:
                     try:
                         pipe.watch(self._meta_key)
                         position = int(pipe.hget(self._meta_key, "position") or 0)

@@ -8,10 +8,10 @@ where the rows are, and Spark answers the counts:
    events (``mapInPandas``), the items' attributes broadcast with it.
 2. **Requests**: the queries, cut into blocks, each block run through ``compute`` with a counting
    function that records what it asks (block, call, row, key, time) instead of answering.
-3. **Counts**: requests and stream rows are unioned and shuffled by key; a window function per
-   feature window (``rangeBetween(-w, -1)`` over the event time in microseconds: the events of
-   the key in ``[t - w, t - 1]``, i.e. strictly before t) counts, for each request, the events
-   before it. Natively, in the JVM: the shuffle by key is the build's one wide step.
+3. **Counts**: requests and stream rows are unioned and shuffled by key; a running sum over
+   each key's rows in time order (a window function, natively in the JVM) gives C(x), the
+   key's events before x, at each request's time t and at t - w for each window it asks: the
+   events in ``[t - w, t)`` are the difference. The shuffle by key is the build's one wide step.
 4. **Features**: per block, the same ``compute`` again, now answered from the counts in the order
    it asks them (it is deterministic), and the rows it returns are the features.
 
@@ -32,15 +32,13 @@ import polars as pl
 import pyarrow as pa
 
 from feedrec.features.assemble import FRAME_COLUMNS, QUERY_COLUMNS, compute, feature_frame, queries_of
-from feedrec.features.definitions import FEATURE_NAMES, WINDOWS
+from feedrec.features.definitions import FEATURE_NAMES
 from feedrec.features.keys import item_lookup, stream_parts
 
 US = 1_000_000
 #: Queries per block of steps 2 and 4 at most: one Python call each (~15 request rows per query).
 BLOCK = 50_000
-_WINDOWS_US = sorted(w * US for w in WINDOWS.values())
 _REQUEST_SCHEMA = "block long, call int, j long, key string, ts long, windows array<long>"
-_COUNT_SCHEMA = "block long, call int, j long, counts array<long>"
 
 
 class _Counter:
@@ -137,50 +135,49 @@ def build_features_spark(spark: Any, queries: Any, events: Any, items: pl.DataFr
 
     requests = numbered.groupBy("block").applyInPandas(record, _REQUEST_SCHEMA)
 
-    # Step 3: for each request, the events of its key in [t - w, t - 1] for every window.
-    union = requests.select("block", "call", "j", "key", "ts", "windows", F.lit(0).alias("event")).unionByName(
-        stream_rows.select(
-            F.lit(None).cast("long").alias("block"),
-            F.lit(None).cast("int").alias("call"),
-            F.lit(None).cast("long").alias("j"),
-            "key",
-            "ts",
-            F.lit(None).cast("array<long>").alias("windows"),
-            F.lit(1).alias("event"),
+    # Step 3: C(key, x), the events of the key before time x, is a running sum over the key's rows
+    # in time order (one sort, then linear); the events in [t - w, t) are C(t) - C(t - w). So each
+    # request asks C at t (slot -1) and at t - w for each of its windows (slot i). At equal times an
+    # ask sorts before the events, which are then not "before" it. (A bounded range frame,
+    # rangeBetween(-w, -1), recounts every row's whole window: quadratic in a popular key.)
+    at_t = requests.select("block", "call", "j", "key", "ts", F.lit(-1).alias("slot"))
+    at_lower = requests.select("block", "call", "j", "key", "ts", F.posexplode("windows").alias("slot", "w"))
+    at_lower = at_lower.withColumn("ts", F.col("ts") - F.col("w")).drop("w")
+    union = (
+        at_t.unionByName(at_lower)
+        .withColumn("event", F.lit(0))
+        .unionByName(
+            stream_rows.select(
+                F.lit(None).cast("long").alias("block"),
+                F.lit(None).cast("int").alias("call"),
+                F.lit(None).cast("long").alias("j"),
+                "key",
+                "ts",
+                F.lit(None).cast("int").alias("slot"),
+                F.lit(1).alias("event"),
+            )
         )
     )
-    by_key = Window.partitionBy("key").orderBy("ts")
-    counted = union.select(
-        "block",
-        "call",
-        "j",
-        "windows",
-        "event",
-        *[F.sum("event").over(by_key.rangeBetween(-w, -1)).alias(f"w{w}") for w in _WINDOWS_US],
-    ).filter(F.col("event") == 0)
-    chosen = F.transform(
-        "windows",
-        lambda w: F.coalesce(
-            *[F.when(w == F.lit(x), F.col(f"w{x}")) for x in _WINDOWS_US],
-        ).cast("long"),
-    )
-    counts = counted.select(
-        "block", "call", "j", F.transform(chosen, lambda c: F.coalesce(c, F.lit(0))).alias("counts")
-    )
+    by_key = Window.partitionBy("key").orderBy("ts", "event").rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    before = union.select("block", "call", "j", "slot", "event", F.sum("event").over(by_key).alias("before"))
+    before = before.filter(F.col("event") == 0).drop("event")
 
     def features(frame: pd.DataFrame, answers: pd.DataFrame) -> pd.DataFrame:
         lookup = pl.DataFrame(pl.from_arrow(shared.value))
         ordered, (q, arrays) = _block_queries(frame, lookup)
         by_call: dict[int, np.ndarray] = {}
-        for call, group in answers.sort_values(["call", "j"]).groupby("call", sort=True):
-            by_call[int(call)] = np.stack(group["counts"].to_numpy()).astype(np.int64)
+        for call, group in answers.sort_values(["call", "j", "slot"]).groupby("call", sort=True):
+            # Per request, C(t) then C(t - w) for each window: the counts are the differences.
+            n = int(group["j"].nunique())
+            at = group["before"].to_numpy(np.int64).reshape(n, -1)
+            by_call[int(call)] = at[:, :1] - at[:, 1:]
         replay = _Replay(by_call)
         rows = feature_frame(q, compute(arrays, replay.count, replay.windows))
         rows = rows.with_columns(ordered["qid"].alias("qid"))
         return rows.select("qid", *QUERY_COLUMNS[:3], *FEATURE_NAMES).to_pandas()
 
     schema = _feature_schema()
-    return numbered.groupBy("block").cogroup(counts.groupBy("block")).applyInPandas(features, schema)
+    return numbered.groupBy("block").cogroup(before.groupBy("block")).applyInPandas(features, schema)
 
 
 def _feature_schema() -> str:
