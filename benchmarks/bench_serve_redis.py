@@ -141,6 +141,12 @@ def main() -> int:
     parser = load_arguments(__doc__)
     parser.add_argument("--realtime-top", type=int, default=50)
     parser.add_argument("--phases", default="steady,kill,redis")
+    parser.add_argument(
+        "--reuse-redis",
+        action="store_true",
+        help="Start on the last run's Redis data (else an empty Redis folds the log).",
+    )
+    parser.add_argument("--result", default="serve_redis", help="benchmarks/results/NAME.json")
     args = parser.parse_args()
     phases = args.phases.split(",")
     built = ensure_built(args.workspace, args.users, args.items, args.days)
@@ -151,7 +157,8 @@ def main() -> int:
     at = store.scan(columns=["timestamp"]).column("timestamp").to_pylist()[-1].isoformat()
 
     redis_dir = args.workspace / "redis"
-    shutil.rmtree(redis_dir, ignore_errors=True)  # each run folds the log into an empty Redis
+    if not args.reuse_redis:
+        shutil.rmtree(redis_dir, ignore_errors=True)  # the first server folds the log into an empty Redis
     redis_proc, url = start_redis(redis_dir)
     redis_port = int(url.rsplit(":", 1)[1].split("/")[0])
     ports = [free_port(), free_port()]
@@ -282,7 +289,7 @@ def main() -> int:
         redis_proc.terminate()
         redis_proc.wait(timeout=60)
     print(json.dumps(result, indent=2))
-    write_result("serve_redis", result)
+    write_result(args.result, result)
     ok = result["acknowledged_missing_from_the_store"] == 0 and result["redis_caught_up_with_the_store"]
     return 0 if ok else 1
 

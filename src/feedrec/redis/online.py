@@ -171,13 +171,20 @@ class RedisOnlineStore(CountingStore):
         if keys.size == 0:
             return out
         # A request asks the same (key, t) for many candidates (a creator's, a user's): ask once.
-        pairs = pl.DataFrame({"key": keys.astype(str), "ts": ts.astype(np.int64)})
-        unique = pairs.unique(maintain_order=True).with_row_index("u")
+        # (A dict, not a data frame join: a feed makes dozens of these calls of a few keys each.)
+        unique: dict[tuple[str, int], int] = {}
+        where = np.fromiter(
+            (
+                unique.setdefault(pair, len(unique))
+                for pair in zip(keys.astype(str).tolist(), ts.astype(np.int64).tolist(), strict=True)
+            ),
+            np.int64,
+            keys.size,
+        )
         args: list[Any] = [len(windows), *windows]
-        for key, t in zip(unique["key"].to_list(), unique["ts"].to_list(), strict=True):
+        for key, t in unique:
             args += (f"{self.ns}s:{key}", t)
-        counts = np.asarray(self._counts(args=args), np.int64).reshape(unique.height, len(windows))
-        where = pairs.join(unique, on=["key", "ts"], how="left", maintain_order="left")["u"].to_numpy()
+        counts = np.asarray(self._counts(args=args), np.int64).reshape(len(unique), len(windows))
         out[:] = counts[where]
         return out
 
