@@ -5,8 +5,9 @@ counting primitive lives in Redis. Layout under the workspace's namespace ``ns``
 
 - ``ns s:<key>``: a sorted set per event stream key (``user|u17|click``, ``aff_topic|u17|t3``, ...),
   one member per counted event, scored by its time in epoch microseconds (exact in a double below
-  2^53). A count of ``[t - w, t)`` is ``ZCOUNT key t-w (t``; a request's counts, every key and
-  window, are one Lua call (one round trip). Members older than the longest window behind the
+  2^53). A count of ``[t - w, t)`` is ``ZCOUNT key t-w (t``; each count call of the shared
+  feature code, every key and window, is one Lua call (one round trip; a 50-candidate feed
+  makes about 35). Members older than the longest window behind the
   latest event are trimmed as keys are written, and a key expires a wall-clock window after its
   last write (``ttl_s``): idle keys cannot pile up.
 - ``ns r:<user>``: the user's recent engaged or hidden items (a list, newest last, bounded).
@@ -146,7 +147,7 @@ class RedisOnlineStore(CountingStore):
         """Queue the commands that fold ``events`` (members named by ``token``) on ``pipe``."""
         if events.height == 0:
             return 0
-        streams = without_frozen(event_streams(events, self.items), self._frozen)
+        streams = without_frozen(event_streams(events, self.items_of(events)), self._frozen)
         latest = int(events["timestamp"].dt.epoch("us").max())  # type: ignore[arg-type]
         horizon = f"({latest - MAX_WINDOW_US - 1}"
         grouped = streams.with_row_index("row").group_by("key").agg("ts", "row")
