@@ -71,6 +71,8 @@ bench: $(STAMP_DEV)
 	$(BIN)/python benchmarks/bench_dashboard.py
 	$(BIN)/python benchmarks/bench_post_latency.py
 	$(BIN)/python benchmarks/bench_spark.py
+	$(BIN)/python benchmarks/bench_serve_redis.py --rps 200 --result serve_redis_200rps
+	$(BIN)/python benchmarks/bench_serve_redis.py --rps 20 --reuse-redis
 
 clean:
 	rm -rf $(VENV) workspace .pytest_cache .mypy_cache .ruff_cache
