@@ -98,7 +98,6 @@ class Trace:
     fallback and whether its first server failed to answer (sent on to the next); per event batch
     the same, and the ids of every event a server acknowledged."""
 
-    rps: float
     wall_s: float
     sent_at: np.ndarray
     latency_ms: np.ndarray
@@ -131,7 +130,7 @@ async def run_load(
     n = int(rps * seconds)
     picks = user_ids[rng.integers(0, user_ids.size, n)]
     trace = Trace(
-        rps, 0.0, np.arange(n) / rps, np.full(n, np.nan), np.zeros(n, np.int64), np.zeros(n, bool), np.zeros(n, bool)
+        0.0, np.arange(n) / rps, np.full(n, np.nan), np.zeros(n, np.int64), np.zeros(n, bool), np.zeros(n, bool)
     )
     connector = aiohttp.TCPConnector(limit=256)
     timeout = aiohttp.ClientTimeout(total=10)

@@ -35,7 +35,6 @@ from feedrec.features.assemble import FRAME_COLUMNS, QUERY_COLUMNS, compute, fea
 from feedrec.features.definitions import FEATURE_NAMES
 from feedrec.features.keys import item_lookup, stream_parts
 
-US = 1_000_000
 #: Queries per block of steps 2 and 4 at most: one Python call each (~15 request rows per query).
 BLOCK = 50_000
 _REQUEST_SCHEMA = "block long, call int, j long, key string, ts long, windows array<long>"
@@ -140,22 +139,21 @@ def build_features_spark(spark: Any, queries: Any, events: Any, items: pl.DataFr
     # request asks C at t (slot -1) and at t - w for each of its windows (slot i). At equal times an
     # ask sorts before the events, which are then not "before" it. (A bounded range frame,
     # rangeBetween(-w, -1), recounts every row's whole window: quadratic in a popular key.)
-    at_t = requests.select("block", "call", "j", "key", "ts", F.lit(-1).alias("slot"))
-    at_lower = requests.select("block", "call", "j", "key", "ts", F.posexplode("windows").alias("slot", "w"))
-    at_lower = at_lower.withColumn("ts", F.col("ts") - F.col("w")).drop("w")
-    union = (
-        at_t.unionByName(at_lower)
-        .withColumn("event", F.lit(0))
-        .unionByName(
-            stream_rows.select(
-                F.lit(None).cast("long").alias("block"),
-                F.lit(None).cast("int").alias("call"),
-                F.lit(None).cast("long").alias("j"),
-                "key",
-                "ts",
-                F.lit(None).cast("int").alias("slot"),
-                F.lit(1).alias("event"),
-            )
+    # One pass over the requests (their Python step runs once): offsets [0, *windows], slot = pos - 1.
+    offsets = F.concat(F.array(F.lit(0).cast("long")), "windows")
+    asks = requests.select("block", "call", "j", "key", "ts", F.posexplode(offsets).alias("pos", "w"))
+    asks = asks.select(
+        "block", "call", "j", "key", (F.col("ts") - F.col("w")).alias("ts"), (F.col("pos") - 1).alias("slot")
+    )
+    union = asks.withColumn("event", F.lit(0)).unionByName(
+        stream_rows.select(
+            F.lit(None).cast("long").alias("block"),
+            F.lit(None).cast("int").alias("call"),
+            F.lit(None).cast("long").alias("j"),
+            "key",
+            "ts",
+            F.lit(None).cast("int").alias("slot"),
+            F.lit(1).alias("event"),
         )
     )
     by_key = Window.partitionBy("key").orderBy("ts", "event").rowsBetween(Window.unboundedPreceding, Window.currentRow)
