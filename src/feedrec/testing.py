@@ -202,6 +202,25 @@ def check_online_equals_offline(make: Callable[[Path], OnlineFeatureStore], tmp_
     assert online.select(FEATURE_NAMES).equals(offline.select(FEATURE_NAMES))
 
 
+def check_request_features_equal_offline(make: Callable[[Path], OnlineFeatureStore], tmp_path: Path) -> None:
+    """A server's request (one user, several candidates, one an unknown item) gets the offline
+    builder's features, whichever way the store answers it (all counts at once, or call by call)."""
+    events = sample_stream()
+    store = make(tmp_path)
+    store.update(events)
+    at = _after(events)
+    candidates = ["a", "b", "c", "no-such-item"]
+    served = store.request_features("u1", np.asarray(candidates), int(at.timestamp() * 1_000_000), "home", 0)
+    queries = (
+        _queries(at).head(1).select(pl.exclude("item_id")).join(pl.DataFrame({"item_id": candidates}), how="cross")
+    )
+    offline = build_features(queries.select("user_id", "item_id", "timestamp", "surface", "position"), events, ITEMS)
+    assert sum(served["user_clicks_30d"]) > 0 and sum(served["item_impressions_7d"][:3]) > 0  # counts, not zeros
+    for name in FEATURE_NAMES:
+        if name != "surface":
+            np.testing.assert_array_equal(served[name], offline[name].cast(pl.Float64).to_numpy(), err_msg=name)
+
+
 def check_online_survives_a_restart(make: Callable[[Path], OnlineFeatureStore], tmp_path: Path) -> None:
     events = sample_stream(seed=1)
     store = make(tmp_path)
@@ -242,6 +261,7 @@ def check_online_recent_actions_and_clock(make: Callable[[Path], OnlineFeatureSt
 
 ONLINE_STORE_CHECKS: list[Check] = [
     check_online_equals_offline,
+    check_request_features_equal_offline,
     check_online_survives_a_restart,
     check_online_missing_keys_and_names,
     check_online_recent_actions_and_clock,

@@ -110,6 +110,50 @@ def compute(q: Queries, count: CountFn, count_windows: WindowsFn | None = None) 
     return out
 
 
+Call = tuple[np.ndarray, np.ndarray, list[int]]  # one count_windows call: keys (str), ts (int64 us), windows
+
+
+class Recorder:
+    """A ``count_windows`` that remembers what it is asked and answers zeros. ``compute``'s calls
+    do not depend on their answers, so a backend that counts far away (Spark, Redis) can run it
+    once to learn every count it needs, answer them all at once, and run it again on ``Replay``."""
+
+    def __init__(self) -> None:
+        self.calls: list[Call] = []
+
+    def count(self, keys: np.ndarray, ts: np.ndarray, window: int) -> np.ndarray:
+        return self.windows(keys, ts, [window])[:, 0]
+
+    def windows(self, keys: np.ndarray, ts: np.ndarray, windows: list[int]) -> np.ndarray:
+        self.calls.append((np.asarray(keys).astype(str), np.asarray(ts, np.int64), list(windows)))
+        return np.zeros((len(keys), len(windows)), np.int64)
+
+
+class Replay:
+    """A ``count_windows`` that answers each call, in order, from counts computed elsewhere (by
+    call number; a call missing from ``answers`` had no rows)."""
+
+    def __init__(self, answers: dict[int, np.ndarray]) -> None:
+        self.answers, self.n = answers, 0
+
+    def count(self, keys: np.ndarray, ts: np.ndarray, window: int) -> np.ndarray:
+        return self.windows(keys, ts, [window])[:, 0]
+
+    def windows(self, keys: np.ndarray, ts: np.ndarray, windows: list[int]) -> np.ndarray:
+        found = self.answers.get(self.n)
+        self.n += 1
+        return np.zeros((len(keys), len(windows)), np.int64) if found is None else found
+
+
+def compute_batched(q: Queries, count_calls: Callable[[list[Call]], list[np.ndarray]]) -> dict[str, np.ndarray]:
+    """``compute`` with every count asked at once: ``count_calls(calls)`` answers the recorded
+    calls (one (n, len(windows)) array each), as one round trip to a remote store can."""
+    recorder = Recorder()
+    compute(q, recorder.count, recorder.windows)
+    replay = Replay(dict(enumerate(count_calls(recorder.calls))))
+    return compute(q, replay.count, replay.windows)
+
+
 def queries_of(queries: pl.DataFrame, items: pl.DataFrame) -> tuple[pl.DataFrame, Queries]:
     """The query columns with their items' attributes joined in (query order), and as ``Queries``."""
     q = queries.select(*QUERY_COLUMNS).join(items, on="item_id", how="left", maintain_order="left")

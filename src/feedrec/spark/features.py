@@ -31,48 +31,21 @@ import pandas as pd
 import polars as pl
 import pyarrow as pa
 
-from feedrec.features.assemble import FRAME_COLUMNS, QUERY_COLUMNS, compute, feature_frame, queries_of
+from feedrec.features.assemble import (
+    FRAME_COLUMNS,
+    QUERY_COLUMNS,
+    Recorder,
+    Replay,
+    compute,
+    feature_frame,
+    queries_of,
+)
 from feedrec.features.definitions import FEATURE_NAMES
 from feedrec.features.keys import item_lookup, stream_parts
 
 #: Queries per block of steps 2 and 4 at most: one Python call each (~15 request rows per query).
 BLOCK = 50_000
 _REQUEST_SCHEMA = "block long, call int, j long, key string, ts long, windows array<long>"
-
-
-class _Counter:
-    """A ``count_windows`` (``windows``) and the ``count`` that ``compute`` derives from it."""
-
-    def count(self, keys: np.ndarray, ts: np.ndarray, window: int) -> np.ndarray:
-        return self.windows(keys, ts, [window])[:, 0]
-
-    def windows(self, keys: np.ndarray, ts: np.ndarray, windows: list[int]) -> np.ndarray:
-        raise NotImplementedError
-
-
-class _Recorder(_Counter):
-    """A counting function that remembers what it was asked and answers zeros."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[np.ndarray, np.ndarray, list[int]]] = []
-
-    def windows(self, keys: np.ndarray, ts: np.ndarray, windows: list[int]) -> np.ndarray:
-        self.calls.append((np.asarray(keys).astype(str), np.asarray(ts, np.int64), list(windows)))
-        return np.zeros((len(keys), len(windows)), np.int64)
-
-
-class _Replay(_Counter):
-    """A counting function that answers each call, in order, from counts computed elsewhere."""
-
-    def __init__(self, answers: dict[int, np.ndarray]) -> None:
-        self.answers, self.n = answers, 0
-
-    def windows(self, keys: np.ndarray, ts: np.ndarray, windows: list[int]) -> np.ndarray:
-        found = self.answers.get(self.n)
-        self.n += 1
-        if found is None:  # a call with no rows (an empty key array)
-            return np.zeros((len(keys), len(windows)), np.int64)
-        return found
 
 
 def _block_queries(frame: pd.DataFrame, items: pl.DataFrame) -> tuple[pl.DataFrame, Any]:
@@ -113,7 +86,7 @@ def build_features_spark(spark: Any, queries: Any, events: Any, items: pl.DataFr
     def record(frame: pd.DataFrame) -> pd.DataFrame:
         lookup = pl.DataFrame(pl.from_arrow(shared.value))
         _, (_, arrays) = _block_queries(frame, lookup)
-        recorder = _Recorder()
+        recorder = Recorder()
         compute(arrays, recorder.count, recorder.windows)
         block = int(frame["block"].iloc[0])
         out = [
@@ -169,7 +142,7 @@ def build_features_spark(spark: Any, queries: Any, events: Any, items: pl.DataFr
             n = int(group["j"].nunique())
             at = group["before"].to_numpy(np.int64).reshape(n, -1)
             by_call[int(call)] = at[:, :1] - at[:, 1:]
-        replay = _Replay(by_call)
+        replay = Replay(by_call)
         rows = feature_frame(q, compute(arrays, replay.count, replay.windows))
         rows = rows.with_columns(ordered["qid"].alias("qid"))
         return rows.select("qid", *QUERY_COLUMNS[:3], *FEATURE_NAMES).to_pandas()
