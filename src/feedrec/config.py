@@ -369,6 +369,11 @@ class TrainConfig(StrictModel):
     # Train on the latest window_days of events only (a sliding window: what `feedrec loop` retrains
     # on); None = the whole log.
     window_days: float | None = Field(None, gt=0)
+    # Continue the production bundle's real-time ranker (LightGBM init_model) instead of boosting from
+    # nothing, where that cannot leak (it was fitted before this fit's validation rows) and its features
+    # match; otherwise a cold fit, and the manifest says why (feedrec.offline.realtime). What
+    # `feedrec loop` retrains with (retrain.warm_start). The retrieval sources always refit.
+    warm_start: bool = False
     # A fault drill: the served ranker's scores are shuffled among each request's candidates (what
     # the rollout's shadow and canary stages must stop). Never for a real bundle.
     drill_shuffled_ranker: bool = False

@@ -62,7 +62,7 @@ def train_json(result: Any) -> dict[str, Any]:
         "bundle": result.bundle,
         "metrics": m.metrics,
         "seconds": result.seconds,
-    }
+    } | ({"warm_start": m.params["warm_start"]} if m.params.get("warm_start") else {})
 
 
 def train_lines(result: Any) -> list[Any]:
@@ -76,9 +76,13 @@ def train_lines(result: Any) -> list[Any]:
     for split, metrics in m.metrics.items():
         table.add_row(split, *[f"{metrics[c]:.4f}" if c in metrics else "-" for c in columns])
     verdict = "[green]promoted to production[/]" if result.promoted else "[yellow]not promoted[/]"
+    warm = m.params.get("warm_start")
+    said = "yes" if warm and warm["used"] else "no"
+    lines = [table, f"{verdict}: {result.reason}"]
+    if warm:
+        lines.append(f"real-time ranker warm start from {warm['from']}: {said} ({warm['reason']})")
     return [
-        table,
-        f"{verdict}: {result.reason}",
+        *lines,
         f"report: {result.bundle}/report.html",
         "time per stage: " + ", ".join(f"{stage} {sec:.0f} s" for stage, sec in result.seconds.items()),
     ]

@@ -126,6 +126,11 @@ def test_a_full_cycle_retrains_shadows_canaries_and_promotes(live):
     ]
     shadow = next(e for e in registry.history() if e["action"] == "shadow_passed")
     assert shadow["requests"] >= 5 and 0 <= shadow["overlap"] <= 1 and shadow["fallback_rate"] == 0
+    # Production (v0001) was fitted on the whole log, so its ranker saw rows that are the
+    # retraining's validation rows: the warm start is refused, and the history says why.
+    trained = next(e for e in registry.history() if e["action"] == "trained" and e["version"] == "v0002")
+    assert trained["warm_start"]["from"] == "v0001" and not trained["warm_start"]["used"]
+    assert "leak" in trained["warm_start"]["reason"]
     promoted = next(e for e in registry.history() if e["action"] == "promote" and e["version"] == "v0002")
     assert promoted["reason"].startswith("canary passed")
     assert live["runs"]["cycle"].summary["errors"] == 0

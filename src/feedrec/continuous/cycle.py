@@ -171,6 +171,7 @@ class ContinuousLoop:
         self.on_stage(f"trigger: {reason}; retraining")
         cfg = self.train_cfg.model_copy(deep=True)
         cfg.train.window_days = self.policy.retrain.window_days
+        cfg.train.warm_start = self.policy.retrain.warm_start
         count = self.space.events.count()
         gate = GatePolicy(
             metric=f"ndcg@{cfg.eval.k}",
@@ -185,8 +186,10 @@ class ContinuousLoop:
         version = result.manifest.version
         self.state.data_end, self.state.events_at_train = str(result.manifest.data_window["last"]), count
         self._note(version, "trigger", reason, production=production.version)
+        warm = result.manifest.params.get("warm_start")
         self._note(version, "trained", f"on {result.manifest.data_window['interactions']:,} interactions up to "
-                   f"{result.manifest.data_window['last']}", seconds=result.seconds)  # fmt: skip
+                   f"{result.manifest.data_window['last']}", seconds=result.seconds,
+                   **({"warm_start": warm} if warm else {}))  # fmt: skip
         decision = result.manifest.gate
         passed = bool(decision.get("promote"))
         forced = not passed and self.policy.gate.force

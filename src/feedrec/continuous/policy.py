@@ -31,6 +31,9 @@ class TriggerPolicy(_Strict):
 
 class RetrainPolicy(_Strict):
     window_days: float | None = Field(14.0, gt=0)  # the sliding window trained on; None = everything
+    # Continue production's real-time ranker where that cannot leak (train.warm_start: LightGBM's
+    # init_model; a cold fit, with its reason in the history, otherwise). The retrieval sources refit.
+    warm_start: bool = True
     # config key=value for retraining: no tuning, no ranker comparison report (minutes per cycle)
     overrides: list[str] = Field(default_factory=lambda: ["train.tune=[]", "train.evaluate_rankers=false"])
 

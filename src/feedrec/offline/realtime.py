@@ -14,11 +14,21 @@ has seen its own click (fitted on the whole log, every training row's evidence w
 and present at serving). Both are off by default: on the simulated world each lowered the online
 expected CTR (the refitted sources, stale and fitted on less, describe pairs differently from the
 served ones; docs/BENCHMARKS.md, "live loop").
+
+A warm start (``warm``: the ranker of the bundle being replaced, as ``feedrec loop`` retrains)
+continues its trees with LightGBM's ``init_model`` instead of boosting from nothing, when that
+cannot leak and fits: the earlier ranker was fitted (booster and calibrator) only on rows before
+this fit's validation rows begin, so the validation and test rows stay unseen; it has the same
+features (surfaces and sources included); and it has at most ``MAX_WARM_TREES`` trees (a chain of
+warm starts grows; past that a cold fit resets it). Otherwise the fit is cold and says why
+(``RealtimeRanker.warm_start``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -38,6 +48,8 @@ from feedrec.offline.ranking_eval import FeatureBuilder, impression_dataset, imp
 from feedrec.offline.split import assert_no_leakage
 from feedrec.schemas import POSITIVE_EVENT_TYPES
 
+MAX_WARM_TREES = 3000
+
 
 def fit_realtime_ranker(
     model: FeedRecommender,
@@ -54,8 +66,10 @@ def fit_realtime_ranker(
     drill_shuffled: bool = False,
     drill_inverted: bool = False,
     builder: FeatureBuilder = build_features,
+    warm: RealtimeRanker | None = None,
 ) -> dict[str, float]:
-    """Fit ``model.realtime_`` on ``events`` (the log, impressions included); returns its test metrics."""
+    """Fit ``model.realtime_`` on ``events`` (the log, impressions included), continuing ``warm``
+    where that is allowed (see the module's docstring); returns its test metrics."""
     sources, ranked = list(pair_sources), list(rank_sources)
     unknown = [s for s in [*sources, *ranked] if s not in model.candidates["quotas"]]
     if unknown or not 0 < window < 1:
@@ -102,11 +116,21 @@ def fit_realtime_ranker(
         mask = part[name]
         return RankingSet(x[mask], y[mask], np.zeros(int(mask.sum()), np.int64), shell.feature_names)
 
-    booster = impression_gbdt(seed=seed, threads=threads).fit(rows("train"), rows("valid"))
+    refusal = None if warm is None else warm_start_refusal(warm, shell, cut1)
+    init = warm.booster if warm is not None and refusal is None else None
+    booster = impression_gbdt(seed=seed, threads=threads).fit(rows("train"), rows("valid"), init=init)
     calibrator = Calibrator("isotonic").fit(booster.predict(x[part["valid"]]), y[part["valid"]])
     ranker = RealtimeRanker(
         booster, calibrator, surfaces, sources, ranked, shuffled=drill_shuffled, inverted=drill_inverted
     )
+    ranker.fit_end = _iso(data.filter(part["valid"])["timestamp"].max() or cut2)
+    if warm is not None:
+        ranker.warm_start = {
+            "used": init is not None,
+            "reason": refusal or f"continued its {warm.booster.n_trees} trees",
+            "trees_before": init.n_trees if init is not None else 0,
+            "trees": booster.n_trees,
+        }
     model.realtime_ = ranker
     y_test, p_test = y[part["test"]], ranker.predict(x[part["test"]])
     # The reference ``feedrec monitor`` compares serving with: the training rows' features, the
@@ -120,14 +144,39 @@ def fit_realtime_ranker(
         y_test,
         seed=seed,
     )
+    size = {"rows": float(n), "trees": float(booster.n_trees)}
     if y_test.size == 0 or len(np.unique(y_test)) < 2:
-        return {"rows": float(n)}
+        return size
     return {
         "auc": round(roc_auc_score(y_test, p_test), 4),
         "log_loss": round(log_loss(y_test, p_test), 4),
         "ece": round(expected_calibration_error(y_test, p_test), 4),
-        "rows": float(n),
-    }
+    } | size
+
+
+def warm_start_refusal(previous: RealtimeRanker, shell: RealtimeRanker, valid_start: datetime) -> str | None:
+    """Why a fit whose validation rows start at ``valid_start`` may not continue ``previous``
+    (None: it may)."""
+    if previous.fit_end is None:
+        return "the earlier ranker does not record what it was fitted on (trained before warm starts)"
+    if datetime.fromisoformat(previous.fit_end) >= _aware(valid_start):
+        return (
+            f"the earlier ranker was fitted on rows up to {previous.fit_end}, not all before this fit's "
+            f"validation rows ({_iso(valid_start)}): continuing it would leak the held-out rows"
+        )
+    if previous.feature_names != shell.feature_names or previous.surfaces != shell.surfaces:
+        return "the earlier ranker has other features (its surfaces or sources differ)"
+    if previous.booster.n_trees > MAX_WARM_TREES:
+        return f"the earlier ranker has {previous.booster.n_trees} trees (over {MAX_WARM_TREES}): a cold fit resets it"
+    return None
+
+
+def _aware(t: datetime) -> datetime:
+    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
+
+
+def _iso(t: Any) -> str:
+    return _aware(t).isoformat()
 
 
 def _retrieval_ranks(stage: CandidateRecommender, sources: list[str], data: pl.DataFrame, k: int) -> np.ndarray:

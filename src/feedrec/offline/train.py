@@ -27,6 +27,7 @@ from feedrec.logs import get_logger
 from feedrec.models import build_model
 from feedrec.models.base import Recommender
 from feedrec.models.feed import FeedRecommender
+from feedrec.models.ranking.realtime import RealtimeRanker
 from feedrec.models.retrieval.candidates import reusing_fits
 from feedrec.monitoring.profile import profile_artifacts
 from feedrec.offline.jobs import load_store_side
@@ -42,7 +43,15 @@ from feedrec.offline.realtime import fit_realtime_ranker
 from feedrec.offline.report import render_report
 from feedrec.offline.split import Split, train_valid_test
 from feedrec.offline.tuning import tune
-from feedrec.registry import GatePolicy, Manifest, build_manifest, gate_decision
+from feedrec.registry import (
+    GatePolicy,
+    IncompatibleBundle,
+    Manifest,
+    ModelRegistry,
+    build_manifest,
+    check_feature_schema,
+    gate_decision,
+)
 from feedrec.schemas import EVENT_SCHEMA
 from feedrec.workspace import Workspace
 
@@ -147,6 +156,7 @@ def train(
     gc.collect()
     ranker: RankerReport | None = None
     realtime: dict[str, float] = {}
+    warm_start: dict[str, Any] | None = None
     if all_events.filter(pl.col("type") == "impression").height > 1000:
         items = pl.DataFrame(pl.from_arrow(side.items)) if side.items is not None else None
         builder = feature_builder(cfg.backends)  # the configured engine builds the ranking set
@@ -160,7 +170,8 @@ def train(
                 builder=builder,
             )
         if isinstance(model, FeedRecommender):
-            on_stage("real-time ranker (served)")
+            warm = _warm_ranker(registry) if cfg.train.warm_start else None
+            on_stage("real-time ranker (served)" + (f", warm from {warm[0]}" if warm else ""))
             realtime = fit_realtime_ranker(
                 model,
                 all_events,
@@ -173,7 +184,13 @@ def train(
                 drill_shuffled=cfg.train.drill_shuffled_ranker,
                 drill_inverted=cfg.train.drill_inverted_ranker,
                 builder=builder,
+                warm=warm[1] if warm else None,
             )
+            if cfg.train.warm_start:
+                info = model.realtime_.warm_start if model.realtime_ is not None and warm else None
+                warm_start = {"from": warm[0] if warm else None, "used": False} | (
+                    info or {"reason": "production has no real-time ranker to continue"}
+                )
 
     on_stage("register the bundle")
     manifest = build_manifest(
@@ -187,7 +204,7 @@ def train(
         {"valid": valid_metrics, "test": test_metrics, "ranker": served_ranker}
         | ({"impression_ranker": ranker.models["lightgbm_calibrated"]} if ranker else {})
         | ({"realtime_ranker": realtime} if realtime else {}),
-        extra_params={"tuning": tuned},
+        extra_params={"tuning": tuned} | ({"warm_start": warm_start} if warm_start else {}),
     )
     manifest.data_window["split"] = cuts  # where train, validation and test began and ended
     decision = gate_decision(manifest, registry.production(), policy or GatePolicy(metric=f"ndcg@{cfg.eval.k}"))
@@ -203,6 +220,21 @@ def train(
         str(registry.model_dir(manifest.version).parent),
         clock.seconds,
     )
+
+
+def _warm_ranker(registry: ModelRegistry) -> tuple[str, RealtimeRanker] | None:
+    """The production bundle's real-time ranker, what a warm start continues (None without one, or
+    when the bundle's features are computed differently from this code's)."""
+    production = registry.production()
+    if production is None:
+        return None
+    folder = registry.model_dir(production.version) / "realtime"
+    try:
+        check_feature_schema(production)
+        return (production.version, RealtimeRanker.load(folder)) if folder.is_dir() else None
+    except (IncompatibleBundle, ValueError) as exc:
+        log.warning("cold fit: production's ranker cannot be continued", extra={"fields": {"why": str(exc)}})
+        return None
 
 
 def _tune(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +16,7 @@ from feedrec.features.online import LocalOnlineStore
 from feedrec.models import model_for_tests
 from feedrec.models.base import Recommender, RequestContext
 from feedrec.models.feed import FeedRecommender, _top_per_row
-from feedrec.offline.realtime import fit_realtime_ranker
+from feedrec.offline.realtime import fit_realtime_ranker, warm_start_refusal
 
 
 @pytest.fixture(scope="module")
@@ -113,8 +115,6 @@ def test_retrieval_evidence_can_join_the_features_without_leakage(small_feed: Si
 
 
 def test_the_inverted_drill_ranks_the_least_likely_click_first_and_is_saved(fitted, tmp_path: Path):
-    import copy
-
     model, store, _ = fitted
     users = np.asarray(["u5"])
     candidates = model.retrieve(users, 20)
@@ -126,3 +126,45 @@ def test_the_inverted_drill_ranks_the_least_likely_click_first_and_is_saved(fitt
     np.testing.assert_allclose(inverted, 1.0 - honest, atol=1e-6)  # the order reversed, still in [0, 1]
     loaded = Recommender.load(drilled.save(tmp_path / "drilled"))
     assert isinstance(loaded, FeedRecommender) and loaded.realtime_ is not None and loaded.realtime_.inverted
+
+
+def test_a_warm_start_continues_an_earlier_ranker_only_where_it_cannot_leak(
+    small_feed: SimulatedFeed, fitted, tmp_path: Path
+):
+    """A retraining continues the ranker it replaces (LightGBM init_model) when that ranker was
+    fitted only on rows before the new fit's validation rows; one fitted on the same log (which
+    saw those rows) is refused, and the fit is cold."""
+    events = pl.DataFrame(pl.from_arrow(small_feed.events))
+    items = pl.DataFrame(pl.from_arrow(small_feed.items))
+    times = events["timestamp"]
+    earlier = events.filter(times < times.min() + (times.max() - times.min()) * 0.6)  # type: ignore[operator]
+    old = model_for_tests("feedrec")
+    assert isinstance(old, FeedRecommender)
+    old.fit(Interactions.from_frame(earlier.filter(pl.col("type") == "click")))
+    fit_realtime_ranker(old, earlier, items, threads=1)
+    assert old.realtime_ is not None and old.realtime_.fit_end is not None
+    before = Recommender.load(old.save(tmp_path / "old"))  # the production bundle, as a retraining loads it
+    assert isinstance(before, FeedRecommender) and before.realtime_ is not None
+    assert before.realtime_.fit_end == old.realtime_.fit_end
+
+    model = copy.deepcopy(fitted[0])  # the shared fixture keeps its own ranker
+    metrics = fit_realtime_ranker(model, events, items, threads=1, warm=before.realtime_)
+    warm = model.realtime_
+    assert warm is not None and warm.warm_start is not None and warm.warm_start["used"]
+    assert warm.warm_start["trees_before"] == before.realtime_.booster.n_trees > 0
+    assert warm.booster.n_trees >= warm.warm_start["trees_before"]
+    # Its first trees are the earlier ranker's: the continued booster's raw score over those trees
+    # alone equals the earlier booster's on the same rows.
+    x = np.random.default_rng(0).normal(size=(50, len(warm.feature_names))).astype(np.float32)
+    head = warm.booster.booster_.predict(x, num_iteration=warm.warm_start["trees_before"], raw_score=True)
+    np.testing.assert_allclose(head, before.realtime_.booster.booster_.predict(x, raw_score=True), rtol=1e-6)
+    assert metrics["auc"] > 0.6
+    # The rule itself: validation rows from the earlier fit's last row on would have been seen.
+    end = datetime.fromisoformat(before.realtime_.fit_end)
+    assert "leak" in (warm_start_refusal(before.realtime_, warm, end) or "")
+    assert warm_start_refusal(before.realtime_, warm, end + timedelta(seconds=1)) is None
+
+    fit_realtime_ranker(model, events, items, threads=1, warm=warm)  # fitted on this same log: it saw the rows
+    assert model.realtime_ is not None and model.realtime_.warm_start is not None
+    assert not model.realtime_.warm_start["used"] and "leak" in model.realtime_.warm_start["reason"]
+    assert model.realtime_.warm_start["trees_before"] == 0

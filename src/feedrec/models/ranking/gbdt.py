@@ -14,6 +14,9 @@ from feedrec.models.ranking.base import Ranker, RankingSet
 
 
 class GBDTRanker(Ranker):
+    booster_: lgb.Booster
+    feature_names_: list[str]
+
     def __init__(
         self,
         objective: str = "lambdarank",
@@ -64,9 +67,14 @@ class GBDTRanker(Ranker):
             free_raw_data=False,
         )
 
-    def fit(self, train: RankingSet, valid: RankingSet | None = None) -> Self:
+    def fit(self, train: RankingSet, valid: RankingSet | None = None, *, init: GBDTRanker | None = None) -> Self:
+        """Boost on ``train``, early-stopped on ``valid``; with ``init`` (a fitted ranker on the same
+        features), continue from its trees (LightGBM's ``init_model``: a warm start; the result
+        holds its trees and up to ``n_estimators`` new ones)."""
         if train.features.shape[0] == 0 or len(np.unique(train.labels)) < 2:
             raise ValueError("the ranking set needs rows with both engaged and not-engaged labels")
+        if init is not None and init.feature_names_ != list(train.feature_names):
+            raise ValueError("a warm start needs the same features as the ranker it continues")
         dtrain = self._dataset(train)
         sets = [dtrain]
         callbacks: list[Callable[..., Any]] = []
@@ -74,7 +82,12 @@ class GBDTRanker(Ranker):
             sets.append(self._dataset(valid, reference=dtrain))
             callbacks.append(lgb.early_stopping(self.early_stopping_rounds, verbose=False))
         self.booster_ = lgb.train(
-            self._params(), dtrain, num_boost_round=self.n_estimators, valid_sets=sets, callbacks=callbacks
+            self._params(),
+            dtrain,
+            num_boost_round=self.n_estimators,
+            valid_sets=sets,
+            callbacks=callbacks,
+            init_model=init.booster_ if init is not None else None,
         )
         self.feature_names_ = list(train.feature_names)
         return self
@@ -86,6 +99,12 @@ class GBDTRanker(Ranker):
         # A request's few hundred rows run faster on the calling thread than spread over a team.
         threads = 1 if len(features) < 10_000 else self.num_threads
         return np.asarray(self.booster_.predict(features, num_iteration=best, num_threads=threads), dtype=np.float64)
+
+    @property
+    def n_trees(self) -> int:
+        """The trees ``predict`` uses (an early-stopped fit's best iteration, a warm start's included)."""
+        best = int(self.booster_.best_iteration or 0)  # 0 unless early-stopped; -1 once loaded
+        return best if best > 0 else int(self.booster_.num_trees())
 
     def feature_importance(self) -> dict[str, float]:
         gains = self.booster_.feature_importance(importance_type="gain")

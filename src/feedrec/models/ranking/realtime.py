@@ -51,6 +51,11 @@ class RealtimeRanker:
         # The training data's reference profile (``feedrec.monitoring.profile``), set by the fit and
         # stored beside the bundle by the registry, not with the model.
         self.profile: dict[str, Any] | None = None
+        # The time of the latest row the booster or the calibrator was fitted on (ISO; set by the
+        # fit): a later fit may continue this one only if its held-out rows are all after it.
+        self.fit_end: str | None = None
+        # Whether the fit continued an earlier ranker, and why or why not (``feedrec.offline.realtime``).
+        self.warm_start: dict[str, Any] | None = None
 
     @property
     def feature_names(self) -> list[str]:
@@ -93,6 +98,8 @@ class RealtimeRanker:
             "features": self.feature_names,
             "shuffled": self.shuffled,
             "inverted": self.inverted,
+            "fit_end": self.fit_end,
+            "warm_start": self.warm_start,
         }
         (path / "realtime.json").write_text(json.dumps(meta))
 
@@ -108,6 +115,7 @@ class RealtimeRanker:
             shuffled=bool(meta.get("shuffled", False)),
             inverted=bool(meta.get("inverted", False)),
         )
+        ranker.fit_end, ranker.warm_start = meta.get("fit_end"), meta.get("warm_start")
         if ranker.feature_names != meta["features"]:
             raise ValueError(f"{path}: the ranker was trained on other features than this feedrec declares")
         return ranker
