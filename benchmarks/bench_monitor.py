@@ -2,7 +2,7 @@
 stay quiet over the same span of a world without one, and flag an online counter that stopped
 updating? (docs/BENCHMARKS.md, "Monitoring: detection, false alarms and silent breakage")
 
-    python benchmarks/bench_monitor.py [--seeds 10] [--keep]
+    python benchmarks/bench_monitor.py [--seeds 10] [--keep] [--rejudge]
 
 1. A world (3,000 users, 6,000 items, 10 logged days) is simulated and ingested, and the feed
    pipeline trained on it (v0001).
@@ -17,6 +17,9 @@ updating? (docs/BENCHMARKS.md, "Monitoring: detection, false alarms and silent b
    the first h with an alert is the detection time (shift) or a false alarm (no shift).
 4. Silent breakage: one more 6-hour run, the server started with
    FEEDREC_FAULT_FROZEN_COUNTERS='["item_clicks_1h"]'; one monitor window over it.
+
+Each run's workspace is kept under ``--out``/runs/; ``--rejudge`` only runs the monitor again over
+them (what a change to the monitor needs: the traffic is the same).
 """
 
 from __future__ import annotations
@@ -88,9 +91,16 @@ def prepare(out: Path, args: argparse.Namespace) -> Path:
     return start
 
 
-def judged_run(start: Path, run: Path, cfg: TrafficConfig, env: dict[str, str]) -> tuple[dict, datetime]:
-    copy([(start / "ws", run / "ws"), (start / "world", run / "world")])
-    summary = drive(run / "ws", run / "world", cfg, save=False, env=env)
+def judged_run(
+    start: Path, run: Path, cfg: TrafficConfig, env: dict[str, str], *, rejudge: bool
+) -> tuple[dict, datetime]:
+    """One run from the start state into ``run`` (its summary and start time), or the kept one."""
+    if not rejudge:
+        copy([(start / "ws", run / "ws"), (start / "world", run / "world")])
+        summary = drive(run / "ws", run / "world", cfg, save=False, env=env)
+        shutil.rmtree(run / "world")
+        (run / "summary.json").write_text(json.dumps(summary))
+    summary = json.loads((run / "summary.json").read_text())
     return summary, datetime.fromisoformat(summary["sim_start"].replace("Z", "+00:00"))
 
 
@@ -106,11 +116,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("/tmp/feedrec-bench-monitor"))
     parser.add_argument("--keep", action="store_true", help="reuse the steady-state start")
     parser.add_argument("--advance", type=float, default=0, help="serve the start this many more hours first")
+    parser.add_argument("--rejudge", action="store_true", help="only run the monitor again over the kept runs")
     args = parser.parse_args()
     start = args.out / "start"
-    if not (args.keep and (start / "version.json").exists()):
+    if not ((args.keep or args.rejudge) and (start / "version.json").exists()):
         start = prepare(args.out, args)
-    if args.advance:
+    if args.advance and not args.rejudge:
         speed = natural_speed(start / "world", args.rps)
         more = TrafficConfig(url="http://127.0.0.1", seconds=args.advance / speed, rps=args.rps, speed=speed, seed=97)
         drive(start / "ws", start / "world", more, save=True, env=LOG_ALL)
@@ -122,16 +133,17 @@ def main() -> None:
         row: dict = {"seed": seed}
         for shift in (False, True):
             run_cfg = TrafficConfig(**{**cfg.__dict__, "seed": seed, "drift_at": "now" if shift else None})
-            summary, t0 = judged_run(start, args.out / "run", run_cfg, LOG_ALL)
+            key = "shift" if shift else "no_shift"
+            run = args.out / "runs" / f"{seed}-{key}"
+            summary, t0 = judged_run(start, run, run_cfg, LOG_ALL, rejudge=args.rejudge)
             first, alerts, last = None, [], {}
             for h in range(1, args.hours + 1):
-                verdict = monitor(args.out / "run" / "ws", t0, t0 + timedelta(hours=h))
+                verdict = monitor(run / "ws", t0, t0 + timedelta(hours=h))
                 if verdict is None:
                     continue
                 last = verdict
                 if last["alerts"] and first is None:
                     first, alerts = h, last["alerts"]
-            key = "shift" if shift else "no_shift"
             row[key] = {
                 "first_alert_hour": first,
                 "alerts_at_first": sorted({f"{a['kind']}:{a['feature'] or ''}" for a in alerts}),
@@ -147,8 +159,9 @@ def main() -> None:
         runs.append(row)
 
     frozen_env = LOG_ALL | {"FEEDREC_FAULT_FROZEN_COUNTERS": '["item_clicks_1h"]'}
-    _, t0 = judged_run(start, args.out / "run", TrafficConfig(**{**cfg.__dict__, "seed": 1}), frozen_env)
-    broken = monitor(args.out / "run" / "ws", t0, t0 + timedelta(hours=args.hours))
+    frozen = args.out / "runs" / "frozen"
+    _, t0 = judged_run(start, frozen, TrafficConfig(**{**cfg.__dict__, "seed": 1}), frozen_env, rejudge=args.rejudge)
+    broken = monitor(frozen / "ws", t0, t0 + timedelta(hours=args.hours))
     skew = broken["skew"]
     detected = [r["shift"]["first_alert_hour"] for r in runs]
     result = {

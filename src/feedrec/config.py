@@ -397,12 +397,16 @@ class MonitorConfig(StrictModel):
     min_rows: int = Field(200, ge=1)  # a bucket (or window) with fewer logged rows is not judged
     psi: float = Field(0.25, gt=0)  # a feature or the prediction drifted when its PSI reaches this ...
     # ... or null_factor times the PSI its windows reach by themselves within the serving baseline
-    # (feedrec.monitoring.monitor._null_psi), whichever is larger.
+    # (feedrec.monitoring.monitor._null_psi: with a day of baseline, the window's own hours a day
+    # earlier or the hours just before it, not the day's most unusual hours), whichever is larger.
     null_factor: float = Field(1.5, ge=0)
     # Calibration alert: the ECE of logged predictions (against the clicks that followed) exceeds the
     # reference's by this much (served items are the ranker's top picks, so some over-prediction is
     # normal in serving; the serving baseline measures how much).
     ece: float = Field(0.03, gt=0)
+    # ... and by more than this quantile of the ECE the window's predictions reach by chance were
+    # they calibrated (labels drawn from them: at 1,000 rows about 0.04; an hour's window is noisy).
+    ece_chance_quantile: float = Field(0.99, gt=0, lt=1)
     # Skew alert: more than this share of recomputed rows differs from what the server used by more
     # than the tolerance (feedrec.monitoring.skew: one event and 5 % for a counter, 5 % otherwise:
     # events in flight when the request was served). A counter that stopped updating differs on most.

@@ -27,6 +27,8 @@ import numpy as np
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
+from feedrec.metrics.classification import expected_calibration_error
+
 SMOOTHING = 0.5
 
 
@@ -100,6 +102,19 @@ def chi_square_test(reference_shares: Mapping[str, float], current: Sequence[str
     expected = _shares(np.append([reference_shares[c] for c in categories], 0.0) * 1e6, SMOOTHING)
     result = stats.chisquare(observed, expected * observed.sum())
     return float(result.statistic), float(result.pvalue)
+
+
+def ece_by_chance(y_prob: np.ndarray, *, quantile: float = 0.99, draws: int = 200, seed: int = 0) -> float:
+    """The ECE that perfectly calibrated predictions ``y_prob`` reach by chance at this many rows:
+    the ``quantile`` of ``expected_calibration_error`` over ``draws`` label sets drawn from the
+    predictions themselves (a parametric bootstrap). ECE is biased upward by the bins' noise, about
+    as 1 / sqrt(rows per bin): an hour of logged feeds cannot tell a few points of it from a change."""
+    p = np.clip(np.asarray(y_prob, np.float64), 0.0, 1.0)
+    if p.size == 0:
+        return 0.0
+    rng = np.random.default_rng(seed)
+    chance = [expected_calibration_error((rng.random(p.size) < p).astype(np.float64), p) for _ in range(draws)]
+    return float(np.quantile(chance, quantile))
 
 
 def reliability_curve(y_true: np.ndarray, y_prob: np.ndarray, *, n_bins: int = 10) -> dict[str, list[float]]:

@@ -4,7 +4,8 @@ load the reference (the production bundle's profile) -> the window's logged rows
 log) and events -> per-feature drift (PSI, KL, JS on the reference's bins; KS for numeric
 features, chi-square for categorical ones; see ``feedrec.metrics.drift``) -> prediction drift ->
 calibration (ECE and the reliability curve of logged predictions against the clicks that
-followed, attributed by request id within ``attribution_s``) -> online CTR and engagement per
+followed, attributed by request id within ``attribution_s``; a rise alerts past ``monitor.ece``
+and past what calibrated predictions reach by chance at the window's size) -> online CTR and engagement per
 bucket -> training-serving skew (``feedrec.monitoring.skew``) -> alerts (thresholds from
 ``monitor:`` in config). Every time is the events' time (a simulated world's clock), never the wall's.
 
@@ -33,6 +34,7 @@ from feedrec.metrics import expected_calibration_error
 from feedrec.metrics.drift import (
     categorical_histogram,
     chi_square_test,
+    ece_by_chance,
     js_distance,
     kl_divergence,
     ks_test,
@@ -235,6 +237,9 @@ def run_monitor(
         "mean_prediction": float(p.mean()),
         "ctr": float(labels.mean()),
         "reference_ece": profile["calibration"].get("ece"),
+        # What these predictions' ECE reaches by chance at this many rows, were they calibrated: a
+        # rise must pass it as well as monitor.ece (an hour of feeds is noisy; ece_by_chance).
+        "ece_by_chance": round(ece_by_chance(p, quantile=cfg.ece_chance_quantile), 6),
         "reference_ctr": profile["calibration"].get("ctr"),
         "curve": reliability_curve(labels, p),
     }
@@ -312,23 +317,50 @@ def _null_psi(
     cfg: MonitorConfig,
 ) -> dict[str, float]:
     """Per feature, how far a window as long as the judged one strays from the rest of the
-    baseline by itself: the largest PSI of a block of the baseline against the remaining blocks
-    (both over the baseline's bins). A feature that moves that much on an ordinary day (a 7-day
-    counter of the few creators a feed concentrates on, the age of a fixed catalogue) needs a
-    larger shift than ``cfg.psi`` before it alerts: ``cfg.null_factor`` times this."""
-    blocks = _buckets(start, end, max(window.total_seconds() / 3600, cfg.bucket_hours))
+    baseline ``[start, end)`` by itself: the PSI of a block of the baseline against the remaining
+    rows (both over the baseline's bins). A feature that moves that much on an ordinary day needs
+    a larger shift than ``cfg.psi`` before it alerts: ``cfg.null_factor`` times this.
+
+    Which blocks: the largest over every block of the day, except that a day of baseline also shows
+    how far the window's own hours stray by themselves, and that is the null where it is smaller:
+    the blocks at the window's time of day a day earlier (and one bucket later), or the block just
+    before the window (a trend: the 7-day counters filling with the bundle's own choices), whichever
+    strays more. So a counter of the last hour, whose night differs from its afternoon, is judged
+    against how much its afternoons differ from the day, not its nights (measured: the largest
+    block's null hid the item counters' fall after a taste shift; docs/BENCHMARKS.md)."""
+    length = max(window, timedelta(hours=cfg.bucket_hours))
+    blocks = _buckets(start, end, length.total_seconds() / 3600)
+    earlier = [end - timedelta(hours=24), end - timedelta(hours=24 - cfg.bucket_hours)]
+    same_hours = [(lo, lo + length) for lo in earlier if lo >= start and lo + length <= end]
     out: dict[str, float] = {}
     for name in names:
         reference = profile["prediction"] if name == "prediction" else profile["features"][name]
-        whole = _histogram(reference, _column(rows, name))
-        worst = 0.0
-        for lo, hi in blocks:
-            part = rows.filter((pl.col("time") >= lo) & (pl.col("time") < hi))
-            if part.height < cfg.min_rows:
-                continue
-            block = _histogram(reference, _column(part, name))
-            worst = max(worst, psi(whole - block, block))
+        values = _column(rows, name)
+        args = (rows, reference, name, values)
+        worst = max(_strays(*args, blocks, cfg.min_rows), default=0.0)
+        local = _strays(*args, same_hours, cfg.min_rows)
+        if local:
+            worst = min(worst, max([*local, *_strays(*args, [(end - length, end)], cfg.min_rows)]))
         out[name] = round(worst, 6)
+    return out
+
+
+def _strays(
+    rows: pl.DataFrame,
+    reference: dict[str, Any],
+    name: str,
+    values: np.ndarray | list[str | None],
+    spans: list[tuple[datetime, datetime]],
+    min_rows: int,
+) -> list[float]:
+    """The PSI of each span of ``rows`` (with at least ``min_rows``) against the rest of them."""
+    whole = _histogram(reference, values)
+    out = []
+    for lo, hi in spans:
+        part = rows.filter((pl.col("time") >= lo) & (pl.col("time") < hi))
+        if part.height >= min_rows:
+            block = _histogram(reference, _column(part, name))
+            out.append(psi(whole - block, block))
     return out
 
 
@@ -393,8 +425,9 @@ def _alerts(
             alerts.append(_alert(kind, name, "psi", s["psi"], s["threshold"], crossing(name) or end))
     cal = result["calibration"]
     rise = cal["ece"] - (cal["reference_ece"] or 0.0)
-    if rise >= cfg.ece:
-        alerts.append(_alert("calibration", None, "ece_rise", round(rise, 6), cfg.ece, end))
+    needed = max(cfg.ece, cal["ece_by_chance"])
+    if rise >= needed:
+        alerts.append(_alert("calibration", None, "ece_rise", round(rise, 6), needed, end))
     for name, s in result["skew"]["features"].items():
         if s["flagged"]:
             alerts.append(_alert("skew", name, "mismatch_rate", s["mismatch_rate"], cfg.skew_mismatch, end))

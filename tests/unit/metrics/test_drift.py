@@ -12,10 +12,12 @@ from hypothesis import strategies as st
 from scipy import stats
 from sklearn.calibration import calibration_curve
 
+from feedrec.metrics import expected_calibration_error
 from feedrec.metrics.drift import (
     SMOOTHING,
     categorical_histogram,
     chi_square_test,
+    ece_by_chance,
     js_distance,
     kl_divergence,
     ks_test,
@@ -126,3 +128,19 @@ def test_reliability_curve_equals_sklearns_quantile_calibration_curve():
     np.testing.assert_allclose(curve["observed"], observed)
     np.testing.assert_allclose(curve["predicted"], predicted)
     assert sum(curve["count"]) == 3000
+
+
+def test_ece_by_chance_is_what_calibrated_predictions_exceed_that_often():
+    """Fresh label sets drawn from the predictions (calibrated by construction) exceed the 0.9
+    quantile about 10 % of the time; labels from predictions 0.05 too high exceed it always; and
+    the chance level shrinks with the rows (about as 1 / sqrt(n))."""
+    rng = np.random.default_rng(11)
+    p = rng.beta(2, 10, size=1000)
+    level = ece_by_chance(p, quantile=0.9, draws=400, seed=1)
+    fresh = np.array([expected_calibration_error((rng.random(p.size) < p).astype(float), p) for _ in range(1000)])
+    assert 0.07 <= (fresh > level).mean() <= 0.13
+    shifted = np.clip(p - 0.05, 0, 1)
+    worse = [expected_calibration_error((rng.random(p.size) < shifted).astype(float), p) for _ in range(50)]
+    assert min(worse) > level
+    big = rng.beta(2, 10, size=16_000)
+    assert ece_by_chance(big, quantile=0.9, draws=100) < 0.4 * level  # 16x the rows: about a quarter

@@ -22,6 +22,7 @@ from feedrec.data.store import LocalEventStore
 from feedrec.features.definitions import FEATURE_NAMES
 from feedrec.features.offline import build_features
 from feedrec.metrics import expected_calibration_error
+from feedrec.metrics.drift import ece_by_chance
 from feedrec.metrics.drift import numeric_histogram, psi
 from feedrec.models.retrieval.popularity import PopularityRecommender
 from feedrec.monitoring import alerts_file, latest_file
@@ -145,6 +146,14 @@ def test_calibration_is_the_ece_of_logged_predictions_against_the_clicks(space):
     )
     impressions = space["events"].filter((pl.col("type") == "impression") & (pl.col("timestamp") >= space["cut"]))
     assert result["online"]["impressions"] <= impressions.height
+    # A calibration alert needs a rise past monitor.ece and past the window's chance level.
+    cal = result["calibration"]
+    assert cal["ece_by_chance"] == pytest.approx(ece_by_chance(joined["prediction"].to_numpy()), abs=1e-6)
+    rise = cal["ece"] - (cal["reference_ece"] or 0.0)
+    for ece in (rise / 2, rise * 2):
+        alerts = run_monitor(Workspace(space["ws"]), _cfg(ece=ece), write=False)["alerts"]
+        expected = rise >= max(ece, cal["ece_by_chance"])
+        assert any(a["kind"] == "calibration" for a in alerts) == expected
 
 
 def test_skew_flags_the_broken_feature_alone(space):

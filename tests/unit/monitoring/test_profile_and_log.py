@@ -105,3 +105,49 @@ def test_null_psi_is_the_largest_block_against_the_rest_of_the_baseline():
         psi(whole - numeric_histogram(x[hours == h], cuts), numeric_histogram(x[hours == h], cuts)) for h in range(4)
     )
     assert null["item_x"] == pytest.approx(by_hand, abs=1e-6) and null["item_x"] > 0.5
+
+
+def test_with_a_day_of_baseline_the_null_is_the_windows_own_hours_not_the_days_most_unusual():
+    """A counter whose nights differ from its days: a window that starts at noon is judged
+    against how far noon-to-2pm (a day earlier, or an hour later) and the hours just before it
+    stray from the day, not against the night; a trend still raises the null (the recent block)."""
+    from datetime import UTC, datetime, timedelta
+
+    import polars as pl
+
+    from feedrec.config import MonitorConfig
+    from feedrec.metrics.drift import numeric_histogram, psi
+    from feedrec.monitoring.monitor import _null_psi
+
+    rng = np.random.default_rng(5)
+    start = datetime(2024, 1, 1, 12, tzinfo=UTC)  # the baseline: noon to noon; the window starts at noon
+    hours = np.repeat(np.arange(24), 200)
+    clock = (hours + 12) % 24
+    night = rng.normal(size=hours.size) + ((clock >= 0) & (clock < 6)) * 2.0
+    trend = rng.normal(size=hours.size) + hours / 8  # rises all day
+    rows = pl.DataFrame(
+        {
+            "request_id": [f"r{n}" for n in range(hours.size)],
+            "time": [start + timedelta(hours=int(h), seconds=n % 3000) for n, h in enumerate(hours)],
+            "item_night": night,
+            "item_trend": trend,
+        }
+    )
+    profile = build_profile({"item_night": night, "item_trend": trend}, {}, np.zeros(1), np.zeros(1))
+    cfg = MonitorConfig(min_rows=100, bucket_hours=1)
+    end, window = start + timedelta(hours=24), timedelta(hours=2)
+    null = _null_psi(rows, profile, ["item_night", "item_trend"], start, end, window, cfg)
+
+    def strays(x: np.ndarray, name: str, first_hour: int) -> float:
+        cuts = np.asarray(profile["features"][name]["cuts"])
+        block = numeric_histogram(x[(hours >= first_hour) & (hours < first_hour + 2)], cuts)
+        return psi(numeric_histogram(x, cuts) - block, block)
+
+    by_hand = max(strays(night, "item_night", h) for h in (0, 1, 22))  # noon and 1 pm a day earlier; 10 am
+    night_block = max(strays(night, "item_night", h) for h in range(12, 18, 2))
+    assert null["item_night"] == pytest.approx(by_hand, abs=1e-6)
+    assert night_block > 2.0 and null["item_night"] < 0.25 * night_block  # the largest block: the old null
+    assert (
+        null["item_trend"] == pytest.approx(max(strays(trend, "item_trend", h) for h in (0, 1, 22)), abs=1e-6)
+        and null["item_trend"] > 0.5
+    )  # the latest block and the first one stray most: the trend
