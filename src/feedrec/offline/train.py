@@ -170,8 +170,8 @@ def train(
                 builder=builder,
             )
         if isinstance(model, FeedRecommender):
-            warm = _warm_ranker(registry) if cfg.train.warm_start else None
-            on_stage("real-time ranker (served)" + (f", warm from {warm[0]}" if warm else ""))
+            source, warm, why_not = _warm_ranker(registry) if cfg.train.warm_start else (None, None, None)
+            on_stage("real-time ranker (served)" + (f", warm from {source}" if warm else ""))
             realtime = fit_realtime_ranker(
                 model,
                 all_events,
@@ -184,13 +184,11 @@ def train(
                 drill_shuffled=cfg.train.drill_shuffled_ranker,
                 drill_inverted=cfg.train.drill_inverted_ranker,
                 builder=builder,
-                warm=warm[1] if warm else None,
+                warm=warm,
             )
             if cfg.train.warm_start:
                 info = model.realtime_.warm_start if model.realtime_ is not None and warm else None
-                warm_start = {"from": warm[0] if warm else None, "used": False} | (
-                    info or {"reason": "production has no real-time ranker to continue"}
-                )
+                warm_start = {"from": source, "used": False} | (info or {"reason": why_not})
 
     on_stage("register the bundle")
     manifest = build_manifest(
@@ -222,19 +220,20 @@ def train(
     )
 
 
-def _warm_ranker(registry: ModelRegistry) -> tuple[str, RealtimeRanker] | None:
-    """The production bundle's real-time ranker, what a warm start continues (None without one, or
-    when the bundle's features are computed differently from this code's)."""
+def _warm_ranker(registry: ModelRegistry) -> tuple[str | None, RealtimeRanker | None, str | None]:
+    """The production bundle's real-time ranker, what a warm start continues: (its version, the
+    ranker, None), or why there is none to continue (the version may still be named)."""
     production = registry.production()
     if production is None:
-        return None
+        return None, None, "no production bundle"
     folder = registry.model_dir(production.version) / "realtime"
+    if not folder.is_dir():
+        return production.version, None, "production has no real-time ranker"
     try:
         check_feature_schema(production)
-        return (production.version, RealtimeRanker.load(folder)) if folder.is_dir() else None
+        return production.version, RealtimeRanker.load(folder), None
     except (IncompatibleBundle, ValueError) as exc:
-        log.warning("cold fit: production's ranker cannot be continued", extra={"fields": {"why": str(exc)}})
-        return None
+        return production.version, None, f"production's ranker cannot be continued: {exc}"
 
 
 def _tune(
