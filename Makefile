@@ -65,6 +65,7 @@ bench: $(STAMP_DEV)
 	$(BIN)/python benchmarks/bench_experiments.py
 	$(BIN)/python benchmarks/bench_ope.py
 	$(BIN)/python benchmarks/bench_monitor.py
+	$(BIN)/python benchmarks/bench_warm_start.py
 	$(BIN)/python benchmarks/bench_featurelog.py
 	$(BIN)/python benchmarks/bench_continuous.py
 	$(BIN)/python benchmarks/plot_continuous.py
