@@ -25,6 +25,7 @@ writes the same members again, which changes nothing.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,11 @@ return 0
 """
 
 
+class RedisUnavailable(redis.ConnectionError):
+    """Redis failed a request moments ago: the store does not ask it again until its breaker's
+    cool-down has passed (a feed falls back at once instead of waiting out a timeout per call)."""
+
+
 class RedisOnlineStore(CountingStore):
     shared = True
 
@@ -89,6 +95,7 @@ class RedisOnlineStore(CountingStore):
         namespace: str = "feedrec:",
         ttl_s: int = max(WINDOWS.values()) + 86_400,
         fold_lock_s: float = 5.0,
+        breaker_s: float = 1.0,
     ) -> None:
         super().__init__(items)
         self.client = connect(url)
@@ -101,6 +108,20 @@ class RedisOnlineStore(CountingStore):
         self._ranges = self.client.register_script(_RANGES)
         self._latest = self.client.register_script(_LATEST)
         self._frozen: list[tuple[str, str]] = []
+        # A circuit breaker on the request path's reads: after a connection error or a timeout,
+        # every read fails at once for ``breaker_s``, then one is let through to try again. While
+        # Redis is away or reloading, a feed otherwise waited its 1 s timeout on each of its calls.
+        self.breaker_s = breaker_s
+        self._open_until = 0.0
+
+    def _read(self, call: Callable[[], Any]) -> Any:
+        if time.monotonic() < self._open_until:
+            raise RedisUnavailable(f"Redis failed less than {self.breaker_s:g} s ago; not asked again yet")
+        try:
+            return call()
+        except (redis.ConnectionError, redis.TimeoutError):
+            self._open_until = time.monotonic() + self.breaker_s
+            raise
 
     def freeze(self, counters: list[str]) -> None:
         self._frozen = frozen_streams(counters)
@@ -196,7 +217,7 @@ class RedisOnlineStore(CountingStore):
         args: list[Any] = [len(windows), *windows]
         for key, t in unique:
             args += (f"{self.ns}s:{key}", t)
-        counts = np.asarray(self._counts(args=args), np.int64).reshape(len(unique), len(windows))
+        counts = np.asarray(self._read(lambda: self._counts(args=args)), np.int64).reshape(len(unique), len(windows))
         out[:] = counts[where]
         return out
 
@@ -219,15 +240,15 @@ class RedisOnlineStore(CountingStore):
         args: list[Any] = []
         for key, lo, hi in asked:
             args += (f"{self.ns}s:{key}", lo, hi)
-        counts = np.asarray(self._ranges(args=args), np.int64)
+        counts = np.asarray(self._read(lambda: self._ranges(args=args)), np.int64)
         return [counts[where] for where in wheres]
 
     def recent_items(self, user_id: str) -> list[str]:
-        found: list[bytes] = self.client.lrange(f"{self.ns}r:{user_id}", 0, -1)  # type: ignore[assignment]
+        found: list[bytes] = self._read(lambda: self.client.lrange(f"{self.ns}r:{user_id}", 0, -1))
         return [i.decode() for i in found]
 
     def event_time(self) -> float | None:
-        latest = self.client.hget(self._meta_key, "latest")
+        latest = self._read(lambda: self.client.hget(self._meta_key, "latest"))
         return None if latest is None else int(latest) / 1e6
 
     @property

@@ -22,8 +22,7 @@ from feedrec.data.store import LocalEventStore
 from feedrec.features.definitions import FEATURE_NAMES
 from feedrec.features.offline import build_features
 from feedrec.metrics import expected_calibration_error
-from feedrec.metrics.drift import ece_by_chance
-from feedrec.metrics.drift import numeric_histogram, psi
+from feedrec.metrics.drift import ece_by_chance, numeric_histogram, psi
 from feedrec.models.retrieval.popularity import PopularityRecommender
 from feedrec.monitoring import alerts_file, latest_file
 from feedrec.monitoring.featurelog import FeatureLog, read_feature_log

@@ -1,13 +1,17 @@
 """The Redis backend's own behaviour, against a real redis-server: precomputed feeds loaded once
 and served like the embedded ones, keys that expire, namespaces that do not collide, and a Redis
-that lost its data refilled from the event store."""
+that lost its data refilled from the event store, a breaker that stops asking a Redis that is away."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
+import pytest
+import redis
 
 from feedrec.config import BackendsConfig
 from feedrec.models.retrieval.covisit import CovisitRecommender
@@ -15,7 +19,7 @@ from feedrec.online.batch import PrecomputedFeeds, recommend_batch
 from feedrec.online.service import Bundle, FeedService
 from feedrec.redis import namespace_for
 from feedrec.redis.feeds import RedisPrecomputedFeeds
-from feedrec.redis.online import RedisOnlineStore
+from feedrec.redis.online import RedisOnlineStore, RedisUnavailable
 from feedrec.testing import ITEMS, sample_stream
 from tests.conftest import make_interactions
 
@@ -67,3 +71,29 @@ def test_a_redis_that_lost_its_data_is_refilled_from_the_event_store(tmp_path: P
     assert store.catch_up(read_since) == 200
     assert (store.recent_items("u1"), store.event_time()) == before
     assert pl.Series(store.recent_items("u1")).n_unique() == len(before[0])
+
+
+def test_a_redis_that_went_away_is_not_asked_again_until_the_breaker_cools_down(tmp_path: Path):
+    """After a failed read, the store's reads fail at once (RedisUnavailable, Redis not asked)
+    for breaker_s; then one goes through again, and once Redis is back the answers are as before."""
+    from tests.redis_server import RedisServer
+
+    server = RedisServer(tmp_path / "redis")
+    try:
+        store = RedisOnlineStore(ITEMS, url=server.url, namespace="t-breaker:", breaker_s=0.5)
+        store.update(sample_stream(100, seed=2))
+        ts = int(store.event_time() * 1_000_000) + 1  # type: ignore[operator]
+        before = store.request_features("u1", np.asarray(["a", "b"]), ts, "home", 0)
+        server.kill()
+        with pytest.raises(redis.ConnectionError) as first:
+            store.request_features("u1", np.asarray(["a", "b"]), ts, "home", 0)
+        assert not isinstance(first.value, RedisUnavailable)  # this one asked Redis
+        for read in (lambda: store.recent_items("u1"), store.event_time):
+            with pytest.raises(RedisUnavailable):  # these did not: the breaker is open
+                read()
+        server.start()  # it reloads its append-only file
+        time.sleep(0.6)
+        after = store.request_features("u1", np.asarray(["a", "b"]), ts, "home", 0)
+        assert after.keys() == before.keys() and all(np.array_equal(after[k], before[k], equal_nan=True) for k in after)
+    finally:
+        server.stop()
