@@ -5,8 +5,8 @@ log) and events -> per-feature drift (PSI, KL, JS on the reference's bins; KS fo
 features, chi-square for categorical ones; see ``feedrec.metrics.drift``) -> prediction drift ->
 calibration (ECE and the reliability curve of logged predictions against the clicks that
 followed, attributed by request id within ``attribution_s``; a rise alerts past ``monitor.ece``
-and past what calibrated predictions reach by chance at the window's size) -> online CTR and engagement per
-bucket -> training-serving skew (``feedrec.monitoring.skew``) -> alerts (thresholds from
+and past what calibrated predictions reach by chance at the window's size) -> online CTR and
+engagement per bucket -> training-serving skew (``feedrec.monitoring.skew``) -> alerts (thresholds from
 ``monitor:`` in config). Every time is the events' time (a simulated world's clock), never the wall's.
 
 Alerts go out three ways: a structured log line each, appended to ``<workspace>/monitoring/
