@@ -86,7 +86,11 @@ def test_the_features_the_server_ranked_with_equal_the_point_in_time_ones(live):
     """The feature log (every feed sampled here) against the offline builder's recomputation."""
     logged = read_feature_log(live["ws"] / "serving" / "features")
     served = [json.loads(line) for line in (live["ws"] / "serving" / "impressions.jsonl").read_text().splitlines()]
-    assert logged["request_id"].n_unique() == len(served) > 5
+    # Every feed is sampled; a feed whose ranking stage fell back (late under load) has no ranker
+    # inputs to log, and the served log says why.
+    requests = set(logged["request_id"].unique().to_list())
+    ranked = {r["request_id"] for r in served if r["fallback"] is None}
+    assert requests <= {r["request_id"] for r in served} and ranked <= requests and len(requests) > 5
     queries = logged.select(
         "user_id",
         "item_id",

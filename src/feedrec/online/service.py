@@ -411,7 +411,7 @@ class FeedService:
             items, why, stages, extra = routing.for_ope(self, bundle, arm, user_id, k, surface, at, request_id, record)
         else:
             items, why, stages = self.personal(bundle, user_id, k, surface, at, record)
-        self.log_served(request_id, user_id, surface, items, bundle.version, at)
+        self.log_served(request_id, user_id, surface, items, bundle.version, at, fallback=why)
         if record and "matrix" in record:
             self._log_features(request_id, user_id, surface, items, bundle.version, at, record)
         feed = Feed(request_id, user_id, bundle.version, items, why is not None, 0.0, why, stages)
@@ -586,9 +586,12 @@ class FeedService:
         items: list[FeedItem],
         version: str,
         at: float | None,
+        *,
+        fallback: str | None = None,
     ) -> None:
         """Append what was served (the impressions to come) for monitoring; not fsync'ed, not events.
-        ``time`` is the request's moment (the world's clock in a simulation), ``served_at`` the wall's."""
+        ``time`` is the request's moment (the world's clock in a simulation), ``served_at`` the wall's;
+        ``fallback`` why a stage fell back (None: every stage answered)."""
         record: dict[str, Any] = {
             "time": None if at is None else datetime.fromtimestamp(at, UTC).isoformat(),
             "served_at": datetime.now(UTC).isoformat(),
@@ -597,6 +600,7 @@ class FeedService:
             "surface": surface,
             "model_version": version,
             "items": [i.item_id for i in items],
+            "fallback": fallback,
         }
         self.served_log.write(json.dumps(record) + "\n")
 
