@@ -113,7 +113,17 @@ def compute(q: Queries, count: CountFn, count_windows: WindowsFn | None = None) 
 Call = tuple[np.ndarray, np.ndarray, list[int]]  # one count_windows call: keys (str), ts (int64 us), windows
 
 
-class Recorder:
+class _Counting:
+    """A ``count_windows`` (``windows``) and the ``count`` that ``compute`` derives from it."""
+
+    def count(self, keys: np.ndarray, ts: np.ndarray, window: int) -> np.ndarray:
+        return self.windows(keys, ts, [window])[:, 0]
+
+    def windows(self, keys: np.ndarray, ts: np.ndarray, windows: list[int]) -> np.ndarray:
+        raise NotImplementedError
+
+
+class Recorder(_Counting):
     """A ``count_windows`` that remembers what it is asked and answers zeros. ``compute``'s calls
     do not depend on their answers, so a backend that counts far away (Spark, Redis) can run it
     once to learn every count it needs, answer them all at once, and run it again on ``Replay``."""
@@ -121,23 +131,17 @@ class Recorder:
     def __init__(self) -> None:
         self.calls: list[Call] = []
 
-    def count(self, keys: np.ndarray, ts: np.ndarray, window: int) -> np.ndarray:
-        return self.windows(keys, ts, [window])[:, 0]
-
     def windows(self, keys: np.ndarray, ts: np.ndarray, windows: list[int]) -> np.ndarray:
         self.calls.append((np.asarray(keys).astype(str), np.asarray(ts, np.int64), list(windows)))
         return np.zeros((len(keys), len(windows)), np.int64)
 
 
-class Replay:
+class Replay(_Counting):
     """A ``count_windows`` that answers each call, in order, from counts computed elsewhere (by
     call number; a call missing from ``answers`` had no rows)."""
 
     def __init__(self, answers: dict[int, np.ndarray]) -> None:
         self.answers, self.n = answers, 0
-
-    def count(self, keys: np.ndarray, ts: np.ndarray, window: int) -> np.ndarray:
-        return self.windows(keys, ts, [window])[:, 0]
 
     def windows(self, keys: np.ndarray, ts: np.ndarray, windows: list[int]) -> np.ndarray:
         found = self.answers.get(self.n)

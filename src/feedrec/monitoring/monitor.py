@@ -332,35 +332,30 @@ def _null_psi(
     blocks = _buckets(start, end, length.total_seconds() / 3600)
     earlier = [end - timedelta(hours=24), end - timedelta(hours=24 - cfg.bucket_hours)]
     same_hours = [(lo, lo + length) for lo in earlier if lo >= start and lo + length <= end]
+
+    def judged(spans: list[tuple[datetime, datetime]]) -> list[pl.DataFrame]:
+        """The spans' rows, those with at least ``cfg.min_rows`` (each filtered once, not per feature)."""
+        parts = [rows.filter((pl.col("time") >= lo) & (pl.col("time") < hi)) for lo, hi in spans]
+        return [part for part in parts if part.height >= cfg.min_rows]
+
+    day, local, recent = judged(blocks), judged(same_hours), judged([(end - length, end)])
     out: dict[str, float] = {}
     for name in names:
         reference = profile["prediction"] if name == "prediction" else profile["features"][name]
-        values = _column(rows, name)
-        args = (rows, reference, name, values)
-        worst = max(_strays(*args, blocks, cfg.min_rows), default=0.0)
-        local = _strays(*args, same_hours, cfg.min_rows)
+        whole = _histogram(reference, _column(rows, name))
+        worst = max(_strays(whole, reference, name, day), default=0.0)
         if local:
-            worst = min(worst, max([*local, *_strays(*args, [(end - length, end)], cfg.min_rows)]))
+            worst = min(worst, max(_strays(whole, reference, name, [*local, *recent])))
         out[name] = round(worst, 6)
     return out
 
 
-def _strays(
-    rows: pl.DataFrame,
-    reference: dict[str, Any],
-    name: str,
-    values: np.ndarray | list[str | None],
-    spans: list[tuple[datetime, datetime]],
-    min_rows: int,
-) -> list[float]:
-    """The PSI of each span of ``rows`` (with at least ``min_rows``) against the rest of them."""
-    whole = _histogram(reference, values)
+def _strays(whole: np.ndarray, reference: dict[str, Any], name: str, parts: list[pl.DataFrame]) -> list[float]:
+    """The PSI of each part's ``name`` against the rest of ``whole`` (the histogram of all rows)."""
     out = []
-    for lo, hi in spans:
-        part = rows.filter((pl.col("time") >= lo) & (pl.col("time") < hi))
-        if part.height >= min_rows:
-            block = _histogram(reference, _column(part, name))
-            out.append(psi(whole - block, block))
+    for part in parts:
+        block = _histogram(reference, _column(part, name))
+        out.append(psi(whole - block, block))
     return out
 
 

@@ -47,21 +47,6 @@ from feedrec.features.online import (
 )
 from feedrec.redis.client import FOLD_TIMEOUT_S, connect
 
-# ARGV: the number of windows, the windows (us), then (key, t) pairs; returns the counts, key-major.
-_COUNT = """
-local nw = tonumber(ARGV[1])
-local out = {}
-local i = nw + 2
-while i <= #ARGV do
-  local key, hi = ARGV[i], '(' .. ARGV[i + 1]
-  local t = tonumber(ARGV[i + 1])
-  for j = 1, nw do
-    out[#out + 1] = redis.call('ZCOUNT', key, string.format('%d', t - tonumber(ARGV[1 + j])), hi)
-  end
-  i = i + 2
-end
-return out
-"""
 # ARGV: (key, lo, hi) triples; returns ZCOUNT key lo (hi for each: a whole request's counts at once.
 _RANGES = """
 local out = {}
@@ -104,7 +89,6 @@ class RedisOnlineStore(CountingStore):
         self.ttl_s = ttl_s
         self.fold_lock_s = fold_lock_s
         self._meta_key = f"{namespace}meta"
-        self._counts = self.client.register_script(_COUNT)
         self._ranges = self.client.register_script(_RANGES)
         self._latest = self.client.register_script(_LATEST)
         self._frozen: list[tuple[str, str]] = []
@@ -200,26 +184,7 @@ class RedisOnlineStore(CountingStore):
 
     # -- reads -----------------------------------------------------------------------------------
     def _count_windows(self, keys: np.ndarray, ts: np.ndarray, windows: list[int]) -> np.ndarray:
-        out = np.zeros((keys.size, len(windows)), np.int64)
-        if keys.size == 0:
-            return out
-        # A request asks the same (key, t) for many candidates (a creator's, a user's): ask once.
-        # (A dict, not a data frame join: a feed makes dozens of these calls of a few keys each.)
-        unique: dict[tuple[str, int], int] = {}
-        where = np.fromiter(
-            (
-                unique.setdefault(pair, len(unique))
-                for pair in zip(keys.astype(str).tolist(), ts.astype(np.int64).tolist(), strict=True)
-            ),
-            np.int64,
-            keys.size,
-        )
-        args: list[Any] = [len(windows), *windows]
-        for key, t in unique:
-            args += (f"{self.ns}s:{key}", t)
-        counts = np.asarray(self._read(lambda: self._counts(args=args)), np.int64).reshape(len(unique), len(windows))
-        out[:] = counts[where]
-        return out
+        return self._count_calls([(np.asarray(keys).astype(str), np.asarray(ts, np.int64), windows)])[0]
 
     batched = True  # a feed's ~35 count calls are one Lua call (one round trip), not one each
 
