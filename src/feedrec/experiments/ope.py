@@ -18,8 +18,9 @@ w_j = 1[s_j = sigma_j] / pi(s_j, j), per request, CTR being clicks per slot:
   c_i (sum_j theta_j 1[sigma_j = i]) / (sum_j theta_j pi(i, j)) / k.
 
 Each estimate is a ratio of per-request sums; its 95 % interval is a bootstrap over users (the
-unit of independence). Diagnostics: the share of the candidate's slots among the logged
-candidates (support) and matched by the logged slate, the effective sample size of the weights.
+unit of independence) that fits the examination curve again in every draw. Diagnostics: the
+share of the candidate's slots among the logged candidates (support) and matched by the logged
+slate, the effective sample size of the weights.
 """
 
 from __future__ import annotations
@@ -141,24 +142,25 @@ def load(
     return Logged(users, shown_rank, target_rank, clicks, scores, tables, slots, len(user_index))
 
 
-def _examination(log: Logged, prop_shown: np.ndarray, shown_score: np.ndarray) -> np.ndarray:
-    """theta_j, the examination of position j in the logging ranker's score scale. Its shape by
+def _examination(harvest: np.ndarray, valid: np.ndarray, shown_score: np.ndarray, clicks: np.ndarray) -> np.ndarray:
+    """theta_j, the examination of position j in the logging ranker's score scale, from sums over
+    requests (or, with a leading axis, over each bootstrap draw's requests). Its shape by
     intervention harvesting: E[c_j / pi(s_j, j)] = theta_j x (the candidates' total relevance),
-    the same factor at every position, since exploration can put any candidate anywhere; its
-    scale: the ranker's scores of the shown items times theta predict as many clicks as happened."""
-    valid = log.shown_rank >= 0
-    harvested = np.where(valid & (prop_shown > 0), log.clicks / np.where(prop_shown > 0, prop_shown, 1.0), 0.0)
-    shape = harvested.sum(0) / np.maximum(valid.sum(0), 1)
-    if shape[0] <= 0:
-        return np.zeros(shape.size)
-    shape = shape / shape[0]
-    predicted = float(np.nansum(np.where(valid, shown_score, np.nan) * shape[None, :]))
-    return shape * (float(log.clicks.sum()) / predicted if predicted > 0 else 0.0)
+    the same factor at every position, since exploration can put any candidate anywhere
+    (``harvest``: the sum of c_j / pi(s_j, j), ``valid``: the requests with a position j); its
+    scale: the ranker's scores of the shown items (``shown_score``, summed per position) times
+    theta predict as many clicks (``clicks``) as happened."""
+    shape = harvest / np.maximum(valid, 1)
+    top = shape[..., :1]
+    shape = np.where(top > 0, shape / np.where(top > 0, top, 1.0), 0.0)
+    predicted = (shape * shown_score).sum(-1, keepdims=True)
+    return shape * np.where(predicted > 0, np.asarray(clicks)[..., None] / np.where(predicted > 0, predicted, 1.0), 0.0)
 
 
 def _per_request(log: Logged) -> dict[str, Any]:
-    """Each estimator's per-request numerator (clicks per request; the denominator is the slots),
-    the per-position weights SNIPS normalizes, and the diagnostics."""
+    """Per request, what each estimator sums: IPS's clicks, SNIPS's per-position weights, and the
+    parts of DR and PBM that do not depend on the examination curve (so that a bootstrap draw can
+    fit the curve again, ``_curve_sums``); the curve's own sums; the diagnostics."""
     n, k = log.shown_rank.shape
     rows = np.arange(n)
     # An item the logging bundle did not score (a shadow's, merged in; or one outside the
@@ -166,44 +168,45 @@ def _per_request(log: Logged) -> dict[str, Any]:
     floor = np.nanmin(np.where(np.isnan(log.scores), np.inf, log.scores), axis=1)
     floor = np.where(np.isfinite(floor), floor, 0.0)
     filled = np.where(np.isnan(log.scores), floor[:, None], log.scores)
-    shown_score = np.where(log.shown_rank >= 0, filled[rows[:, None], np.maximum(log.shown_rank, 0)], np.nan)
+    valid = log.shown_rank >= 0
+    shown_score = np.where(valid, filled[rows[:, None], np.maximum(log.shown_rank, 0)], 0.0)
+    target_score = np.where(
+        valid,
+        np.where(log.target_rank >= 0, filled[rows[:, None], np.maximum(log.target_rank, 0)], floor[:, None]),
+        0.0,
+    )
     prop_shown = np.zeros((n, k))
     for row in range(n):
         kn = int(log.slots[row])
         prop_shown[row, :kn] = log.tables[row][log.shown_rank[row, :kn], np.arange(kn)]
-    theta = _examination(log, prop_shown, shown_score)
-    pbm = np.zeros(n)
-    reward_target = np.zeros((n, k))
-
-    for row in range(n):
-        table, kn = log.tables[row], int(log.slots[row])
-        for j in range(kn):
-            t = log.target_rank[row, j]
-            score = filled[row, t] if t >= 0 else floor[row]
-            reward_target[row, j] = theta[j] * score
-        # PBM: a click on the item shown at j' counts with the policy's examination of that item
-        # over the logging policy's expected examination of it.
-        for jp in range(kn):
-            if log.clicks[row, jp] == 0:
-                continue
-            rank = log.shown_rank[row, jp]
-            wanted = sum(theta[j] for j in range(kn) if log.target_rank[row, j] == rank)
-            expected = float(theta[:kn] @ table[rank, :kn])
-            pbm[row] += log.clicks[row, jp] * wanted / expected if expected > 0 else 0.0
-    valid = log.shown_rank >= 0
+    harvest = np.where(valid & (prop_shown > 0), log.clicks / np.where(prop_shown > 0, prop_shown, 1.0), 0.0)
+    # PBM: a click on the item shown at j' counts with the policy's examination of that item
+    # (want @ theta) over the logging policy's expected examination of it (expect @ theta).
+    clicked_rows, clicked_at = np.nonzero(log.clicks > 0)
+    want = np.zeros((clicked_rows.size, k))
+    expect = np.zeros((clicked_rows.size, k))
+    for m, (at_row, jp) in enumerate(zip(clicked_rows, clicked_at, strict=True)):
+        kn, rank = int(log.slots[at_row]), log.shown_rank[at_row, jp]
+        want[m, :kn] = log.target_rank[at_row, :kn] == rank
+        expect[m, :kn] = log.tables[at_row][rank, :kn]
     matched = valid & (log.shown_rank == log.target_rank)
     w = np.where(matched, 1.0 / np.where(prop_shown > 0, prop_shown, np.inf), 0.0)
-    reward_shown = np.where(valid, theta[None, :] * np.nan_to_num(shown_score), 0.0)
-    ips = (w * log.clicks).sum(1)
-    dr = (np.where(valid, reward_target, 0.0) + w * (log.clicks - reward_shown)).sum(1)
     supported = (log.target_rank >= 0) & valid
     ess = [(w[:, j].sum() ** 2) / max((w[:, j] ** 2).sum(), 1e-12) for j in range(k)]
+    theta = _examination(harvest.sum(0), valid.sum(0), shown_score.sum(0), log.clicks.sum())
     return {
-        "ips": ips,
-        "dr": dr,
-        "pbm": pbm,
+        "ips": (w * log.clicks).sum(1),
         "snips_num": w * log.clicks,
         "snips_den": w,
+        # DR = theta @ dr_theta + dr_rest: the reward model's value of the policy's slate, plus
+        # the matched slots' weighted residuals.
+        "dr_theta": w * -shown_score + target_score,
+        "dr_rest": (w * log.clicks).sum(1),
+        "harvest": harvest,
+        "valid": valid.astype(np.float64),
+        "shown_score": shown_score,
+        "clicks": log.clicks.sum(1),
+        "pbm_pairs": (clicked_rows, log.clicks[clicked_rows, clicked_at], want, expect),
         "diagnostics": {
             "requests": int(n),
             "users": int(log.n_users),
@@ -217,6 +220,15 @@ def _per_request(log: Logged) -> dict[str, Any]:
     }
 
 
+def _pbm_sums(pairs: tuple[np.ndarray, ...], theta: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """PBM's numerator for each curve in ``theta`` (draws, k), each clicked pair weighted by
+    ``weights`` (draws, pairs): how many times its user was drawn."""
+    _, clicks, want, expect = pairs
+    wanted, expected = theta @ want.T, theta @ expect.T  # (draws, pairs)
+    ratio = np.where(expected > 0, wanted / np.where(expected > 0, expected, 1.0), 0.0)
+    return (weights * clicks[None, :] * ratio).sum(1)
+
+
 def _value(name: str, sums: dict[str, np.ndarray]) -> float:
     if name == "snips":
         num, den = sums["snips_num"], sums["snips_den"]
@@ -225,39 +237,50 @@ def _value(name: str, sums: dict[str, np.ndarray]) -> float:
     return float(sums[name] / sums["slots"])
 
 
-def estimate(
-    log: Logged, estimators: tuple[str, ...] = ESTIMATORS, *, boot: int = 1000, seed: int = 0
-) -> dict[str, Any]:
-    """Each estimator's CTR with a 95 % bootstrap interval over users, and the diagnostics."""
-    unknown = [e for e in estimators if e not in ESTIMATORS]
-    if unknown:
-        raise OpeError(f"unknown estimator {unknown[0]!r}; known: {', '.join(ESTIMATORS)}")
-    per = _per_request(log)
+def _draws(log: Logged, per: dict[str, Any], counts: np.ndarray, estimators: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Each estimator's value for each row of ``counts`` (draws, users): how many times each user
+    is drawn (all ones: the estimate itself). Every estimator is a function of per-user sums, so a
+    draw is a reweighting; the examination curve is fitted again from each draw's sums, so DR's and
+    PBM's intervals carry the curve's uncertainty as well as the clicks'."""
 
-    # Per-user sums: every estimator is a function of them, so a bootstrap draw is a reweighting.
     def by_user(values: np.ndarray) -> np.ndarray:
         out = np.zeros((log.n_users, *values.shape[1:]))
         np.add.at(out, log.users, values)
         return out
 
-    user_sums = {
-        "ips": by_user(per["ips"]),
-        "dr": by_user(per["dr"]),
-        "pbm": by_user(per["pbm"]),
-        "snips_num": by_user(per["snips_num"]),
-        "snips_den": by_user(per["snips_den"]),
-        "slots": by_user(log.slots),
-    }
-    total = {name: s.sum(0) for name, s in user_sums.items()}
+    keys = ("ips", "snips_num", "snips_den", "dr_theta", "dr_rest", "harvest", "valid", "shown_score", "clicks")
+    user_sums = {key: by_user(per[key]) for key in keys} | {"slots": by_user(log.slots)}
+    pairs = per["pbm_pairs"]
+    pair_user = log.users[pairs[0]]
+    values: dict[str, list[float]] = {name: [] for name in estimators}
+    for chunk in np.array_split(counts, max(1, len(counts) // 100)):  # bounded memory: (chunk, pairs)
+        sums = {name: np.tensordot(chunk, s, axes=(1, 0)) for name, s in user_sums.items()}
+        theta = _examination(sums["harvest"], sums["valid"], sums["shown_score"], sums["clicks"])
+        sums["dr"] = (theta * sums["dr_theta"]).sum(-1) + sums["dr_rest"]
+        sums["pbm"] = _pbm_sums(pairs, theta, chunk[:, pair_user])
+        for name in estimators:
+            values[name] += [_value(name, {key: d[b] for key, d in sums.items()}) for b in range(len(chunk))]
+    return {name: np.asarray(v) for name, v in values.items()}
+
+
+def estimate(
+    log: Logged, estimators: tuple[str, ...] = ESTIMATORS, *, boot: int = 1000, seed: int = 0
+) -> dict[str, Any]:
+    """Each estimator's CTR with a 95 % bootstrap interval over users (``_draws``), and the
+    diagnostics."""
+    unknown = [e for e in estimators if e not in ESTIMATORS]
+    if unknown:
+        raise OpeError(f"unknown estimator {unknown[0]!r}; known: {', '.join(ESTIMATORS)}")
+    per = _per_request(log)
+    point = _draws(log, per, np.ones((1, log.n_users)), estimators)
     rng = np.random.default_rng(seed)
     counts = rng.multinomial(log.n_users, np.full(log.n_users, 1 / log.n_users), size=boot)  # (boot, users)
-    drawn = {name: np.tensordot(counts, s, axes=(1, 0)) for name, s in user_sums.items()}
+    drawn = _draws(log, per, counts, estimators)
     out: dict[str, Any] = {}
     for name in estimators:
-        values = [_value(name, {key: d[b] for key, d in drawn.items()}) for b in range(boot)]
-        low, high = np.nanpercentile(values, [2.5, 97.5])
-        out[name] = {"ctr": _value(name, total), "ci_low": float(low), "ci_high": float(high),
-                     "se": float(np.nanstd(values, ddof=1))}  # fmt: skip
+        low, high = np.nanpercentile(drawn[name], [2.5, 97.5])
+        out[name] = {"ctr": float(point[name][0]), "ci_low": float(low), "ci_high": float(high),
+                     "se": float(np.nanstd(drawn[name], ddof=1))}  # fmt: skip
     return {
         "estimators": out,
         "diagnostics": per["diagnostics"],

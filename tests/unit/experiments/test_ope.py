@@ -110,3 +110,32 @@ def test_the_examination_curve_is_harvested_from_the_exploration():
     theta = np.asarray(estimate(log, ("pbm",), boot=10)["diagnostics"]["theta"])
     want = 1 / np.log2(np.arange(K) + 2)
     np.testing.assert_allclose(theta, want / want[0], rtol=0.08)
+
+
+def test_a_bootstrap_draw_is_the_estimate_of_the_users_drawn_with_the_curve_fitted_again():
+    """The reference: a log built by repeating each user's requests as often as the draw picks the
+    user (a new user id per copy), estimated from scratch, examination curve and all."""
+    from feedrec.experiments.ope import _draws
+
+    log, _ = _world(600, 5)
+    per = _per_request(log)
+    counts = np.random.default_rng(1).multinomial(log.n_users, np.full(log.n_users, 1 / log.n_users), size=3)
+    drawn = _draws(log, per, counts, ("ips", "snips", "dr", "pbm"))
+    for b, count in enumerate(counts):
+        rows, users = [], []
+        for u in np.nonzero(count)[0]:
+            mine = np.nonzero(log.users == u)[0]
+            for copy in range(count[u]):
+                rows.extend(mine)
+                users.extend([f"{u}/{copy}"] * len(mine))
+        ids = {name: i for i, name in enumerate(dict.fromkeys(users))}
+        rows_ = np.asarray(rows)
+        copy = Logged(
+            np.asarray([ids[x] for x in users]), log.shown_rank[rows_], log.target_rank[rows_], log.clicks[rows_],
+            log.scores[rows_], [log.tables[r] for r in rows_], log.slots[rows_], len(ids),
+        )  # fmt: skip
+        again = estimate(copy, boot=2)["estimators"]
+        theta_moved = per["diagnostics"]["theta"] != _per_request(copy)["diagnostics"]["theta"]
+        assert theta_moved  # the draw's curve is its own
+        for name in drawn:
+            assert drawn[name][b] == pytest.approx(again[name]["ctr"], rel=1e-9), name
