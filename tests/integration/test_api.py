@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import signal
 import threading
@@ -93,6 +94,10 @@ def test_events_are_stored_once_and_reach_the_online_features(server: str, works
     again = httpx.post(f"{server}/v1/events", json={"events": [event]})
     assert again.json() == {"stored": 0, "duplicates": 1}
     assert LocalEventStore(workspace).scan(columns=["event_id"]).column("event_id").to_pylist().count("api-1") == 1
+    metrics = httpx.get(f"{server}/metrics").text  # where a POST's time went, by stage
+    for stage in ("events", "events_queued", "events_validate", "events_append", "events_fold"):
+        count = re.search(rf'feedrec_latency_seconds_count\{{stage="{stage}"\}} ([0-9.]+)', metrics)
+        assert count and float(count.group(1)) >= 2, stage
     # Folded into the online features once (the duplicate not again): the snapshot holds it once.
     snapshot = pl.read_parquet(workspace / "online" / "features.parquet")
     at = 1_704_456_000 * 1_000_000  # 2024-01-05T12:00:00Z in microseconds

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -59,6 +59,9 @@ class Rejected:
 class Outcome:
     stored: int
     duplicates: int
+    # Seconds spent on the batch by stage: queued (waiting for the writer), validate, append (the
+    # group's store append and fsync), fold (the group's online features); /metrics shows them.
+    stages: dict[str, float] = field(default_factory=dict, compare=False)
 
 
 @dataclass
@@ -66,6 +69,7 @@ class _Job:
     records: list[dict[str, object]]
     deadline: float  # time.monotonic()
     future: Future[Outcome | Rejected]
+    queued_at: float = field(default_factory=time.monotonic)
 
 
 def lower_priority(increment: int) -> None:
@@ -154,23 +158,26 @@ class EventWriter:
 
     def _write(self, jobs: list[_Job]) -> None:
         now = time.monotonic()
-        accepted: list[tuple[_Job, pa.Table]] = []
+        accepted: list[tuple[_Job, pa.Table, dict[str, float]]] = []
         for job in jobs:
             if not job.future.set_running_or_notify_cancel():
                 continue
             if now > job.deadline:
                 job.future.set_exception(Expired("the batch waited too long to be stored and was not; send it again"))
                 continue
+            started = time.monotonic()
             checked = self._validate(job.records)
             if isinstance(checked, Rejected):
                 job.future.set_result(checked)
             else:
-                accepted.append((job, checked))
+                accepted.append((job, checked, {"queued": now - job.queued_at, "validate": time.monotonic() - started}))
         if not accepted:
             return
-        table = pa.concat_tables([t for _, t in accepted])
+        table = pa.concat_tables([t for _, t, _ in accepted])
         with self.append_lock:
+            started = time.monotonic()
             result = self.store.append(table)
+            appended = time.monotonic()
             if result.stored:
                 fresh = table.filter(pc.is_in(table.column("event_id"), pa.array(result.stored_ids, pa.string())))
                 # Two batches of the group may carry the same new id: the store kept the first, and so
@@ -182,11 +189,12 @@ class EventWriter:
                     self.on_stored(fresh, result)
                 except Exception:  # the events are durable; the online features catch up from the store
                     log.exception("folding stored events into the online features failed")
+            group = {"append": appended - started, "fold": time.monotonic() - appended}
         new = set(result.stored_ids)
-        for job, batch in accepted:  # the first batch of the group to carry a new id stored it
+        for job, batch, stages in accepted:  # the first batch of the group to carry a new id stored it
             mine = [i for i in batch.column("event_id").to_pylist() if i in new]
             new.difference_update(mine)
-            job.future.set_result(Outcome(stored=len(mine), duplicates=len(job.records) - len(mine)))
+            job.future.set_result(Outcome(len(mine), len(job.records) - len(mine), stages | group))
         self._appends += 1
         if self._appends % self.compact_every == 0:
             self._compact_wanted.set()

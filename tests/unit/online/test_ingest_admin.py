@@ -34,17 +34,24 @@ class _SlowStore(LocalEventStore):
 
 def test_a_full_queue_refuses_at_once_and_stores_nothing_of_the_refused(tmp_path: Path):
     store = _SlowStore(tmp_path)
-    store.gate.clear()
+    store.gate.set()
     writer = EventWriter(store, lambda table, result: None, max_pending=2)
     try:
+        assert writer.submit(_records("w")).result(10) == Outcome(3, 0)  # warm: the first validation is slow
+        store.gate.clear()
         first = writer.submit(_records("a"))
         time.sleep(0.3)  # the writer has taken the first batch and waits in append
         queued = [writer.submit(_records("b")), writer.submit(_records("c"))]
         with pytest.raises(Busy, match="waiting to be stored"):
             writer.submit(_records("d"))
+        time.sleep(0.2)
         store.gate.set()
         assert first.result(10) == Outcome(3, 0)
         assert [f.result(10) for f in queued] == [Outcome(3, 0), Outcome(3, 0)]
+        # Where each batch's time went: the first's in the writer (held at the append), the others' queued.
+        assert sum(first.result().stages.values()) >= 0.45 and first.result().stages["append"] > 0
+        assert all(f.result().stages["queued"] >= 0.15 for f in queued)
+        assert set(first.result().stages) == {"queued", "validate", "append", "fold"}
     finally:
         writer.close()
     ids = set(store.scan(columns=["event_id"]).column("event_id").to_pylist())

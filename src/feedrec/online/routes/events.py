@@ -59,6 +59,8 @@ async def events(
         ]
         return JSONResponse(status_code=422, content={"detail": detail})  # type: ignore[return-value]
     metrics.latency.labels(stage="events").observe(time.perf_counter() - start)
+    for stage, seconds in outcome.stages.items():
+        metrics.latency.labels(stage=f"events_{stage}").observe(seconds)
     metrics.events.labels(outcome="stored").inc(outcome.stored)
     metrics.events.labels(outcome="duplicate").inc(outcome.duplicates)
     return EventsOut(stored=outcome.stored, duplicates=outcome.duplicates)
