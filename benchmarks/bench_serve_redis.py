@@ -207,6 +207,12 @@ def main() -> int:
                 "post_to_next_feed_p50_ms": round(float(np.median(to_next)), 1),
                 "post_to_next_feed_max_ms": round(float(to_next.max()), 1),
                 "within_100ms": int((to_next < 100).sum()),
+                # Where the probes' POSTs spent their time on server A (means, ms).
+                "post_mean_ms_by_stage": {
+                    stage: round(total / max(count, 1) * 1e3, 3)
+                    for stage, (total, count) in stage_totals(bases[0]).items()
+                    if stage.startswith("events")
+                },
             }
             print(json.dumps({"steady": result["steady"], "propagation": result["propagation"]}), file=sys.stderr)
 

@@ -155,7 +155,8 @@ class CountingStore(OnlineFeatureStore):
     features are then the shared ``compute``, over the items' attributes held in process."""
 
     def __init__(self, items: pl.DataFrame | None = None) -> None:
-        self.items = item_lookup(items)
+        # One chunk: gathering a POST's few items from a million rows in 8 chunks took ~10 ms.
+        self.items = item_lookup(items).rechunk()
         self._index = _ItemIndex(self.items)
 
     @abstractmethod
