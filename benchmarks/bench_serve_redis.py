@@ -206,6 +206,9 @@ def main() -> int:
                 "post_p50_ms": round(float(np.median([p["post_ms"] for p in answered] or [np.nan])), 1),
                 "post_to_next_feed_p50_ms": round(float(np.median(to_next)), 1),
                 "post_to_next_feed_max_ms": round(float(to_next.max()), 1),
+                "ack_to_next_feed_p50_ms": round(
+                    float(np.median([p["post_to_next_feed_ms"] - p["post_ms"] for p in answered] or [np.nan])), 1
+                ),
                 "within_100ms": int((to_next < 100).sum()),
                 # Where the probes' POSTs spent their time on server A (means, ms).
                 "post_mean_ms_by_stage": {
