@@ -54,7 +54,16 @@ def _drift_plot(result: dict[str, Any], cfg: MonitorConfig) -> str | None:
     psi_ax.legend(fontsize=7, ncol=2)
     js_ax.set_title("Jensen-Shannon distance (base 2) per bucket")
     ece_ax.plot(when, [p["ece"] for p in timeline], color="k", label="ECE")
-    ece_ax.axhline(cfg.ece, color="r", ls="--", lw=1, label=f"alert at ECE {cfg.ece}")
+    # The alert is on the window's rise over the reference: past monitor.ece and past what
+    # calibrated predictions reach by chance at the window's size (a bucket's own ECE is noisier).
+    cal = result["calibration"]
+    reference = cal.get("reference_ece") or 0.0
+    needed = max(cfg.ece, cal.get("ece_by_chance") or 0.0)
+    ece_ax.axhline(reference, color="0.5", ls=":", lw=1, label=f"reference ECE {reference:.3f}")
+    ece_ax.axhline(
+        reference + needed, color="r", ls="--", lw=1,
+        label=f"alert: the window's ECE at reference + max(monitor.ece, chance) = {reference + needed:.3f}",
+    )  # fmt: skip
     ece_ax.set_title("calibration: ECE of logged predictions vs the clicks that followed")
     ece_ax.legend(fontsize=7)
     ece_ax.set_xlabel("event time (UTC)")
