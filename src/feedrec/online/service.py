@@ -217,14 +217,7 @@ class FeedService:
         self._on_swap = on_swap
         for step, interval, name in loops:
             if interval > 0:
-                threading.Thread(target=self._every, args=(step, interval), name=name, daemon=True).start()
-
-    def _every(self, step: Callable[[], object], interval: float) -> None:
-        while not self._stop.wait(interval):
-            try:
-                step()
-            except Exception:  # a broken bundle, registry or part must not stop serving; retried next time
-                log.exception("%s failed", threading.current_thread().name)
+                threading.Thread(target=run_every, args=(step, interval, self._stop), name=name, daemon=True).start()
 
     def _watch_once(self) -> None:
         self.refresh_experiments()
@@ -677,6 +670,33 @@ class FeedService:
         if now - self._last_snapshot >= self.snapshot_every_s:  # the events are durable already; the
             self.features.save(meta=self._snapshot_meta())  # feature snapshot is a cache of them
             self._last_snapshot = now
+
+
+def run_every(step: Callable[[], object], interval: float, stop: threading.Event, *, remind_s: float = 60.0) -> None:
+    """Call ``step`` every ``interval`` seconds until ``stop`` is set. A failure must not stop
+    serving (a broken bundle, registry or part; Redis away): it is retried next time, logged with
+    its traceback when it starts, then once every ``remind_s`` while the same failure repeats (not
+    twice a second), and its end is logged too."""
+    name = threading.current_thread().name
+    failing: str | None = None
+    repeats, reminded = 0, 0.0
+    while not stop.wait(interval):
+        try:
+            step()
+        except Exception as exc:
+            what = _describe(exc)
+            if what != failing:
+                log.exception("%s failed", name)
+                failing, repeats, reminded = what, 1, time.monotonic()
+                continue
+            repeats += 1
+            if time.monotonic() - reminded >= remind_s:
+                log.warning("%s still failing (%d times so far): %s", name, repeats, what)
+                reminded = time.monotonic()
+        else:
+            if failing is not None:
+                log.info("%s works again after %d failed tries (%s)", name, repeats, failing)
+                failing = None
 
 
 def _freeze_heap() -> None:

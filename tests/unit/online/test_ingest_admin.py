@@ -166,3 +166,37 @@ def test_an_id_sent_by_two_batches_of_one_group_reaches_the_features_once(tmp_pa
     finally:
         writer.close()
     assert folded == [["z0"], ["x0", "x1", "x2"]]
+
+
+def test_a_background_loop_survives_failures_and_logs_a_repeated_one_once_then_reminds_then_its_end():
+    import logging
+
+    from feedrec.online.service import log as service_log
+    from feedrec.online.service import run_every
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    service_log.addHandler(handler)
+    level = service_log.level
+    service_log.setLevel(logging.INFO)
+    calls = []
+    stop = threading.Event()
+
+    def step() -> None:
+        calls.append(1)
+        if len(calls) <= 30:
+            raise ConnectionError("Redis away")  # the same failure, 30 times in a row
+        if len(calls) >= 35:
+            stop.set()
+
+    try:
+        run_every(step, 0.001, stop, remind_s=0.01)
+    finally:
+        service_log.removeHandler(handler)
+        service_log.setLevel(level)
+    assert len(calls) == 35  # it went on calling through the failures
+    levels = [r.levelname for r in records]
+    assert levels[0] == "ERROR" and records[0].exc_info is not None  # the first with its traceback
+    assert levels.count("ERROR") == 1 and 1 <= levels.count("WARNING") < 29  # then reminders, not one each
+    assert levels[-1] == "INFO" and "after 30 failed tries" in records[-1].getMessage()
