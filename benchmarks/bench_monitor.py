@@ -61,6 +61,27 @@ def monitor(ws: Path, since: datetime, until: datetime) -> dict | None:
     return json.loads(out.strip().splitlines()[-1])
 
 
+def first_alert(verdicts: dict[int, dict], *, without: str | None = None, kind: str | None = None) -> tuple:
+    """The first hour whose verdict raised an alert (of ``kind``; not counting alerts on the
+    statistic ``without``), and those alerts; (None, [])."""
+    for h, verdict in sorted(verdicts.items()):
+        alerts = [a for a in verdict["alerts"] if a["statistic"] != without and kind in (None, a["kind"])]
+        if alerts:
+            return h, alerts
+    return None, []
+
+
+def named(alerts: list[dict]) -> list[str]:
+    return sorted(
+        {f"{a['kind']}:{a['feature'] or ''}" + (f"({a['statistic']})" if a["feature"] else "") for a in alerts}
+    )
+
+
+def top(verdict: dict, statistic: str) -> list:
+    values = [(n, s[statistic]) for n, s in verdict["features"].items() if statistic in s]
+    return sorted(values, key=lambda x: -x[1])[:5]
+
+
 def prepare(out: Path, args: argparse.Namespace) -> Path:
     """Steps 1-2: the steady-state workspace and world under ``out/start``; returns it."""
     shutil.rmtree(out, ignore_errors=True)
@@ -136,21 +157,29 @@ def main() -> None:
             key = "shift" if shift else "no_shift"
             run = args.out / "runs" / f"{seed}-{key}"
             summary, t0 = judged_run(start, run, run_cfg, LOG_ALL, rejudge=args.rejudge)
-            first, alerts, last = None, [], {}
+            verdicts = {}
             for h in range(1, args.hours + 1):
                 verdict = monitor(run / "ws", t0, t0 + timedelta(hours=h))
-                if verdict is None:
-                    continue
-                last = verdict
-                if last["alerts"] and first is None:
-                    first, alerts = h, last["alerts"]
+                if verdict is not None:
+                    verdicts[h] = verdict
+            last = verdicts[max(verdicts)]
+            # The monitor's rule, and the PSI-only rule it replaced (its alerts less the Wasserstein ones).
+            first, alerts = first_alert(verdicts)
+            psi_first, psi_alerts = first_alert(verdicts, without="wasserstein")
             row[key] = {
                 "first_alert_hour": first,
-                "alerts_at_first": sorted({f"{a['kind']}:{a['feature'] or ''}" for a in alerts}),
-                "alerts_at_6h": sorted({f"{a['kind']}:{a['feature'] or ''}" for a in last["alerts"]}),
+                "alerts_at_first": named(alerts),
+                "alerts_at_6h": named(last["alerts"]),
+                "first_feature_alert_hour": first_alert(verdicts, kind="feature_drift")[0],
+                "psi_only": {
+                    "first_alert_hour": psi_first,
+                    "alerts_at_first": named(psi_alerts),
+                    "first_feature_alert_hour": first_alert(verdicts, without="wasserstein", kind="feature_drift")[0],
+                },
                 "ctr": last["online"]["ctr"],
                 "ece": last["calibration"]["ece"],
-                "top_psi": sorted(((n, s["psi"]) for n, s in last["features"].items()), key=lambda x: -x[1])[:5],
+                "top_psi": top(last, "psi"),
+                "top_wasserstein": top(last, "wasserstein"),
                 "skew_max_mismatch": max((s["mismatch_rate"] for s in last["skew"]["features"].values()), default=0),
                 "requests": summary["requests"],
                 "errors": summary["errors"],
@@ -169,7 +198,12 @@ def main() -> None:
         "shift_detected": sum(h is not None for h in detected),
         "shift_detected_within_6h": sum(h is not None and h <= 6 for h in detected),
         "detection_hours": detected,
+        "feature_alert_runs": sum(r["shift"]["first_feature_alert_hour"] is not None for r in runs),
         "false_alarm_runs": sum(r["no_shift"]["first_alert_hour"] is not None for r in runs),
+        "psi_only": {
+            "feature_alert_runs": sum(r["shift"]["psi_only"]["first_feature_alert_hour"] is not None for r in runs),
+            "false_alarm_runs": sum(r["no_shift"]["psi_only"]["first_alert_hour"] is not None for r in runs),
+        },
         "runs": runs,
         "frozen_counter": {
             "flagged": skew["flagged"],

@@ -12,6 +12,11 @@ prior), so an empty bin gives a finite PSI and KL rather than infinity.
 - KL = KL(current || reference) = sum c ln(c / r), in nats (``scipy.stats.entropy``).
 - JS = the Jensen-Shannon *distance* (the square root of the divergence), base 2, so it lies in
   [0, 1] (``scipy.spatial.distance.jensenshannon``).
+- Normed Wasserstein (numeric only, no bins) = the earth mover's distance between the two samples'
+  finite values (``scipy.stats.wasserstein_distance``) over the reference's standard deviation:
+  how far, in the reference's own spread, the values moved. Evidently's default drift test for a
+  numeric column with over 1,000 rows, at 0.1. It sees what a decile PSI cannot: a counter that is
+  mostly zero has few bins, and its mean can fall by half inside them.
 
 scipy computes KL and JS, and the two-sample tests (``scipy.stats.ks_2samp``, ``chisquare``);
 PSI is not in scipy and is four lines here, tested against a naive loop. Evidently computes the
@@ -79,6 +84,17 @@ def kl_divergence(reference: np.ndarray, current: np.ndarray, *, smoothing: floa
 def js_distance(reference: np.ndarray, current: np.ndarray, *, smoothing: float = SMOOTHING) -> float:
     """Jensen-Shannon distance (base 2, in [0, 1]) of two histograms over the same bins (counts)."""
     return float(jensenshannon(_shares(reference, smoothing), _shares(current, smoothing), base=2))
+
+
+def normed_wasserstein(reference: np.ndarray, current: np.ndarray) -> float:
+    """Wasserstein-1 distance of the finite values of two samples, in units of the reference's
+    standard deviation (at least 0.001, as Evidently norms it); 0 when either has no finite value."""
+    a = np.asarray(reference, np.float64)
+    b = np.asarray(current, np.float64)
+    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    if a.size == 0 or b.size == 0:
+        return 0.0
+    return float(stats.wasserstein_distance(a, b)) / max(float(a.std()), 0.001)
 
 
 def ks_test(reference_sample: np.ndarray, current: np.ndarray) -> tuple[float, float]:

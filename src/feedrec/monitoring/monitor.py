@@ -1,8 +1,10 @@
 """``feedrec monitor``: drift, calibration, skew and online engagement over a window of serving.
 
 load the reference (the production bundle's profile) -> the window's logged rows (the feature
-log) and events -> per-feature drift (PSI, KL, JS on the reference's bins; KS for numeric
-features, chi-square for categorical ones; see ``feedrec.metrics.drift``) -> prediction drift ->
+log) and events -> per-feature drift (PSI, KL, JS on the reference's bins; the normed
+Wasserstein distance and KS for numeric features, chi-square for categorical ones; see
+``feedrec.metrics.drift``; a feature drifted when its PSI or its normed Wasserstein distance
+passes its threshold) -> prediction drift ->
 calibration (ECE and the reliability curve of logged predictions against the clicks that
 followed, attributed by request id within ``attribution_s``; a rise alerts past ``monitor.ece``
 and past what calibrated predictions reach by chance at the window's size) -> online CTR and
@@ -38,6 +40,7 @@ from feedrec.metrics.drift import (
     js_distance,
     kl_divergence,
     ks_test,
+    normed_wasserstein,
     numeric_histogram,
     psi,
     reliability_curve,
@@ -52,6 +55,8 @@ log = get_logger("monitor")
 ENGAGEMENT = ("impression", "click", "like", "share", "hide")
 _USER = {c.name for c in COUNTERS if c.entity == "user"}
 REQUEST_LEVEL = _USER | {r.name for r in RATIOS if r.numerator in _USER} | {"hour", "weekday", "surface"}
+#: Each drift statistic that can raise an alert, and the key of its threshold in a feature's verdict.
+_LIMITS = {"psi": "threshold", "wasserstein": "wasserstein_threshold"}
 NOT_FEATURES = {"request_id", "time", "user_id", "model_version", "surface", "item_id", "slot", "prediction"}
 
 
@@ -75,7 +80,8 @@ def load_profile(space: Workspace, version: str) -> dict[str, Any]:
 
 
 def _divergences(reference: dict[str, Any], values: np.ndarray | list[str | None]) -> dict[str, float]:
-    """PSI, KL and JS of ``values`` against one feature's reference histogram (no test): what the
+    """PSI, KL and JS of ``values`` against one feature's reference histogram, and for a numeric
+    feature the normed Wasserstein distance from the reference's sample (no test): what the
     statistics over time need, bucket by bucket."""
     cur = _histogram(reference, values)
     if reference["kind"] == "categorical":
@@ -83,11 +89,15 @@ def _divergences(reference: dict[str, Any], values: np.ndarray | list[str | None
         ref = np.append(np.asarray([shares[c] for c in shares]) * reference["rows"], 0.0)
     else:
         ref = np.asarray(reference["counts"], np.float64)
-    return {
+    out = {
         "psi": round(psi(ref, cur), 6),
         "kl": round(kl_divergence(ref, cur), 6),
         "js": round(js_distance(ref, cur), 6),
     }
+    if reference["kind"] == "numeric":
+        sample = np.asarray(reference["sample"], np.float64)
+        out["wasserstein"] = round(normed_wasserstein(sample, np.asarray(values, np.float64)), 6)
+    return out
 
 
 def _stats(reference: dict[str, Any], values: np.ndarray | list[str | None]) -> dict[str, Any]:
@@ -213,18 +223,22 @@ def run_monitor(
     baseline = serving_baseline(space, logged, cfg, since, until - since) if cfg.reference == "serving" else None
     profile = training if cfg.reference == "training" or baseline is None else baseline
     judged = cfg.reference == "training" or baseline is not None  # no drift alerts before the baseline exists
-    null = baseline["null_psi"] if baseline is not None else {}
+    null: dict[str, dict[str, float]] = baseline["null"] if baseline is not None else {}
 
-    def threshold(name: str) -> float:
-        """cfg.psi, or more for a feature whose windows stray that far from their day by themselves."""
-        return round(max(cfg.psi, cfg.null_factor * null.get(name, 0.0)), 6)
+    def threshold(name: str, statistic: str = "psi") -> float:
+        """The statistic's floor (cfg.psi, cfg.wasserstein), or more for a feature whose windows
+        stray that far from their day by themselves."""
+        floor = cfg.psi if statistic == "psi" else cfg.wasserstein
+        return round(max(floor, cfg.null_factor * null.get(statistic, {}).get(name, 0.0)), 6)
 
     features = {}
     for name in [*names, "prediction"]:
         of = profile["prediction"] if name == "prediction" else profile["features"][name]
         stats = _stats(of, _column(rows, name))
         stats["threshold"] = threshold(name)
-        stats["drifted"] = bool(judged and name not in cfg.ignore and stats["psi"] >= stats["threshold"])
+        if "wasserstein" in stats:
+            stats["wasserstein_threshold"] = threshold(name, "wasserstein")
+        stats["drifted"] = bool(judged and name not in cfg.ignore and breached(stats))
         if profile is not training and name != "prediction":
             stats["training"] = _divergences(training["features"][name], _column(rows, name))
         features[name] = stats
@@ -267,9 +281,9 @@ def run_monitor(
     }
     buckets = _buckets(since, until, cfg.bucket_hours)
 
-    def crossing(name: str) -> str | None:
+    def crossing(name: str, statistic: str) -> str | None:
         reference = profile["prediction"] if name == "prediction" else profile["features"][name]
-        return _crossing(rows, reference, name, threshold(name), buckets)
+        return _crossing(rows, reference, name, statistic, threshold(name, statistic), buckets)
 
     result["alerts"] = _alerts(result, cfg, until, crossing)
     if write:
@@ -303,11 +317,17 @@ def serving_baseline(
         _labels(rows, pl.DataFrame(pl.from_arrow(scanned)), cfg.attribution_s),
     )
     profile["window"] = {"start": start.isoformat(), "end": since.isoformat(), "rows": rows.height}
-    profile["null_psi"] = _null_psi(rows, profile, [*names, "surface", "prediction"], start, since, window, cfg)
+    profile["null"] = _null(rows, profile, [*names, "surface", "prediction"], start, since, window, cfg)
     return profile
 
 
-def _null_psi(
+def breached(stats: dict[str, Any]) -> list[str]:
+    """The statistics of one feature's verdict that reached their thresholds: ``psi`` and, for a
+    numeric feature, ``wasserstein``."""
+    return [name for name, limit in _LIMITS.items() if limit in stats and stats[name] >= stats[limit]]
+
+
+def _null(
     rows: pl.DataFrame,
     profile: dict[str, Any],
     names: list[str],
@@ -315,11 +335,13 @@ def _null_psi(
     end: datetime,
     window: timedelta,
     cfg: MonitorConfig,
-) -> dict[str, float]:
-    """Per feature, how far a window as long as the judged one strays from the rest of the
-    baseline ``[start, end)`` by itself: the PSI of a block of the baseline against the remaining
-    rows (both over the baseline's bins). A feature that moves that much on an ordinary day needs
-    a larger shift than ``cfg.psi`` before it alerts: ``cfg.null_factor`` times this.
+) -> dict[str, dict[str, float]]:
+    """Per statistic (``psi``, ``wasserstein``) and feature, how far a window as long as the judged
+    one strays from the rest of the baseline ``[start, end)`` by itself: the PSI of a block of the
+    baseline against the remaining rows (both over the baseline's bins), and the normed Wasserstein
+    distance of the block's values from the remaining rows' (numeric features). A feature that
+    moves that much on an ordinary day needs a larger shift than the statistic's floor (``cfg.psi``,
+    ``cfg.wasserstein``) before it alerts: ``cfg.null_factor`` times this.
 
     Which blocks: the largest over every block of the day, except that a day of baseline also shows
     how far the window's own hours stray by themselves, and that is the null where it is smaller:
@@ -333,30 +355,47 @@ def _null_psi(
     earlier = [end - timedelta(hours=24), end - timedelta(hours=24 - cfg.bucket_hours)]
     same_hours = [(lo, lo + length) for lo in earlier if lo >= start and lo + length <= end]
 
-    def judged(spans: list[tuple[datetime, datetime]]) -> list[pl.DataFrame]:
-        """The spans' rows, those with at least ``cfg.min_rows`` (each filtered once, not per feature)."""
-        parts = [rows.filter((pl.col("time") >= lo) & (pl.col("time") < hi)) for lo, hi in spans]
-        return [part for part in parts if part.height >= cfg.min_rows]
+    def judged(spans: list[tuple[datetime, datetime]]) -> list[tuple[pl.DataFrame, pl.DataFrame]]:
+        """Each span's rows and the baseline's other rows, for the spans with at least
+        ``cfg.min_rows`` (each filtered once, not per feature)."""
+        out = []
+        for lo, hi in spans:
+            inside = (pl.col("time") >= lo) & (pl.col("time") < hi)
+            part = rows.filter(inside)
+            if part.height >= cfg.min_rows:
+                out.append((part, rows.filter(~inside)))
+        return out
 
     day, local, recent = judged(blocks), judged(same_hours), judged([(end - length, end)])
-    out: dict[str, float] = {}
+    out: dict[str, dict[str, float]] = {"psi": {}, "wasserstein": {}}
     for name in names:
         reference = profile["prediction"] if name == "prediction" else profile["features"][name]
+        statistics = ["psi", "wasserstein"] if reference["kind"] == "numeric" else ["psi"]
+        for statistic in statistics:
+            worst = max(_strays(statistic, reference, name, day, rows), default=0.0)
+            if local:
+                worst = min(worst, max(_strays(statistic, reference, name, [*local, *recent], rows)))
+            out[statistic][name] = round(worst, 6)
+    return out
+
+
+def _strays(
+    statistic: str,
+    reference: dict[str, Any],
+    name: str,
+    parts: list[tuple[pl.DataFrame, pl.DataFrame]],
+    rows: pl.DataFrame,
+) -> list[float]:
+    """Each part's ``statistic`` of ``name`` against the rest of the baseline ``rows``: the PSI
+    over the reference's bins, or the normed Wasserstein distance of the values."""
+    if statistic == "psi":
         whole = _histogram(reference, _column(rows, name))
-        worst = max(_strays(whole, reference, name, day), default=0.0)
-        if local:
-            worst = min(worst, max(_strays(whole, reference, name, [*local, *recent])))
-        out[name] = round(worst, 6)
-    return out
-
-
-def _strays(whole: np.ndarray, reference: dict[str, Any], name: str, parts: list[pl.DataFrame]) -> list[float]:
-    """The PSI of each part's ``name`` against the rest of ``whole`` (the histogram of all rows)."""
-    out = []
-    for part in parts:
-        block = _histogram(reference, _column(part, name))
-        out.append(psi(whole - block, block))
-    return out
+        blocks = [_histogram(reference, _column(part, name)) for part, _ in parts]
+        return [psi(whole - block, block) for block in blocks]
+    return [
+        normed_wasserstein(np.asarray(_column(rest, name), np.float64), np.asarray(_column(part, name), np.float64))
+        for part, rest in parts
+    ]
 
 
 def _histogram(reference: dict[str, Any], values: np.ndarray | list[str | None]) -> np.ndarray:
@@ -387,8 +426,9 @@ def _timeline(
         point: dict[str, Any] = {"start": start.isoformat(), "end": end.isoformat(), "rows": part.height}
         for name in names:
             s = _divergences(profile["features"][name], _column(part, name))
-            point[name] = {"psi": s["psi"], "js": s["js"]}
-        point["prediction"] = {"psi": _divergences(profile["prediction"], _column(part, "prediction"))["psi"]}
+            point[name] = {k: s[k] for k in ("psi", "js", "wasserstein") if k in s}
+        s = _divergences(profile["prediction"], _column(part, "prediction"))
+        point["prediction"] = {"psi": s["psi"], "wasserstein": s["wasserstein"]}
         labels = _labels(part, events, cfg.attribution_s)
         point["ece"] = round(expected_calibration_error(labels, np.clip(part["prediction"].to_numpy(), 0, 1)), 6)
         drift.append(point)
@@ -396,28 +436,35 @@ def _timeline(
 
 
 def _crossing(
-    rows: pl.DataFrame, reference: dict[str, Any], name: str, threshold: float, buckets: list[tuple[datetime, datetime]]
+    rows: pl.DataFrame,
+    reference: dict[str, Any],
+    name: str,
+    statistic: str,
+    threshold: float,
+    buckets: list[tuple[datetime, datetime]],
 ) -> str | None:
-    """The end of the first bucket at which the statistic over the window so far (from its start)
+    """The end of the first bucket at which ``statistic`` over the window so far (from its start)
     reached ``threshold``: when an alert on the window would first have fired."""
     for _, end in buckets:
         so_far = rows.filter(pl.col("time") < end)
-        if so_far.height and _divergences(reference, _column(so_far, name))["psi"] >= threshold:
+        if so_far.height and _divergences(reference, _column(so_far, name))[statistic] >= threshold:
             return end.isoformat()
     return None
 
 
 def _alerts(
-    result: dict[str, Any], cfg: MonitorConfig, until: datetime, crossing: Callable[[str], str | None]
+    result: dict[str, Any], cfg: MonitorConfig, until: datetime, crossing: Callable[[str, str], str | None]
 ) -> list[dict[str, Any]]:
-    """One alert per breached threshold; a drift alert's ``time`` is ``crossing(name)``: when the
-    window so far first breached it (the window's end otherwise)."""
+    """One alert per breached threshold; a drift alert's ``time`` is ``crossing(name, statistic)``:
+    when the window so far first breached it (the window's end otherwise)."""
     end = until.isoformat()
     alerts = []
     for name, s in [*result["features"].items(), ("prediction", result["prediction"])]:
         if s["drifted"]:
             kind = "prediction_drift" if name == "prediction" else "feature_drift"
-            alerts.append(_alert(kind, name, "psi", s["psi"], s["threshold"], crossing(name) or end))
+            for statistic in breached(s):
+                when = crossing(name, statistic) or end
+                alerts.append(_alert(kind, name, statistic, s[statistic], s[_LIMITS[statistic]], when))
     cal = result["calibration"]
     rise = cal["ece"] - (cal["reference_ece"] or 0.0)
     needed = max(cfg.ece, cal["ece_by_chance"])

@@ -40,18 +40,28 @@ def _drift_plot(result: dict[str, Any], cfg: MonitorConfig) -> str | None:
     peak = {n: max(p[n]["psi"] for p in timeline) for n in names}
     shown = sorted(names, key=lambda n: -peak[n])[:SHOWN]
     when = _when(timeline)
-    fig, (psi_ax, js_ax, ece_ax) = plt.subplots(3, 1, figsize=(9, 9), sharex=True)
+    fig, (psi_ax, w_ax, js_ax, ece_ax) = plt.subplots(4, 1, figsize=(9, 12), sharex=True)
     for name in [*shown, "prediction"]:
         style = {"color": "k", "lw": 2} if name == "prediction" else {}
         (line,) = psi_ax.plot(when, [p[name]["psi"] for p in timeline], label=name, **style)
         stats = result["prediction"] if name == "prediction" else result["features"][name]
         if stats["threshold"] > cfg.psi:  # a feature whose own windows stray further alerts later
             psi_ax.axhline(stats["threshold"], color=line.get_color(), ls=":", lw=1)
+        if "wasserstein" in stats:
+            style = {"lw": 2} if name == "prediction" else {}
+            w_ax.plot(when, [p[name]["wasserstein"] for p in timeline], color=line.get_color(), label=name, **style)
+            if stats["wasserstein_threshold"] > cfg.wasserstein:
+                w_ax.axhline(stats["wasserstein_threshold"], color=line.get_color(), ls=":", lw=1)
         if name != "prediction":
             js_ax.plot(when, [p[name]["js"] for p in timeline], label=name)
     psi_ax.axhline(cfg.psi, color="r", ls="--", lw=1, label=f"alert at PSI {cfg.psi} (dotted: a feature's own)")
     psi_ax.set_title(f"PSI per {cfg.bucket_hours:g} h bucket vs the {result['reference_kind']} reference")
     psi_ax.legend(fontsize=7, ncol=2)
+    w_ax.axhline(
+        cfg.wasserstein, color="r", ls="--", lw=1, label=f"alert at {cfg.wasserstein} (dotted: a feature's own)"
+    )
+    w_ax.set_title("normed Wasserstein distance per bucket (numeric features; units of the reference's sd)")
+    w_ax.legend(fontsize=7, ncol=2)
     js_ax.set_title("Jensen-Shannon distance (base 2) per bucket")
     ece_ax.plot(when, [p["ece"] for p in timeline], color="k", label="ECE")
     # The alert is on the window's rise over the reference: past monitor.ece and past what

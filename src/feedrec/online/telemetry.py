@@ -40,7 +40,7 @@ def prepare_multiprocess_dir(path: Path) -> None:
 
 class MonitorGauges:
     """The latest ``feedrec monitor`` result (``monitoring/latest.json``) as gauges, read when
-    ``/metrics`` is scraped: per-feature PSI and JS, prediction PSI, ECE, skew mismatch, online
+    ``/metrics`` is scraped: per-feature PSI, JS and normed Wasserstein distance, prediction PSI, ECE, skew mismatch, online
     CTR, and the alerts of that run by kind. Nothing when the monitor has not run."""
 
     def __init__(self, workspace: Path) -> None:
@@ -58,12 +58,20 @@ class MonitorGauges:
         js = GaugeMetricFamily(
             "feedrec_drift_js", "Jensen-Shannon distance vs the reference", labels=[*labels, "feature"]
         )
-        for name, s in result.get("features", {}).items():
+        wasserstein = GaugeMetricFamily(
+            "feedrec_drift_wasserstein",
+            "Normed Wasserstein distance vs the reference (numeric features)",
+            labels=[*labels, "feature"],
+        )
+        for name, s in [*result.get("features", {}).items(), ("prediction", result["prediction"])]:
             psi.add_metric([*ref, name], float(s["psi"]))
-            js.add_metric([*ref, name], float(s["js"]))
-        psi.add_metric([*ref, "prediction"], float(result["prediction"]["psi"]))
+            if "wasserstein" in s:
+                wasserstein.add_metric([*ref, name], float(s["wasserstein"]))
+            if name != "prediction":
+                js.add_metric([*ref, name], float(s["js"]))
         yield psi
         yield js
+        yield wasserstein
         cal = GaugeMetricFamily("feedrec_calibration_ece", "ECE of logged predictions vs clicks", labels=labels)
         cal.add_metric(ref, float(result["calibration"]["ece"]))
         yield cal

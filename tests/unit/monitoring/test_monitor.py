@@ -14,6 +14,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import pytest
+from scipy import stats
 
 from feedrec.config import MonitorConfig, SimulatorConfig
 from feedrec.data.interactions import Interactions
@@ -126,6 +127,11 @@ def test_drift_statistics_equal_their_direct_computation(space):
     want = psi(np.asarray(ref["counts"]), numeric_histogram(values, np.asarray(ref["cuts"])))
     assert result["features"][BROKEN]["psi"] == pytest.approx(want, abs=1e-6)
     assert result["features"][BROKEN]["drifted"] and result["features"][BROKEN]["psi"] > 1
+    # The normed Wasserstein distance: scipy's, over the reference sample's standard deviation.
+    sample = np.asarray(ref["sample"])
+    wanted = stats.wasserstein_distance(sample, values[np.isfinite(values)]) / sample.std()
+    assert result["features"][BROKEN]["wasserstein"] == pytest.approx(wanted, abs=1e-6)
+    assert "wasserstein" not in result["features"]["surface"]
     # Context features are reported but never alerted on; surface is categorical (chi-square).
     assert not result["features"]["hour"]["drifted"]
     assert result["features"]["surface"]["test"] == "chi_square"
@@ -182,8 +188,16 @@ def test_alerts_go_to_the_file_latest_json_and_the_gauges(space):
 
 
 def test_thresholds_come_from_config(space):
-    quiet = run_monitor(Workspace(space["ws"]), _cfg(psi=100.0, skew_mismatch=1.0, ece=1.0), write=False)
+    quiet = run_monitor(
+        Workspace(space["ws"]), _cfg(psi=100.0, wasserstein=100.0, skew_mismatch=1.0, ece=1.0), write=False
+    )
     assert quiet["alerts"] == [] and not any(s["drifted"] for s in quiet["features"].values())
+    # Either statistic alone raises a feature's alert, named by the statistic that breached.
+    for psi_floor, w_floor, statistic in ((100.0, 0.1, "wasserstein"), (0.25, 100.0, "psi")):
+        loud = run_monitor(Workspace(space["ws"]), _cfg(psi=psi_floor, wasserstein=w_floor), write=False)
+        drift = [a for a in loud["alerts"] if a["kind"] == "feature_drift"]
+        assert drift and {a["statistic"] for a in drift} == {statistic}
+        assert BROKEN in {a["feature"] for a in drift}
 
 
 def test_the_serving_baseline_waits_for_its_hours_then_becomes_the_reference(space):
@@ -201,6 +215,8 @@ def test_the_serving_baseline_waits_for_its_hours_then_becomes_the_reference(spa
     assert judged["baseline"]["end"] == judged["window"]["start"]
     assert all(s["threshold"] >= short.psi for s in judged["features"].values())
     assert any(s["threshold"] > short.psi for s in judged["features"].values())
+    numeric = [s for s in judged["features"].values() if "wasserstein" in s]
+    assert numeric and all(s["wasserstein_threshold"] >= short.wasserstein for s in numeric)
     # Against its own serving, the tripled feature is no longer a shift.
     assert judged["features"][BROKEN]["psi"] < judged["features"][BROKEN]["training"]["psi"]
 

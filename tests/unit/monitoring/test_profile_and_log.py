@@ -83,7 +83,7 @@ def test_null_psi_is_the_largest_block_against_the_rest_of_the_baseline():
 
     from feedrec.config import MonitorConfig
     from feedrec.metrics.drift import numeric_histogram, psi
-    from feedrec.monitoring.monitor import _null_psi
+    from feedrec.monitoring.monitor import _null
 
     rng = np.random.default_rng(3)
     start = datetime(2024, 1, 1, tzinfo=UTC)
@@ -98,13 +98,19 @@ def test_null_psi_is_the_largest_block_against_the_rest_of_the_baseline():
     )
     profile = build_profile({"item_x": x}, {}, np.zeros(1), np.zeros(1))
     cfg = MonitorConfig(min_rows=100, bucket_hours=1)
-    null = _null_psi(rows, profile, ["item_x"], start, start + timedelta(hours=4), timedelta(hours=1), cfg)
+    null = _null(rows, profile, ["item_x"], start, start + timedelta(hours=4), timedelta(hours=1), cfg)["psi"]
     cuts = np.asarray(profile["features"]["item_x"]["cuts"])
     whole = numeric_histogram(x, cuts)
     by_hand = max(
         psi(whole - numeric_histogram(x[hours == h], cuts), numeric_histogram(x[hours == h], cuts)) for h in range(4)
     )
     assert null["item_x"] == pytest.approx(by_hand, abs=1e-6) and null["item_x"] > 0.5
+    # The Wasserstein null: the normed distance of an hour's values from the other hours'.
+    from feedrec.metrics.drift import normed_wasserstein
+
+    every = _null(rows, profile, ["item_x"], start, start + timedelta(hours=4), timedelta(hours=1), cfg)
+    by_hand_w = max(normed_wasserstein(x[hours != h], x[hours == h]) for h in range(4))
+    assert every["wasserstein"]["item_x"] == pytest.approx(by_hand_w, abs=1e-6) and by_hand_w > 0.5
 
 
 def test_with_a_day_of_baseline_the_null_is_the_windows_own_hours_not_the_days_most_unusual():
@@ -117,7 +123,7 @@ def test_with_a_day_of_baseline_the_null_is_the_windows_own_hours_not_the_days_m
 
     from feedrec.config import MonitorConfig
     from feedrec.metrics.drift import numeric_histogram, psi
-    from feedrec.monitoring.monitor import _null_psi
+    from feedrec.monitoring.monitor import _null
 
     rng = np.random.default_rng(5)
     start = datetime(2024, 1, 1, 12, tzinfo=UTC)  # the baseline: noon to noon; the window starts at noon
@@ -136,7 +142,7 @@ def test_with_a_day_of_baseline_the_null_is_the_windows_own_hours_not_the_days_m
     profile = build_profile({"item_night": night, "item_trend": trend}, {}, np.zeros(1), np.zeros(1))
     cfg = MonitorConfig(min_rows=100, bucket_hours=1)
     end, window = start + timedelta(hours=24), timedelta(hours=2)
-    null = _null_psi(rows, profile, ["item_night", "item_trend"], start, end, window, cfg)
+    null = _null(rows, profile, ["item_night", "item_trend"], start, end, window, cfg)["psi"]
 
     def strays(x: np.ndarray, name: str, first_hour: int) -> float:
         cuts = np.asarray(profile["features"][name]["cuts"])
