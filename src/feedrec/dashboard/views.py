@@ -244,17 +244,24 @@ def monitoring(service: FeedService, *, shown: int = 8) -> dict[str, Any]:
     drift_charts = []
     for name in ranked[:shown]:
         threshold = features[name].get("threshold")
+        series = [
+            charts.series("PSI", [p.get(name, {}).get("psi") for p in timeline], 0),
+            charts.series("JS distance", [p.get(name, {}).get("js") for p in timeline], 2),
+            charts.series("PSI threshold", [threshold] * len(timeline), 1, dashed=True, points=False),
+        ]
+        if "wasserstein" in features[name]:  # numeric features
+            limit = features[name].get("wasserstein_threshold")
+            series += [
+                charts.series("normed Wasserstein", [p.get(name, {}).get("wasserstein") for p in timeline], 3),
+                charts.series("Wasserstein threshold", [limit] * len(timeline), 4, dashed=True, points=False),
+            ]
         drift_charts.append(
             {
                 "feature": name,
                 "stats": features[name],
                 "chart": charts.line(
                     labels,
-                    [
-                        charts.series("PSI", [p.get(name, {}).get("psi") for p in timeline], 0),
-                        charts.series("JS distance", [p.get(name, {}).get("js") for p in timeline], 2),
-                        charts.series("PSI threshold", [threshold] * len(timeline), 1, dashed=True, points=False),
-                    ],
+                    series,
                     y="divergence from the reference",
                     zero=True,
                 ),
