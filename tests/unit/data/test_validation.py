@@ -135,3 +135,17 @@ def test_api_records_share_the_file_rules():
     assert (
         reasons[1].startswith("timestamp_out_of_range") and reasons[3] == "missing_field: a dwell event needs a value"
     )
+
+
+def test_a_request_sized_batch_validates_as_a_files_does(monkeypatch):
+    """API batches run on a long-lived connection without DuckDB's optimizer (planning cost more
+    than running for a few rows); the rows out and every reason must be the file path's."""
+    from feedrec.data import validation
+
+    rows = [GOOD | {"event_id": f"e{n % 7}", "item_id": f"i{n}", "position": str(n % 4)} for n in range(20)]
+    rows += [GOOD | {"timestamp": "yesterday"}, GOOD | {"type": "dwell", "value": "-1"}, {"user_id": "u"}, GOOD]
+    small = validate_events(_raw(rows), IngestConfig(), now=NOW)
+    monkeypatch.setattr(validation, "_SMALL_BATCH", 0)  # every batch takes a fresh, optimizing connection
+    large = validate_events(_raw(rows), IngestConfig(), now=NOW)
+    assert small.events.equals(large.events) and small.quarantined.equals(large.quarantined)
+    assert small.events.num_rows == 8 and small.quarantined.num_rows == len(rows) - 8
