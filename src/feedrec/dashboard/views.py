@@ -251,10 +251,13 @@ def monitoring(service: FeedService, *, shown: int = 8) -> dict[str, Any]:
         ]
         if "wasserstein" in features[name]:  # numeric features
             limit = features[name].get("wasserstein_threshold")
-            series += [
-                charts.series("normed Wasserstein", [p.get(name, {}).get("wasserstein") for p in timeline], 3),
-                charts.series("Wasserstein threshold", [limit] * len(timeline), 4, dashed=True, points=False),
-            ]
+            series.append(
+                charts.series("normed Wasserstein", [p.get(name, {}).get("wasserstein") for p in timeline], 3)
+            )
+            if limit is not None:  # it alerts only when monitor.wasserstein is set
+                series.append(
+                    charts.series("Wasserstein threshold", [limit] * len(timeline), 4, dashed=True, points=False)
+                )
         drift_charts.append(
             {
                 "feature": name,

@@ -228,7 +228,7 @@ def run_monitor(
     def threshold(name: str, statistic: str = "psi") -> float:
         """The statistic's floor (cfg.psi, cfg.wasserstein), or more for a feature whose windows
         stray that far from their day by themselves."""
-        floor = cfg.psi if statistic == "psi" else cfg.wasserstein
+        floor = cfg.psi if statistic == "psi" else (cfg.wasserstein or 0.0)
         return round(max(floor, cfg.null_factor * null.get(statistic, {}).get(name, 0.0)), 6)
 
     features = {}
@@ -236,7 +236,7 @@ def run_monitor(
         of = profile["prediction"] if name == "prediction" else profile["features"][name]
         stats = _stats(of, _column(rows, name))
         stats["threshold"] = threshold(name)
-        if "wasserstein" in stats:
+        if "wasserstein" in stats and cfg.wasserstein is not None:
             stats["wasserstein_threshold"] = threshold(name, "wasserstein")
         stats["drifted"] = bool(judged and name not in cfg.ignore and breached(stats))
         if profile is not training and name != "prediction":
@@ -336,7 +336,7 @@ def _null(
     window: timedelta,
     cfg: MonitorConfig,
 ) -> dict[str, dict[str, float]]:
-    """Per statistic (``psi``, ``wasserstein``) and feature, how far a window as long as the judged
+    """Per statistic (``psi``, and ``wasserstein`` when it alerts) and feature, how far a window as long as the judged
     one strays from the rest of the baseline ``[start, end)`` by itself: the PSI of a block of the
     baseline against the remaining rows (both over the baseline's bins), and the normed Wasserstein
     distance of the block's values from the remaining rows' (numeric features). A feature that
@@ -370,7 +370,7 @@ def _null(
     out: dict[str, dict[str, float]] = {"psi": {}, "wasserstein": {}}
     for name in names:
         reference = profile["prediction"] if name == "prediction" else profile["features"][name]
-        statistics = ["psi", "wasserstein"] if reference["kind"] == "numeric" else ["psi"]
+        statistics = ["psi", "wasserstein"] if reference["kind"] == "numeric" and cfg.wasserstein else ["psi"]
         for statistic in statistics:
             worst = max(_strays(statistic, reference, name, day, rows), default=0.0)
             if local:

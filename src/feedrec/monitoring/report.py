@@ -50,16 +50,17 @@ def _drift_plot(result: dict[str, Any], cfg: MonitorConfig) -> str | None:
         if "wasserstein" in stats:
             style = {"lw": 2} if name == "prediction" else {}
             w_ax.plot(when, [p[name]["wasserstein"] for p in timeline], color=line.get_color(), label=name, **style)
-            if stats["wasserstein_threshold"] > cfg.wasserstein:
+            if cfg.wasserstein is not None and stats["wasserstein_threshold"] > cfg.wasserstein:
                 w_ax.axhline(stats["wasserstein_threshold"], color=line.get_color(), ls=":", lw=1)
         if name != "prediction":
             js_ax.plot(when, [p[name]["js"] for p in timeline], label=name)
     psi_ax.axhline(cfg.psi, color="r", ls="--", lw=1, label=f"alert at PSI {cfg.psi} (dotted: a feature's own)")
     psi_ax.set_title(f"PSI per {cfg.bucket_hours:g} h bucket vs the {result['reference_kind']} reference")
     psi_ax.legend(fontsize=7, ncol=2)
-    w_ax.axhline(
-        cfg.wasserstein, color="r", ls="--", lw=1, label=f"alert at {cfg.wasserstein} (dotted: a feature's own)"
-    )
+    if cfg.wasserstein is not None:  # it alerts only when set (monitor.wasserstein)
+        w_ax.axhline(
+            cfg.wasserstein, color="r", ls="--", lw=1, label=f"alert at {cfg.wasserstein} (dotted: a feature's own)"
+        )
     w_ax.set_title("normed Wasserstein distance per bucket (numeric features; units of the reference's sd)")
     w_ax.legend(fontsize=7, ncol=2)
     js_ax.set_title("Jensen-Shannon distance (base 2) per bucket")

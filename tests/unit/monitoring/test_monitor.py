@@ -192,7 +192,11 @@ def test_thresholds_come_from_config(space):
         Workspace(space["ws"]), _cfg(psi=100.0, wasserstein=100.0, skew_mismatch=1.0, ece=1.0), write=False
     )
     assert quiet["alerts"] == [] and not any(s["drifted"] for s in quiet["features"].values())
-    # Either statistic alone raises a feature's alert, named by the statistic that breached.
+    # Wasserstein alerts only when monitor.wasserstein is set (it is reported either way); then
+    # either statistic alone raises a feature's alert, named by the statistic that breached.
+    plain = run_monitor(Workspace(space["ws"]), _cfg(psi=100.0), write=False)
+    assert "wasserstein_threshold" not in plain["features"][BROKEN] and plain["features"][BROKEN]["wasserstein"] > 0
+    assert not [a for a in plain["alerts"] if a["kind"] == "feature_drift"]
     for psi_floor, w_floor, statistic in ((100.0, 0.1, "wasserstein"), (0.25, 100.0, "psi")):
         loud = run_monitor(Workspace(space["ws"]), _cfg(psi=psi_floor, wasserstein=w_floor), write=False)
         drift = [a for a in loud["alerts"] if a["kind"] == "feature_drift"]
@@ -206,7 +210,9 @@ def test_the_serving_baseline_waits_for_its_hours_then_becomes_the_reference(spa
     pending = run_monitor(ws, long, write=False)
     assert pending["reference_kind"] == "training" and pending["baseline"] is None
     assert not any(s["drifted"] for s in pending["features"].values())  # no drift alerts before the baseline
-    short = MonitorConfig(reference="serving", baseline_hours=6, window_hours=12, skew_requests=10, min_rows=50)
+    short = MonitorConfig(
+        reference="serving", baseline_hours=6, window_hours=12, skew_requests=10, min_rows=50, wasserstein=0.1
+    )
     judged = run_monitor(ws, short, write=False)
     assert judged["reference_kind"] == "serving" and judged["baseline"]["rows"] > 0
     assert "training" in judged["features"][BROKEN]  # the training comparison is still reported

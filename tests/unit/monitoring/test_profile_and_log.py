@@ -108,6 +108,7 @@ def test_null_psi_is_the_largest_block_against_the_rest_of_the_baseline():
     # The Wasserstein null: the normed distance of an hour's values from the other hours'.
     from feedrec.metrics.drift import normed_wasserstein
 
+    cfg = MonitorConfig(min_rows=100, bucket_hours=1, wasserstein=0.1)
     every = _null(rows, profile, ["item_x"], start, start + timedelta(hours=4), timedelta(hours=1), cfg)
     by_hand_w = max(normed_wasserstein(x[hours != h], x[hours == h]) for h in range(4))
     assert every["wasserstein"]["item_x"] == pytest.approx(by_hand_w, abs=1e-6) and by_hand_w > 0.5
