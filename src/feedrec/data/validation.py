@@ -134,7 +134,8 @@ _local = threading.local()
 #: calling thread, with the query prepared once and the optimizer off: opening a connection costs
 #: ~10 ms, and DuckDB plans a prepared statement again at each EXECUTE (the scan's table changes),
 #: where optimizing this query's ~30 expressions took longer than running it on a few rows (ten
-#: events: 28 -> 17 ms a batch with the optimizer off, the same rows out; 10,000: 81 -> 94 ms).
+#: events, idle: 21-25 -> 17-18 ms a batch with the optimizer off, the same rows out; under load
+#: 28 -> 17; 10,000 events: 81 -> 94 ms).
 _SMALL_BATCH = 10_000
 
 
