@@ -3,8 +3,8 @@
 load the reference (the production bundle's profile) -> the window's logged rows (the feature
 log) and events -> per-feature drift (PSI, KL, JS on the reference's bins; the normed
 Wasserstein distance and KS for numeric features, chi-square for categorical ones; see
-``feedrec.metrics.drift``; a feature drifted when its PSI or its normed Wasserstein distance
-passes its threshold) -> prediction drift ->
+``feedrec.metrics.drift``; a feature drifted when its PSI passes its threshold, or its normed
+Wasserstein distance does with ``monitor.wasserstein`` set) -> prediction drift ->
 calibration (ECE and the reliability curve of logged predictions against the clicks that
 followed, attributed by request id within ``attribution_s``; a rise alerts past ``monitor.ece``
 and past what calibrated predictions reach by chance at the window's size) -> online CTR and
@@ -336,12 +336,13 @@ def _null(
     window: timedelta,
     cfg: MonitorConfig,
 ) -> dict[str, dict[str, float]]:
-    """Per statistic (``psi``, and ``wasserstein`` when it alerts) and feature, how far a window as long as the judged
-    one strays from the rest of the baseline ``[start, end)`` by itself: the PSI of a block of the
-    baseline against the remaining rows (both over the baseline's bins), and the normed Wasserstein
-    distance of the block's values from the remaining rows' (numeric features). A feature that
-    moves that much on an ordinary day needs a larger shift than the statistic's floor (``cfg.psi``,
-    ``cfg.wasserstein``) before it alerts: ``cfg.null_factor`` times this.
+    """Per statistic (``psi``, and ``wasserstein`` when it alerts) and feature, how far a window as
+    long as the judged one strays from the rest of the baseline ``[start, end)`` by itself: the
+    PSI of a block of the baseline against the remaining rows (both over the baseline's bins), and
+    the normed Wasserstein distance of the block's values from the remaining rows' (numeric
+    features). A feature that moves that much on an ordinary day needs a larger shift than the
+    statistic's floor (``cfg.psi``, ``cfg.wasserstein``) before it alerts: ``cfg.null_factor``
+    times this.
 
     Which blocks: the largest over every block of the day, except that a day of baseline also shows
     how far the window's own hours stray by themselves, and that is the null where it is smaller:
