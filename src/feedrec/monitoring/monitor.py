@@ -356,47 +356,43 @@ def _null(
     earlier = [end - timedelta(hours=24), end - timedelta(hours=24 - cfg.bucket_hours)]
     same_hours = [(lo, lo + length) for lo in earlier if lo >= start and lo + length <= end]
 
-    def judged(spans: list[tuple[datetime, datetime]]) -> list[tuple[pl.DataFrame, pl.DataFrame]]:
-        """Each span's rows and the baseline's other rows, for the spans with at least
-        ``cfg.min_rows`` (each filtered once, not per feature)."""
-        out = []
-        for lo, hi in spans:
-            inside = (pl.col("time") >= lo) & (pl.col("time") < hi)
-            part = rows.filter(inside)
-            if part.height >= cfg.min_rows:
-                out.append((part, rows.filter(~inside)))
-        return out
+    def judged(spans: list[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
+        """The spans with at least ``cfg.min_rows`` rows."""
+        return [span for span in spans if parts[span].height >= cfg.min_rows]
 
+    def inside(span: tuple[datetime, datetime]) -> pl.Expr:
+        return (pl.col("time") >= span[0]) & (pl.col("time") < span[1])
+
+    # Each span's rows (and, for Wasserstein, the baseline's other rows) filtered once, not per feature.
+    parts = {span: rows.filter(inside(span)) for span in {*blocks, *same_hours, (end - length, end)}}
     day, local, recent = judged(blocks), judged(same_hours), judged([(end - length, end)])
+    spans = {*day, *local, *recent}
+    rest = {span: rows.filter(~inside(span)) for span in spans} if cfg.wasserstein is not None else {}
     out: dict[str, dict[str, float]] = {"psi": {}, "wasserstein": {}}
     for name in names:
         reference = profile["prediction"] if name == "prediction" else profile["features"][name]
-        statistics = ["psi", "wasserstein"] if reference["kind"] == "numeric" and cfg.wasserstein else ["psi"]
-        for statistic in statistics:
-            worst = max(_strays(statistic, reference, name, day, rows), default=0.0)
+        whole = _histogram(reference, _column(rows, name))
+        strays = {"psi": {span: _psi_stray(whole, reference, name, parts[span]) for span in spans}}
+        if rest and reference["kind"] == "numeric":
+            strays["wasserstein"] = {
+                span: normed_wasserstein(_values(rest[span], name), _values(parts[span], name)) for span in spans
+            }
+        for statistic, of in strays.items():
+            worst = max((of[span] for span in day), default=0.0)
             if local:
-                worst = min(worst, max(_strays(statistic, reference, name, [*local, *recent], rows)))
+                worst = min(worst, max(of[span] for span in [*local, *recent]))
             out[statistic][name] = round(worst, 6)
     return out
 
 
-def _strays(
-    statistic: str,
-    reference: dict[str, Any],
-    name: str,
-    parts: list[tuple[pl.DataFrame, pl.DataFrame]],
-    rows: pl.DataFrame,
-) -> list[float]:
-    """Each part's ``statistic`` of ``name`` against the rest of the baseline ``rows``: the PSI
-    over the reference's bins, or the normed Wasserstein distance of the values."""
-    if statistic == "psi":
-        whole = _histogram(reference, _column(rows, name))
-        blocks = [_histogram(reference, _column(part, name)) for part, _ in parts]
-        return [psi(whole - block, block) for block in blocks]
-    return [
-        normed_wasserstein(np.asarray(_column(rest, name), np.float64), np.asarray(_column(part, name), np.float64))
-        for part, rest in parts
-    ]
+def _psi_stray(whole: np.ndarray, reference: dict[str, Any], name: str, part: pl.DataFrame) -> float:
+    """The PSI of ``part``'s ``name`` against the rest of ``whole`` (the histogram of all rows)."""
+    block = _histogram(reference, _column(part, name))
+    return psi(whole - block, block)
+
+
+def _values(rows: pl.DataFrame, name: str) -> np.ndarray:
+    return np.asarray(_column(rows, name), np.float64)
 
 
 def _histogram(reference: dict[str, Any], values: np.ndarray | list[str | None]) -> np.ndarray:

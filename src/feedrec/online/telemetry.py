@@ -40,8 +40,9 @@ def prepare_multiprocess_dir(path: Path) -> None:
 
 class MonitorGauges:
     """The latest ``feedrec monitor`` result (``monitoring/latest.json``) as gauges, read when
-    ``/metrics`` is scraped: per-feature PSI, JS and normed Wasserstein distance, prediction PSI, ECE, skew mismatch, online
-    CTR, and the alerts of that run by kind. Nothing when the monitor has not run."""
+    ``/metrics`` is scraped: per-feature PSI, JS and normed Wasserstein distance, prediction PSI,
+    ECE, skew mismatch, online CTR, and the alerts of that run by kind. Nothing when the monitor
+    has not run."""
 
     def __init__(self, workspace: Path) -> None:
         self.workspace = workspace
