@@ -123,7 +123,7 @@ def test_a_full_cycle_retrains_shadows_canaries_and_promotes(live):
         "canary_started",
         "canary_passed",
         "promote",
-    ]
+    ], [e for e in registry.history() if e["version"] == "v0002"]  # each step's reasons, when it fails
     shadow = next(e for e in registry.history() if e["action"] == "shadow_passed")
     assert shadow["requests"] >= 5 and 0 <= shadow["overlap"] <= 1 and shadow["fallback_rate"] == 0
     # Production (v0001) was fitted on the whole log, so its ranker saw rows that are the
