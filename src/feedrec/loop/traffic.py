@@ -223,15 +223,23 @@ class _Run:
 async def _drive(
     run: _Run, sessions: list[Session], progress: Progress | None, stop: Callable[[], bool] | None = None
 ) -> int:
-    """Run the sessions at their offsets (until ``stop()`` says so); returns how many started."""
+    """Run the sessions at their offsets (until ``stop()`` says so); returns how many started.
+
+    Sessions wait for one of ``concurrency`` slots in order; once ``stop()`` is true, those still
+    waiting (a backlog when the server is slower than the schedule) never start, so a stop takes
+    at most the sessions in flight, and the sessions that ran are the first ``started``."""
     cfg = run.cfg
     limits = httpx.Limits(max_connections=cfg.concurrency, max_keepalive_connections=cfg.concurrency)
     gate = asyncio.Semaphore(cfg.concurrency)
     done = 0
+    began = 0
 
-    async def one(client: httpx.AsyncClient, s: Session) -> None:
-        nonlocal done
+    async def one(client: httpx.AsyncClient, index: int, s: Session) -> None:
+        nonlocal done, began
         async with gate:
+            if stop is not None and stop():
+                return
+            began = max(began, index + 1)
             await run.session(client, s)
         done += 1
         if progress:
@@ -240,15 +248,15 @@ async def _drive(
     async with httpx.AsyncClient(base_url=cfg.url, limits=limits, timeout=30.0) as client:
         start = time.perf_counter()
         tasks = []
-        for s in sessions:
+        for index, s in enumerate(sessions):
             delay = s.offset - (time.perf_counter() - start)
             if delay > 0:
                 await asyncio.sleep(delay)
             if stop is not None and stop():
                 break
-            tasks.append(asyncio.create_task(one(client, s)))
+            tasks.append(asyncio.create_task(one(client, index, s)))
         await asyncio.gather(*tasks)
-    return len(tasks)
+    return began
 
 
 def run_traffic(
