@@ -103,3 +103,53 @@ def test_a_rejection_ends_the_cycle_without_promotion(tmp_path):
     registry.record("v0002", "reject", "not now")
     assert loop.step() == "idle" and registry.production().version == "v0001"
     assert [e["action"] for e in registry.history()][-1] == "rejected"
+
+
+def _shadowing(tmp_path, latencies_ms: list[float], fallbacks: int, **limits: float):
+    """A loop whose shadow stage (v0002 beside production v0001) has logged one exposure per
+    latency, the first ``fallbacks`` of them fallen back; then one look at the shadow."""
+    from feedrec.continuous.policy import ShadowPolicy
+    from feedrec.experiments.exposures import ExposureLog
+
+    ws = build_workspace(tmp_path)
+    cfg = load_config()
+    cfg.workspace = ws
+    loop = ContinuousLoop(cfg, LoopPolicy(shadow=ShadowPolicy(hours=0.0001, min_requests=3, **limits)))
+    loop.state = LoopState(candidate="v0002", production="v0001")
+    loop._start("shadow", [{"name": "production", "version": "v0001", "shadow": ["v0002"]}], traffic=1.0)
+    loop.state.since = "2000-01-01T00:00:00+00:00"  # the stage's hours are over
+    log = ExposureLog(loop.experiments.exposures_dir)
+    for n, ms in enumerate(latencies_ms):
+        log.write({"request_id": f"r{n}", "user_id": f"u{n}", "experiment": "shadow-v0002", "arm": "production",
+                   "version": "v0001", "items": ["a", "b"], "positions": [1, 2], "teams": None,
+                   "time": "2024-01-01T00:00:00+00:00", "served_at": "2024-01-01T00:00:00+00:00", "latency_ms": 1.0,
+                   "shadow": {"v0002": ["a", "c"]}, "shadow_ms": {"v0002": ms},
+                   **({"shadow_fallback": {"v0002": "rank: late"}} if n < fallbacks else {})})  # fmt: skip
+    log.close()
+    stage = loop.step()
+    registry = LocalRegistry(ws / "registry")
+    return stage, [e for e in registry.history() if e["version"] == "v0002"], loop
+
+
+def test_a_shadow_within_its_limits_goes_on_to_the_canary(tmp_path):
+    stage, history, loop = _shadowing(tmp_path, [5.0, 6.0, 7.0, 8.0], fallbacks=0)
+    assert stage == "canary" and [e["action"] for e in history][-2:] == ["shadow_passed", "canary_started"]
+    assert loop.experiments.get("shadow-v0002").status == "stopped"
+
+
+@pytest.mark.parametrize(
+    ("latencies", "fallbacks", "limits", "why"),
+    [
+        ([5.0, 6.0, 7.0, 250.0], 0, {"max_latency_p99_ms": 100.0}, "latency p99"),
+        ([5.0, 6.0, 7.0, 8.0], 1, {"max_fallback_rate": 0.1}, "fallback rate 0.250 > 0.1"),
+        ([5.0, 6.0, 7.0, 8.0], 0, {"min_overlap": 0.9}, "overlap@k with production 0.500 < 0.9"),
+    ],
+)
+def test_a_shadow_over_a_limit_is_rejected_with_the_reason(tmp_path, latencies, fallbacks, limits, why):
+    stage, history, loop = _shadowing(tmp_path, latencies, fallbacks, **limits)
+    assert stage == "idle" and loop.state.cycles == 1
+    actions = [e["action"] for e in history]
+    assert actions[-2:] == ["shadow_failed", "rejected"] and "canary_started" not in actions
+    assert why in history[-2]["reason"] and history[-1]["reason"].startswith("shadow: ")
+    assert loop.experiments.get("shadow-v0002").status == "stopped"
+    assert LocalRegistry(tmp_path / "registry").production().version == "v0001"
