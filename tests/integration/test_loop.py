@@ -108,6 +108,10 @@ def test_the_features_the_server_ranked_with_equal_the_point_in_time_ones(live):
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6, equal_nan=True, err_msg=name)
         checked += 1
     assert checked == len(FEATURE_NAMES) - 1 and logged.height > 50
+    # How fresh the store was: an event time it had folded, never one from after the traffic.
+    events = _store_events(live["ws"])
+    assert logged["as_of"].null_count() == 0
+    assert events["timestamp"].min() <= logged["as_of"].min() and logged["as_of"].max() <= events["timestamp"].max()
     # The logged prediction is the ranker's P(click) at the slot the item was served in.
     assert logged["prediction"].is_between(0, 1).all()
 

@@ -8,9 +8,10 @@ candidate in the top slot) and writes the rows to rolling Parquet files,
 The folder is bounded: when its files pass ``max_bytes``, the oldest go. With the exposure log
 and the events, the rows give ``feedrec monitor`` its drift, calibration and skew evidence.
 
-A row: ``request_id``, ``time`` (the request's moment, the world's clock), ``user_id``,
-``model_version``, ``surface``, ``item_id``, ``slot``, ``prediction`` and one column per ranker
-input (NaN where the ranker had none).
+A row: ``request_id``, ``time`` (the request's moment, the world's clock), ``as_of`` (the latest
+event time the online store had folded in when the feed was logged: how fresh its features were;
+null where the store could not say), ``user_id``, ``model_version``, ``surface``, ``item_id``,
+``slot``, ``prediction`` and one column per ranker input (NaN where the ranker had none).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class _Sampled:
     names: list[str]
     matrix: np.ndarray  # (served items, features): the ranker's input, position set to the slot
     predict: Callable[[np.ndarray], np.ndarray]
+    as_of: float | None = None  # the online store's latest folded event time (epoch seconds)
 
 
 class FeatureLog:
@@ -84,14 +86,16 @@ class FeatureLog:
         names: list[str],
         matrix: np.ndarray,
         predict: Callable[[np.ndarray], np.ndarray],
+        as_of: float | None = None,
     ) -> None:
-        """Queue one feed's served rows (``matrix``: one row per item of ``items``, served at ``slots``)."""
+        """Queue one feed's served rows (``matrix``: one row per item of ``items``, served at ``slots``;
+        ``as_of``: the online store's latest folded event time when they were read)."""
         if not items:
             return
         x = np.array(matrix, np.float32)
         if POSITION in names:
             x[:, names.index(POSITION)] = slots
-        sampled = _Sampled(request_id, time, user_id, version, surface, items, list(slots), names, x, predict)
+        sampled = _Sampled(request_id, time, user_id, version, surface, items, list(slots), names, x, predict, as_of)
         with self._lock:
             self._pending.append(sampled)
             self._rows += len(items)
@@ -158,9 +162,8 @@ def _frame(pending: list[_Sampled]) -> pl.DataFrame:
 
         columns: dict[str, object] = {
             "request_id": each([s.request_id for s in group]),
-            "time": pl.Series(each([s.time for s in group]).astype(np.float64) * 1e6)
-            .cast(pl.Int64)
-            .cast(pl.Datetime("us", "UTC")),
+            "time": _datetimes(each([s.time for s in group])),
+            "as_of": _datetimes(each([s.as_of for s in group])),
             "user_id": each([s.user_id for s in group]),
             "model_version": each([s.version for s in group]),
             "surface": pl.Series(each([s.surface for s in group]).tolist(), dtype=pl.Utf8),
@@ -173,6 +176,12 @@ def _frame(pending: list[_Sampled]) -> pl.DataFrame:
             pl.DataFrame(columns).with_columns(pl.col("request_id", "user_id", "model_version").cast(pl.Utf8))
         )
     return pl.concat(frames, how="diagonal_relaxed")
+
+
+def _datetimes(seconds: np.ndarray) -> pl.Series:
+    """Epoch seconds (None: null) as UTC microsecond datetimes (truncated to the microsecond)."""
+    micros = [None if v is None else int(float(v) * 1e6) for v in seconds.tolist()]
+    return pl.Series(micros, dtype=pl.Int64).cast(pl.Datetime("us", "UTC"))
 
 
 def read_feature_log(folder: Path, since: datetime | None = None, until: datetime | None = None) -> pl.DataFrame:

@@ -57,7 +57,7 @@ _USER = {c.name for c in COUNTERS if c.entity == "user"}
 REQUEST_LEVEL = _USER | {r.name for r in RATIOS if r.numerator in _USER} | {"hour", "weekday", "surface"}
 #: Each drift statistic that can raise an alert, and the key of its threshold in a feature's verdict.
 _LIMITS = {"psi": "threshold", "wasserstein": "wasserstein_threshold"}
-NOT_FEATURES = {"request_id", "time", "user_id", "model_version", "surface", "item_id", "slot", "prediction"}
+NOT_FEATURES = {"request_id", "time", "as_of", "user_id", "model_version", "surface", "item_id", "slot", "prediction"}
 
 
 class MonitorError(ValueError):

@@ -623,7 +623,16 @@ class FeedService:
             names=list(record["names"]),
             matrix=record["matrix"][[row_of[i] for i in served]],
             predict=record["predict"],
+            as_of=self._features_as_of(),
         )
+
+    def _features_as_of(self) -> float | None:
+        """The online store's latest folded event time, for the feature log (None when it cannot
+        tell: a shared store that is away)."""
+        try:
+            return self.features.event_time()
+        except Exception:
+            return None
 
     # -- events ----------------------------------------------------------------------------------
     def submit_events(self, events: list[Event], *, timeout_s: float = 5.0) -> Future[Outcome | Rejected]:

@@ -158,3 +158,19 @@ def test_with_a_day_of_baseline_the_null_is_the_windows_own_hours_not_the_days_m
         null["item_trend"] == pytest.approx(max(strays(trend, "item_trend", h) for h in (0, 1, 22)), abs=1e-6)
         and null["item_trend"] > 0.5
     )  # the latest block and the first one stray most: the trend
+
+
+def test_each_row_carries_how_fresh_its_features_were(tmp_path):
+    from datetime import UTC, datetime
+
+    log = FeatureLog(tmp_path, flush_interval_s=3600)
+    _add(log, 0)  # a store that could not say
+    log.add(request_id="r1", time=1_700_000_100.25, user_id="u1", version="v0001", surface="home", items=["i1"],
+            slots=[0], names=["a"], matrix=np.ones((1, 1), np.float32), predict=lambda x: x[:, 0],
+            as_of=1_700_000_040.5)  # fmt: skip
+    log.close()
+    rows = read_feature_log(tmp_path)
+    fresh = rows.filter(rows["request_id"] == "r1")
+    assert fresh["as_of"].to_list() == [datetime.fromtimestamp(1_700_000_040.5, UTC)]
+    assert fresh["time"].to_list() == [datetime.fromtimestamp(1_700_000_100.25, UTC)]
+    assert rows.filter(rows["request_id"] == "r0")["as_of"].null_count() == 10
