@@ -418,7 +418,11 @@ class MonitorConfig(StrictModel):
     # events in flight when the request was served). A counter that stopped updating differs on most.
     skew_mismatch: float = Field(0.1, gt=0, le=1)
     skew_requests: int = Field(200, ge=1)  # logged requests the skew check recomputes offline
-    skew_grace_s: float = Field(600.0, ge=0)  # events this close before a request may have been in flight
+    skew_grace_s: float = Field(600.0, ge=0)  # events this close before the store's as_of may have been in flight
+    # Freshness alert: the sampled requests' median lag (their moment minus the latest event the
+    # store had folded, in the events' time) passed this: a fold that stopped or runs far behind.
+    # None: reported, never alerted. A feed whose events pause that long raises it too.
+    max_lag_s: float | None = Field(3600.0, gt=0)
     attribution_s: float = Field(1800.0, gt=0)  # a click within this long of its feed labels the row
     watch_interval_s: float = Field(60.0, gt=0)  # `--watch`: wall seconds between runs
     # Features left out of drift alerts (still reported): the context a request sets (hour, weekday,

@@ -181,3 +181,8 @@ def test_the_monitor_verdict_is_on_the_servers_metrics(live):
     line = next(x for x in metrics.splitlines() if x.startswith("feedrec_drift_psi{") and 'feature="item_ctr_7d"' in x)
     assert float(line.rsplit(" ", 1)[1]) == pytest.approx(verdict["features"]["item_ctr_7d"]["psi"])
     assert "feedrec_calibration_ece{" in metrics and "feedrec_monitor_alerts{" in metrics
+    # How far the server's store was behind its requests, from the as_of its feature log records.
+    lag = verdict["skew"]["lag_s"]
+    assert lag["requests"] > 0 and 0 <= lag["p50"] <= lag["p99"] <= lag["max"]
+    gauge = next(x for x in metrics.splitlines() if x.startswith("feedrec_feature_lag_seconds{"))
+    assert float(gauge.rsplit(" ", 1)[1]) == pytest.approx(lag["p50"])

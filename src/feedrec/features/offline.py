@@ -65,9 +65,45 @@ class _StreamIndex:
         return out
 
 
-def build_features(queries: pl.DataFrame, events: pl.DataFrame, items: pl.DataFrame | None = None) -> pl.DataFrame:
+#: A window that reaches before any event: ``count(keys, t, EVERYTHING)`` counts every event before t.
+EVERYTHING = 2**60
+
+
+def build_features(
+    queries: pl.DataFrame,
+    events: pl.DataFrame,
+    items: pl.DataFrame | None = None,
+    *,
+    known_before: pl.Series | None = None,
+) -> pl.DataFrame:
     """Feature rows for ``queries`` (user_id, item_id, timestamp, surface, position), computed from
-    ``events`` with timestamps strictly before each query's own."""
+    ``events`` with timestamps strictly before each query's own.
+
+    ``known_before`` (a datetime per query): only the events before it count as well, each
+    window still ending at the query's own moment: the features of a store that had folded in the
+    events up to then (what the skew check bounds a lagging server's values with). Queries at
+    the same moment take the earliest of theirs."""
     item_table = item_lookup(items)
     count: CountFn = _StreamIndex(events, item_table).count
+    if known_before is not None:
+        count = _known_before(count, queries["timestamp"], known_before)
     return assemble(queries, item_table, count)
+
+
+def _known_before(count: CountFn, moments: pl.Series, cutoffs: pl.Series) -> CountFn:
+    """``count`` over the events before each query's cutoff: the events of ``[t - w, min(t, c))``,
+    as the difference of two counts of everything before (the builder's own counting)."""
+    pairs = pl.DataFrame({"t": moments.dt.epoch("us"), "c": cutoffs.dt.epoch("us")})
+    earliest = pairs.group_by("t").agg(pl.col("c").min()).sort("t")
+    at, cut = earliest["t"].to_numpy().astype(np.int64), earliest["c"].to_numpy().astype(np.int64)
+
+    def known(keys: np.ndarray, ts: np.ndarray, window_us: int) -> np.ndarray:
+        ts = np.asarray(ts, np.int64)
+        where = np.clip(np.searchsorted(at, ts), 0, max(at.size - 1, 0))
+        if at.size == 0 or not (at[where] == ts).all():
+            raise ValueError("known_before: a count at a moment that is no query's")
+        start = ts - window_us
+        end = np.maximum(np.minimum(ts, cut[where]), start)
+        return count(keys, end, EVERYTHING) - count(keys, start, EVERYTHING)
+
+    return known

@@ -470,6 +470,9 @@ def _alerts(
     for name, s in result["skew"]["features"].items():
         if s["flagged"]:
             alerts.append(_alert("skew", name, "mismatch_rate", s["mismatch_rate"], cfg.skew_mismatch, end))
+    lag = result["skew"]["lag_s"]["p50"]
+    if cfg.max_lag_s is not None and lag is not None and lag > cfg.max_lag_s:
+        alerts.append(_alert("freshness", None, "lag_p50_s", lag, cfg.max_lag_s, end))
     return alerts
 
 

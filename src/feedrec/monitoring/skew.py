@@ -8,12 +8,21 @@ recomputed one by more than its tolerance; an online counter that stopped updati
 tail or a bug in either path shows up there.
 
 What is no bug is allowed for: an event whose time precedes a request but that reached the server
-after it (another user's click in flight) is in the recomputation and was not in the served
-value. So a served value passes when it lies between the recomputations at the request's moment
-and ``grace_s`` before it (10 simulated minutes), give or take one event plus ``rtol`` (5 %) for a
-counter and ``rtol`` for anything else. Under the live loop's compressed time (a simulated hour
-per wall second or so: a few milliseconds in flight are many simulated seconds) exact equality
-failed on up to 43 % of the rows of the 7-day creator counters with nothing broken.
+after it (another user's click in flight, or a fold that runs behind under load) is in the
+recomputation and was not in the served value. Each logged row says how far the server's store
+had got (``as_of``: the latest event time it had folded in); the events up to ``grace_s`` before
+that (10 simulated minutes) must all have been in it. So a served value passes when it lies
+between the recomputation from the events before ``min(moment, as_of) - grace_s`` and the one from
+every event before the moment (each window ending at the moment), give or take one event plus
+``rtol`` (5 %) for a counter and ``rtol`` for anything else. A row without ``as_of`` (a log
+written before it was recorded) is bounded at ``moment - grace_s``. Under the live loop's
+compressed time (a simulated hour per wall second or so: a few milliseconds in flight are many
+simulated seconds) exact equality failed on up to 43 % of the rows of the 7-day creator counters
+with nothing broken.
+
+How far behind the store was is reported beside (``lag_s``: the request's moment minus ``as_of``,
+per sampled request): a fold that stopped shows there, not as skew (every value it served is
+what its events give), and raises the monitor's ``freshness`` alert (``monitor.max_lag_s``).
 """
 
 from __future__ import annotations
@@ -62,9 +71,9 @@ def skew(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Compare ``requests`` sampled logged requests' served features with their recomputation:
-    a served value must lie between the recomputations at the request's moment and ``grace_s``
-    before it (events of that last stretch may still have been in flight), give or take the
-    tolerance."""
+    a served value must lie between the recomputations from every event before the request's
+    moment and from those before ``grace_s`` ahead of what the store had folded (events of that
+    last stretch may still have been in flight), give or take the tolerance."""
     ids = rows["request_id"].unique().sort()
     if ids.len() > requests:
         ids = ids.sample(requests, seed=seed)
@@ -77,12 +86,16 @@ def skew(
         "surface",
         pl.col("slot").cast(pl.Int32).alias("position"),
     )
+    as_of = sample["as_of"] if "as_of" in sample.columns else pl.Series("as_of", [None] * sample.height)
+    folded = pl.DataFrame({"time": sample["time"], "as_of": as_of.cast(pl.Datetime("us", "UTC"))})
+    cutoff = folded.select(
+        pl.min_horizontal("time", pl.col("as_of").fill_null(pl.col("time"))) - timedelta(seconds=grace_s)
+    ).to_series()
     item_table = pl.DataFrame(pl.from_arrow(items))
     events = _relevant_events(store, queries, item_table)
     known = item_table if item_table.height else None
     offline = build_features(queries, events, known)
-    earlier = queries.with_columns(pl.col("timestamp") - timedelta(seconds=grace_s))
-    before = build_features(earlier, events, known) if grace_s > 0 else offline
+    before = build_features(queries, events, known, known_before=cutoff)
     out: dict[str, Any] = {}
     for name in names:
         served = sample[name].cast(pl.Float64).fill_null(np.nan).to_numpy()
@@ -109,5 +122,18 @@ def skew(
         "rows": sample.height,
         "threshold": threshold,
         "flagged": sorted(n for n, s in out.items() if s["flagged"]),
+        "lag_s": _lag(folded),
         "features": out,
     }
+
+
+def _lag(folded: pl.DataFrame) -> dict[str, Any]:
+    """How far the store was behind each sampled request's moment (seconds, 0 when ahead), over
+    the requests whose rows say (``as_of``)."""
+    per_request = folded.drop_nulls("as_of").unique()
+    seconds = ((per_request["time"] - per_request["as_of"]).dt.total_microseconds() / 1e6).clip(0).to_numpy()
+    if seconds.size == 0:
+        return {"requests": 0, "p50": None, "p99": None, "max": None}
+    p50, p99 = np.percentile(seconds, [50, 99])
+    return {"requests": int(seconds.size), "p50": round(float(p50), 3), "p99": round(float(p99), 3),
+            "max": round(float(seconds.max()), 3)}  # fmt: skip

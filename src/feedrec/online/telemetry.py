@@ -82,6 +82,13 @@ class MonitorGauges:
         for name, s in result.get("skew", {}).get("features", {}).items():
             skew.add_metric([*ref, name], float(s["mismatch_rate"]))
         yield skew
+        lag = result.get("skew", {}).get("lag_s", {}).get("p50")
+        if lag is not None:
+            fresh = GaugeMetricFamily(
+                "feedrec_feature_lag_seconds", "Median lag of the online store behind the requests", labels=labels
+            )
+            fresh.add_metric(ref, float(lag))
+            yield fresh
         ctr = result.get("online", {}).get("ctr")
         if ctr is not None:
             online = GaugeMetricFamily("feedrec_online_ctr", "Online CTR in the monitored window", labels=labels)
@@ -93,7 +100,7 @@ class MonitorGauges:
         kinds: dict[str, int] = {}
         for alert in result.get("alerts", []):
             kinds[alert["kind"]] = kinds.get(alert["kind"], 0) + 1
-        for kind in ("feature_drift", "prediction_drift", "calibration", "skew"):
+        for kind in ("feature_drift", "prediction_drift", "calibration", "skew", "freshness"):
             alerts.add_metric([*ref, kind], float(kinds.get(kind, 0)))
         yield alerts
 

@@ -186,3 +186,32 @@ def test_a_request_gets_the_same_features_from_the_fast_path_as_from_the_frame(f
     when = queries["timestamp"]
     assert fast["hour"][0] == when.dt.hour()[0] and fast["weekday"][0] == when.dt.weekday()[0]
     assert np.isnan(fast["item_age_days"][-1]) and np.isnan(fast["creator_ctr_7d"][-1])  # an unknown item
+
+
+def test_features_known_before_a_cutoff_equal_the_builder_on_the_events_before_it():
+    """``known_before``: each query's features from only the events before its cutoff (windows
+    still ending at the query's moment) equal the builder run on just those events, query by query."""
+    feed = simulate(SimulatorConfig(n_users=40, n_items=60, days=3, seed=4))
+    events = pl.DataFrame(pl.from_arrow(feed.events))
+    items = pl.DataFrame(pl.from_arrow(feed.items))
+    rng = np.random.default_rng(0)
+    picked = events.filter(pl.col("type") == "impression").sample(30, seed=1).sort("timestamp")
+    queries = picked.select("user_id", "item_id", "timestamp", "surface", "position")
+    lags = rng.choice([0, 60, 1800, 4 * 3600, 3 * 86400], size=queries.height)  # seconds, up to before the log
+    cutoffs = (queries["timestamp"] - pl.Series([timedelta(seconds=int(s)) for s in lags])).alias("cutoff")
+    got = build_features(queries, events, items, known_before=cutoffs)
+    want = pl.concat(
+        [
+            build_features(queries[i : i + 1], events.filter(pl.col("timestamp") < cutoffs[i]), items)
+            for i in range(queries.height)
+        ]
+    )
+    for name in FEATURE_NAMES:
+        if name == "surface":
+            continue
+        np.testing.assert_allclose(
+            got[name].cast(pl.Float64).to_numpy(), want[name].cast(pl.Float64).to_numpy(), equal_nan=True, err_msg=name
+        )
+    counts = [n for n in FEATURE_NAMES if n.endswith("_7d") and "ctr" not in n]
+    cut, full = got.select(counts).to_numpy(), build_features(queries, events, items).select(counts).to_numpy()
+    assert (cut <= full).all() and (cut < full).any() and cut.sum() > 0  # fewer events, not none

@@ -286,3 +286,57 @@ def test_hourly_engagement_counts_each_hour_as_a_naive_loop_does(tmp_path):
         assert got["ctr"] == (clicks / imp if imp else None)
         dwell = sum(r["value"] for r in inside if r["type"] == "dwell")
         assert got["dwell_per_impression"] == (pytest.approx(dwell / imp) if imp else None)
+
+
+def _lagging(space, behind: timedelta, frozen: str | None = None) -> pl.DataFrame:
+    """Feature-log rows of a server whose store had folded the events up to ``behind`` before each
+    request (``as_of``), its ``frozen`` counter stuck at the values of a day earlier than that."""
+    served = space["served"].filter(
+        pl.col("request_id").is_in(space["served"]["request_id"].unique().sort()[:60].implode())
+    )
+    queries = served.select(
+        "user_id", "item_id", pl.col("at").alias("timestamp"), "surface", pl.col("slot").alias("position")
+    )
+    items = pl.DataFrame(pl.from_arrow(LocalEventStore(space["ws"]).items()))
+    lagged = build_features(queries, space["events"], items, known_before=served["at"] - behind)
+    if frozen is not None:
+        stuck = build_features(queries, space["events"], items, known_before=served["at"] - behind - timedelta(days=1))
+        lagged = lagged.with_columns(stuck[frozen])
+    return served.select("request_id", "user_id", "item_id", pl.col("at").alias("time"), "surface", "slot").with_columns(
+        (pl.col("time") - behind).alias("as_of")
+    ).hstack(lagged.select(NAMES))  # fmt: skip
+
+
+def test_skew_bounds_a_lagging_server_by_what_its_store_had_folded(space):
+    from feedrec.monitoring.skew import skew
+
+    store = LocalEventStore(space["ws"])
+    rows = _lagging(space, timedelta(hours=2))
+    judged = skew(rows, store, store.items(), requests=60, grace_s=0)
+    assert judged["flagged"] == [] and max(f["mismatch_rate"] for f in judged["features"].values()) == 0.0
+    assert judged["lag_s"] == {"requests": 60, "p50": 7200.0, "p99": 7200.0, "max": 7200.0}
+    # Without as_of (a log from before it was recorded), two hours behind looks like skew.
+    blind = skew(rows.drop("as_of"), store, store.items(), requests=60, grace_s=0)
+    assert len(blind["flagged"]) > 5 and blind["lag_s"]["requests"] == 0
+    # A counter stuck while the rest of the store moves on is still skew.
+    stuck = skew(_lagging(space, timedelta(minutes=5), frozen="user_impressions_7d"), store, store.items(), requests=60)
+    assert stuck["flagged"] == ["user_impressions_7d"], stuck["flagged"]
+
+
+def _freshness_alerts(space, behind: timedelta, cfg: MonitorConfig) -> list[dict[str, object]]:
+    """The freshness alerts of a window whose only evidence is the skew check of a store ``behind``."""
+    from feedrec.monitoring.monitor import _alerts
+    from feedrec.monitoring.skew import skew
+
+    store = LocalEventStore(space["ws"])
+    calibrated = {"ece": 0.0, "reference_ece": 0.0, "ece_by_chance": 0.0}
+    judged = skew(_lagging(space, behind), store, store.items(), requests=60)
+    result = {"features": {}, "prediction": {"drifted": False}, "calibration": calibrated, "skew": judged}
+    return [a for a in _alerts(result, cfg, datetime.now(UTC), lambda *_: None) if a["kind"] == "freshness"]
+
+
+def test_a_store_far_behind_raises_the_freshness_alert(space):
+    alerts = _freshness_alerts(space, timedelta(hours=2), _cfg())
+    assert [(a["statistic"], a["value"], a["threshold"]) for a in alerts] == [("lag_p50_s", 7200.0, 3600.0)]
+    assert _freshness_alerts(space, timedelta(minutes=30), _cfg()) == []
+    assert _freshness_alerts(space, timedelta(hours=2), _cfg(max_lag_s=None)) == []  # reported, not alerted
