@@ -87,7 +87,9 @@ def skew(
         pl.col("slot").cast(pl.Int32).alias("position"),
     )
     as_of = sample["as_of"] if "as_of" in sample.columns else pl.Series("as_of", [None] * sample.height)
-    folded = pl.DataFrame({"time": sample["time"], "as_of": as_of.cast(pl.Datetime("us", "UTC"))})
+    folded = pl.DataFrame(
+        {"request_id": sample["request_id"], "time": sample["time"], "as_of": as_of.cast(pl.Datetime("us", "UTC"))}
+    )
     cutoff = folded.select(
         pl.min_horizontal("time", pl.col("as_of").fill_null(pl.col("time"))) - timedelta(seconds=grace_s)
     ).to_series()
@@ -130,7 +132,7 @@ def skew(
 def _lag(folded: pl.DataFrame) -> dict[str, Any]:
     """How far the store was behind each sampled request's moment (seconds, 0 when ahead), over
     the requests whose rows say (``as_of``)."""
-    per_request = folded.drop_nulls("as_of").unique()
+    per_request = folded.drop_nulls("as_of").unique("request_id")
     seconds = ((per_request["time"] - per_request["as_of"]).dt.total_microseconds() / 1e6).clip(0).to_numpy()
     if seconds.size == 0:
         return {"requests": 0, "p50": None, "p99": None, "max": None}
