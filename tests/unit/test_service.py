@@ -160,7 +160,9 @@ def test_logged_features_line_up_with_the_feed_even_for_items_the_ranker_did_not
     }
     feed = [FeedItem("b", 0.9, "als", "personalized"), FeedItem("pinned", 0.0, "rule", "personalized")]
     feed.append(FeedItem("a", 0.5, "als", "personalized"))
-    fake = SimpleNamespace(feature_log=FeatureLog(tmp_path, flush_interval_s=3600))
+    fake = SimpleNamespace(
+        feature_log=FeatureLog(tmp_path, flush_interval_s=3600), _features_as_of=lambda: 1_699_999_000.0
+    )
     FeedService._log_features(fake, "r1", "u1", "home", feed, "v0001", 1_700_000_000.0, record)  # type: ignore[arg-type]
     fake.feature_log.close()
     rows = read_feature_log(tmp_path)
@@ -168,6 +170,7 @@ def test_logged_features_line_up_with_the_feed_even_for_items_the_ranker_did_not
     assert rows["item_id"].to_list() == ["b", "a"] and rows["slot"].to_list() == [0, 2]
     assert rows["f"].to_list() == [2.0, 1.0] and rows["position"].to_list() == [0.0, 2.0]
     assert rows["prediction"].to_list() == pytest.approx([0.2, 0.1])
+    assert [t.timestamp() for t in rows["as_of"].to_list()] == [1_699_999_000.0] * 2
 
 
 def test_a_stale_look_of_the_watcher_does_not_undo_a_promotion(tmp_path: Path):
