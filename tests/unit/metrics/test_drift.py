@@ -77,6 +77,10 @@ def test_statistics_are_zero_for_equal_histograms_and_grow_with_the_shift():
     assert np.isfinite(kl_divergence(np.asarray([10, 0]), np.asarray([5, 5])))
 
 
+def cuts_of(values: np.ndarray) -> list[float]:
+    return np.unique(np.quantile(values, np.arange(1, 10) / 10)).tolist()
+
+
 def test_quantile_bins_and_the_missing_bin():
     rng = np.random.default_rng(0)
     values = rng.normal(size=10_000)
@@ -88,6 +92,19 @@ def test_quantile_bins_and_the_missing_bin():
     assert with_missing.tolist() == [1, 1, 2]
     # A counter that is mostly zero gets fewer, wider bins: the distinct quantiles only.
     assert quantile_cuts(np.asarray([0] * 95 + [1, 2, 3, 4, 5])).tolist() == [0.0]
+    # A cluster of near-equal values holding two deciles' share gets no sliver bin of its own: a
+    # move of the cluster far smaller than the values' spread leaves PSI small.
+    spread, cluster = np.linspace(0.10, 0.20, 7_000), 0.2010 + np.linspace(0, 0.0004, 3_000)
+    before, moved = np.append(spread, cluster), np.append(spread, cluster + 0.0011)
+    raw = np.asarray(cuts_of(before))
+    assert np.sum(raw > 0.2005) >= 2  # the plain deciles split the cluster
+    cuts = quantile_cuts(before)
+    low, high = np.quantile(before, [0.1, 0.9])
+    assert np.all(np.diff(cuts) >= 0.05 * (high - low)) and np.sum(cuts > 0.2005) <= 1
+    plain = psi(numeric_histogram(before, raw), numeric_histogram(moved, raw))
+    merged = psi(numeric_histogram(before, cuts), numeric_histogram(moved, cuts))
+    assert plain > 0.25 > merged, (plain, merged)
+    assert quantile_cuts(values, resolution=0.0).tolist() == cuts_of(values)
     # A value equal to a cut goes to the bin above it.
     assert numeric_histogram(np.asarray([0.0, 0.0, 1.0]), np.asarray([0.0])).tolist() == [0, 3, 0]
 
