@@ -5,9 +5,9 @@ Binning and smoothing, stated once: a numeric feature is cut at the reference's 
 mostly zero gets fewer, wider bins, and none within 5 % of the 10-90 % range of the one below, so
 a cluster of near-equal values gets no sliver bin that an immaterial move empties), with one more
 bin for missing values (NaN); a categorical feature has a bin per reference category plus one for
-anything unseen. Before a divergence is
-taken, every bin of both histograms gets ``smoothing`` = 0.5 pseudo-counts (additive, Jeffreys'
-prior), so an empty bin gives a finite PSI and KL rather than infinity.
+anything unseen. Before a divergence is taken, every bin of both histograms gets ``smoothing`` =
+0.5 pseudo-counts (additive, Jeffreys' prior), so an empty bin gives a finite PSI and KL rather
+than infinity.
 
 - PSI (population stability index) = sum (c - r) ln(c / r) over the bins' shares; the
   conventional reading: < 0.1 stable, 0.1-0.25 moderate, > 0.25 a major shift.
