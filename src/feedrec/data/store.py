@@ -19,7 +19,7 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -44,6 +44,12 @@ class AppendResult:
     stored_ids: tuple[str, ...] = ()  # the event_ids written by this append
     part: str | None = None  # the file they were written to (LocalEventStore)
     position: int | None = None  # the store's position once they were stored (``read_since``)
+    # Where the backend has them at hand (LocalEventStore): the store's position just before this
+    # append, and the rows written (EVENT_SCHEMA) in the order ``read_since`` returns them. Between
+    # ``since`` and ``position`` the store holds exactly ``written``, so a writer folds its own
+    # append without reading it back (``read_since(since)`` returns it, and any later appends).
+    since: int | None = None
+    written: pa.Table | None = field(default=None, repr=False, compare=False)
 
 
 class EventStore(ABC):
@@ -278,6 +284,8 @@ class LocalEventStore(SideTables, EventStore):
             stored_ids=tuple(stored_ids),
             part=name,
             position=seq,
+            since=seq - 1,
+            written=new.drop("_seq").to_arrow().cast(EVENT_SCHEMA),
         )
 
     def position(self) -> int:

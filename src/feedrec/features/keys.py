@@ -28,47 +28,59 @@ def item_lookup(items: pl.DataFrame | None) -> pl.DataFrame:
     return items.select("item_id", "creator_id", "topics", "created_at")
 
 
-def stream_parts(events: pl.DataFrame, items: pl.DataFrame) -> Iterator[tuple[str, pl.DataFrame]]:
-    """(prefix, (key, ts) rows) for each kind of key, one at a time: ts in epoch microseconds, and
-    every key of a part starts with ``prefix|``. Each part reads only the columns it needs (at tens
-    of millions of events, a copy of the log joined to every item attribute costs gigabytes)."""
+def stream_plans(events: pl.DataFrame, items: pl.DataFrame) -> list[tuple[str, pl.LazyFrame]]:
+    """(prefix, plan of (key, ts) rows) for each kind of key: ts in epoch microseconds, and every
+    key of a part starts with ``prefix|``. Each plan reads only the columns it needs (at tens of
+    millions of events, a copy of the log joined to every item attribute costs gigabytes)."""
     ts = pl.col("timestamp").dt.epoch("us").alias("ts")
 
     def key(*parts: str | pl.Expr) -> pl.Expr:
         return pl.concat_str([pl.lit(p) if isinstance(p, str) else p for p in parts]).alias("key")
 
-    yield "user", events.select(key("user|", pl.col("user_id"), "|", pl.col("type")), ts)
-    yield "item", events.select(key("item|", pl.col("item_id"), "|", pl.col("type")), ts)
-    yield (
-        "user_item",
-        events.filter(pl.col("type") == "impression").select(
-            key("user_item|", pl.col("user_id"), "|", pl.col("item_id"), "|", pl.col("type")), ts
+    log = events.lazy()
+    creators = items.lazy().select("item_id", "creator_id").filter(pl.col("creator_id").is_not_null())
+    engaged = log.filter(pl.col("type").is_in(ENGAGED_TYPES)).select("user_id", "item_id", ts)
+    return [
+        ("user", log.select(key("user|", pl.col("user_id"), "|", pl.col("type")), ts)),
+        ("item", log.select(key("item|", pl.col("item_id"), "|", pl.col("type")), ts)),
+        (
+            "user_item",
+            log.filter(pl.col("type") == "impression").select(
+                key("user_item|", pl.col("user_id"), "|", pl.col("item_id"), "|", pl.col("type")), ts
+            ),
         ),
-    )
-    creators = items.select("item_id", "creator_id").filter(pl.col("creator_id").is_not_null())
-    yield (
-        "creator",
-        events.select("item_id", "type", ts)
-        .join(creators, on="item_id", how="inner")
-        .select(key("creator|", pl.col("creator_id"), "|", pl.col("type")), "ts"),
-    )
-    engaged = events.filter(pl.col("type").is_in(ENGAGED_TYPES)).select("user_id", "item_id", ts)
-    yield "engaged", engaged.select(key("engaged|", pl.col("user_id")), "ts")
-    yield (
-        "aff_creator",
-        engaged.join(creators, on="item_id", how="inner").select(
-            key("aff_creator|", pl.col("user_id"), "|", pl.col("creator_id")), "ts"
+        (
+            "creator",
+            log.select("item_id", "type", ts)
+            .join(creators, on="item_id", how="inner")
+            .select(key("creator|", pl.col("creator_id"), "|", pl.col("type")), "ts"),
         ),
-    )
-    yield (
-        "aff_topic",
-        engaged.join(items.select("item_id", "topics"), on="item_id", how="inner")
-        .explode("topics")
-        .filter(pl.col("topics").is_not_null())
-        .select(key("aff_topic|", pl.col("user_id"), "|", pl.col("topics")), "ts"),
-    )
+        ("engaged", engaged.select(key("engaged|", pl.col("user_id")), "ts")),
+        (
+            "aff_creator",
+            engaged.join(creators, on="item_id", how="inner").select(
+                key("aff_creator|", pl.col("user_id"), "|", pl.col("creator_id")), "ts"
+            ),
+        ),
+        (
+            "aff_topic",
+            engaged.join(items.lazy().select("item_id", "topics"), on="item_id", how="inner")
+            .explode("topics")
+            .filter(pl.col("topics").is_not_null())
+            .select(key("aff_topic|", pl.col("user_id"), "|", pl.col("topics")), "ts"),
+        ),
+    ]
+
+
+def stream_parts(events: pl.DataFrame, items: pl.DataFrame) -> Iterator[tuple[str, pl.DataFrame]]:
+    """Each of ``stream_plans`` run, one part at a time (what a large log is built with: one part's
+    rows in memory at once)."""
+    for prefix, plan in stream_plans(events, items):
+        yield prefix, plan.collect()
 
 
 def event_streams(events: pl.DataFrame, items: pl.DataFrame) -> pl.DataFrame:
-    """(key, ts) rows, ts in epoch microseconds, for every counted event (all parts together)."""
-    return pl.concat([frame for _, frame in stream_parts(events, items)])
+    """(key, ts) rows, ts in epoch microseconds, for every counted event (all parts together, in
+    the parts' order): one query, as a server folds a POST's few events (run part by part, the
+    parts' two dozen operations each cost more than the rows: ~5.6 -> ~1 ms for one event)."""
+    return pl.concat([plan for _, plan in stream_plans(events, items)]).collect()

@@ -72,6 +72,14 @@ class _Job:
     queued_at: float = field(default_factory=time.monotonic)
 
 
+def _stored_rows(table: pa.Table, result: AppendResult) -> pa.Table:
+    """The rows of ``table`` the append stored, for a store that does not return them: two batches
+    of a group may carry the same new id, and the store kept the first, so must the online
+    features, or the event would count twice."""
+    fresh = table.filter(pc.is_in(table.column("event_id"), pa.array(result.stored_ids, pa.string())))
+    return pl.DataFrame(pl.from_arrow(fresh)).unique("event_id", keep="first", maintain_order=True).to_arrow()
+
+
 def lower_priority(increment: int) -> None:
     """Lower the calling thread's OS scheduling priority (Linux threads are tasks with their own nice)."""
     with contextlib.suppress(AttributeError, OSError):  # not Linux, or not allowed: the normal priority
@@ -179,12 +187,7 @@ class EventWriter:
             result = self.store.append(table)
             appended = time.monotonic()
             if result.stored:
-                fresh = table.filter(pc.is_in(table.column("event_id"), pa.array(result.stored_ids, pa.string())))
-                # Two batches of the group may carry the same new id: the store kept the first, and so
-                # must the online features, or the event would count twice.
-                fresh = (
-                    pl.DataFrame(pl.from_arrow(fresh)).unique("event_id", keep="first", maintain_order=True).to_arrow()
-                )
+                fresh = result.written if result.written is not None else _stored_rows(table, result)
                 try:
                     self.on_stored(fresh, result)
                 except Exception:  # the events are durable; the online features catch up from the store

@@ -32,7 +32,7 @@ import polars as pl
 import pyarrow as pa
 
 from feedrec.config import BackendsConfig, IngestConfig
-from feedrec.data.store import AppendResult
+from feedrec.data.store import AppendResult, EventStore
 from feedrec.experiments.assignment import Assigner, Assignment
 from feedrec.experiments.definition import ExperimentError, ExperimentsState
 from feedrec.experiments.exposures import ExposureLog
@@ -649,7 +649,7 @@ class FeedService:
 
     def _fold_own(self, events: pa.Table, result: AppendResult) -> None:
         if self.features.shared:  # whoever folds next folds these too, exactly once
-            self.features.catch_up(self.store.read_since)
+            self.features.catch_up(partial(_read_since_own, self.store, result))
             return
         with self._write_lock:
             if result.position is not None:  # first: a snapshot written by this fold must skip it
@@ -679,6 +679,15 @@ class FeedService:
         if now - self._last_snapshot >= self.snapshot_every_s:  # the events are durable already; the
             self.features.save(meta=self._snapshot_meta())  # feature snapshot is a cache of them
             self._last_snapshot = now
+
+
+def _read_since_own(store: EventStore, own: AppendResult, position: int) -> tuple[pa.Table, int]:
+    """``store.read_since(position)``, answered from memory when what follows ``position`` starts
+    with the writer's own append ``own`` (the rows just written; a later append is read next time):
+    a POST's fold then skips reading its own part back (~4 ms of a one-event fold)."""
+    if own.written is not None and own.position is not None and position == own.since:
+        return own.written, own.position
+    return store.read_since(position)
 
 
 def run_every(step: Callable[[], object], interval: float, stop: threading.Event, *, remind_s: float = 60.0) -> None:

@@ -81,6 +81,24 @@ def test_read_since_follows_appends_across_compactions(tmp_path: Path):
     assert store.read_since(position2)[0].num_rows == 0
 
 
+def test_an_append_returns_the_rows_read_since_reads_back(tmp_path: Path):
+    """``AppendResult.written`` is what the store holds between ``since`` and ``position``, in
+    read_since's order: a repeated id's first row, no id stored before, by time (what a server
+    folds its own append from, without reading it back)."""
+    store = LocalEventStore(tmp_path)
+    store.append(events(["old"]))
+    batch = events(["n0", "n1", "old", "n1", "n2"], t0=100)
+    batch = batch.set_column(3, "timestamp", batch.column("timestamp").take([4, 3, 2, 1, 0]))  # late first
+    result = store.append(batch)
+    assert result.since == result.position - 1 == 1 and result.stored == 3  # type: ignore[operator]
+    assert result.written is not None and result.written.column("event_id").to_pylist() == ["n2", "n1", "n0"]
+    assert result.written.column("position").to_pylist() == [4, 1, 0]  # n1's first row (position 1), not its repeat
+    table, position = store.read_since(result.since)  # type: ignore[arg-type]
+    assert table.equals(result.written) and position == result.position
+    store.append(events(["later"], t0=500))  # another append follows: read_since returns both
+    assert store.read_since(result.since)[0].num_rows == 4  # type: ignore[arg-type]
+
+
 def test_an_orphan_part_is_reappended_without_duplicates(tmp_path: Path):
     """A part fsync'ed by an append that died before its catalog commit: its events are stored,
     once, even when some were stored again by a retry in the meantime."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 import time
 from datetime import UTC, datetime
@@ -152,8 +153,16 @@ def test_registry_history_is_ordered_and_idempotency_keys_apply_once(tmp_path: P
     assert registry.production().version == "v0001"  # type: ignore[union-attr]
 
 
-def test_an_id_sent_by_two_batches_of_one_group_reaches_the_features_once(tmp_path: Path):
-    store = _SlowStore(tmp_path)
+class _SlowStoreWithoutRows(_SlowStore):
+    """A store that does not return the rows it wrote (``AppendResult.written``), as Spark's."""
+
+    def append(self, events):  # type: ignore[no-untyped-def]
+        return dataclasses.replace(super().append(events), since=None, written=None)
+
+
+@pytest.mark.parametrize("store_class", [_SlowStore, _SlowStoreWithoutRows])
+def test_an_id_sent_by_two_batches_of_one_group_reaches_the_features_once(tmp_path: Path, store_class: type):
+    store = store_class(tmp_path)
     store.gate.clear()
     folded: list[list[str]] = []
     writer = EventWriter(store, lambda table, result: folded.append(table.column("event_id").to_pylist()))

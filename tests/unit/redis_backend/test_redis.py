@@ -97,3 +97,40 @@ def test_a_redis_that_went_away_is_not_asked_again_until_the_breaker_cools_down(
         assert after.keys() == before.keys() and all(np.array_equal(after[k], before[k], equal_nan=True) for k in after)
     finally:
         server.stop()
+
+
+def test_a_post_is_folded_from_memory_and_counts_as_a_fold_read_back_from_the_store(tmp_path: Path, redis_server):
+    """A server folds its own append into Redis without reading it back (``AppendResult.written``);
+    when another process appended first, the store is read (both appends folded). Either way the
+    features equal a fold of the whole store read back into another namespace."""
+    from feedrec.data.store import LocalEventStore
+    from feedrec.schemas import EVENT_SCHEMA, Event
+
+    ws = tmp_path / "ws"
+    LocalEventStore(ws).put_items(ITEMS.with_columns(text=pl.lit(None, pl.Utf8)).to_arrow())
+    backends = BackendsConfig(online_store="redis", redis_url=redis_server.url, redis_namespace="t-own:")
+    service = FeedService(ws, backends=backends)
+    reads: list[int] = []
+    read_since = service.store.read_since
+    service.store.read_since = lambda position, **kw: reads.append(position) or read_since(position, **kw)  # type: ignore[method-assign]
+    stream = sample_stream(60, seed=9).with_columns(event_id=pl.format("e{}", pl.int_range(60)))
+    posts = [[Event(**row) for row in part.to_dicts()] for part in stream.iter_slices(20)]
+    try:
+        assert service.ingest(posts[0]) == (20, 0) and reads == []  # its own append: from memory
+        before = service.store.position()
+        other = pl.DataFrame([e.model_dump() for e in posts[1]]).to_arrow().select(EVENT_SCHEMA.names)
+        LocalEventStore(ws).append(other.cast(EVENT_SCHEMA))  # another process's append, not yet folded
+        assert service.ingest(posts[2]) == (20, 0) and reads == [before]  # read from the store: both folded
+        assert service.features.meta["position"] == service.store.position()
+        reference = RedisOnlineStore(ITEMS, url=redis_server.url, namespace="t-own-ref:")
+        assert reference.catch_up(service.store.read_since) == 60
+        at = int(stream["timestamp"].max().timestamp() * 1e6) + 60_000_000  # type: ignore[union-attr]
+        for user in ("u1", "u2"):
+            got = service.features.request_features(user, np.array(["a", "b", "c"]), at, "home", 0)
+            want = reference.request_features(user, np.array(["a", "b", "c"]), at, "home", 0)
+            np.testing.assert_equal(got, want)  # NaN where both have no value
+            assert got["user_impressions_7d"].max() > 0 and got["creator_clicks_7d"][0] > 0
+            assert service.features.recent_items(user) == reference.recent_items(user)
+        assert service.features.event_time() == reference.event_time()
+    finally:
+        service.close()
