@@ -327,6 +327,12 @@ def breached(stats: dict[str, Any]) -> list[str]:
     return [name for name, limit in _LIMITS.items() if limit in stats and stats[name] >= stats[limit]]
 
 
+#: The null's local blocks (``_null``): the window's time of day a day earlier, this many buckets
+#: either side, and this many blocks just before the window.
+_NULL_SPREAD = 2
+_NULL_RECENT = 2
+
+
 def _null(
     rows: pl.DataFrame,
     profile: dict[str, Any],
@@ -346,15 +352,22 @@ def _null(
 
     Which blocks: the largest over every block of the day, except that a day of baseline also shows
     how far the window's own hours stray by themselves, and that is the null where it is smaller:
-    the blocks at the window's time of day a day earlier (and one bucket later), or the block just
-    before the window (a trend: the 7-day counters filling with the bundle's own choices), whichever
-    strays more. So a counter of the last hour, whose night differs from its afternoon, is judged
-    against how much its afternoons differ from the day, not its nights (measured: the largest
-    block's null hid the item counters' fall after a taste shift; docs/BENCHMARKS.md)."""
+    the blocks at the window's time of day a day earlier (and up to ``_NULL_SPREAD`` buckets either
+    side), or the ``_NULL_RECENT`` blocks just before the window (a trend: the 7-day counters
+    filling with the bundle's own choices), whichever strays most. With three such blocks (the
+    time of day and one bucket later, the block just before) an hour's window of a feature that a
+    few creators dominate strayed past 1.5 times their largest by chance: 4 false alarms in 10
+    fresh runs without a shift (docs/BENCHMARKS.md); seven blocks measure that chance better. So a
+    counter of the last hour, whose night differs from its afternoon, is judged against how much
+    its afternoons differ from the day, not its nights (measured: the largest block's null hid the
+    item counters' fall after a taste shift; docs/BENCHMARKS.md)."""
     length = max(window, timedelta(hours=cfg.bucket_hours))
+    bucket = timedelta(hours=cfg.bucket_hours)
     blocks = _buckets(start, end, length.total_seconds() / 3600)
-    earlier = [end - timedelta(hours=24), end - timedelta(hours=24 - cfg.bucket_hours)]
+    earlier = [end - timedelta(hours=24) + k * bucket for k in range(-_NULL_SPREAD, _NULL_SPREAD + 1)]
     same_hours = [(lo, lo + length) for lo in earlier if lo >= start and lo + length <= end]
+    recent_spans = [(end - length - k * bucket, end - k * bucket) for k in range(_NULL_RECENT)]
+    recent_spans = [span for span in recent_spans if span[0] >= start]
 
     def judged(spans: list[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
         """The spans with at least ``cfg.min_rows`` rows."""
@@ -364,8 +377,8 @@ def _null(
         return (pl.col("time") >= span[0]) & (pl.col("time") < span[1])
 
     # Each span's rows (and, for Wasserstein, the baseline's other rows) filtered once, not per feature.
-    parts = {span: rows.filter(inside(span)) for span in {*blocks, *same_hours, (end - length, end)}}
-    day, local, recent = judged(blocks), judged(same_hours), judged([(end - length, end)])
+    parts = {span: rows.filter(inside(span)) for span in {*blocks, *same_hours, *recent_spans}}
+    day, local, recent = judged(blocks), judged(same_hours), judged(recent_spans)
     spans = {*day, *local, *recent}
     rest = {span: rows.filter(~inside(span)) for span in spans} if cfg.wasserstein is not None else {}
     out: dict[str, dict[str, float]] = {"psi": {}, "wasserstein": {}}
