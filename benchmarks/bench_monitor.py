@@ -62,12 +62,14 @@ def copy(pairs: list[tuple[Path, Path]]) -> None:
         shutil.copytree(src, dst)
 
 
-def monitor(ws: Path, since: datetime, until: datetime) -> dict | None:
-    """`feedrec monitor` over [since, until); None when it has no verdict (too few rows yet)."""
+def monitor(ws: Path, since: datetime, until: datetime, *settings: str) -> dict | None:
+    """`feedrec monitor` over [since, until) (with more ``--set`` ``settings``); None when it has no
+    verdict (too few rows yet)."""
+    sets = [arg for setting in settings for arg in ("--set", setting)]
     try:
         out = sh(
             "monitor", "-w", str(ws), "--since", since.isoformat(), "--until", until.isoformat(), "--json",
-            "--set", f"monitor.wasserstein={WASSERSTEIN}",
+            "--set", f"monitor.wasserstein={WASSERSTEIN}", *sets,
         )  # fmt: skip
     except RuntimeError as exc:
         if "min_rows" in str(exc):
@@ -208,6 +210,15 @@ def main() -> None:
                 "alerts_at_first": named(alerts),
                 "alerts_at_6h": named([a for a in last["alerts"] if a["statistic"] != "wasserstein"]),
                 "first_feature_alert_hour": first_alert(verdicts, without="wasserstein", kind="feature_drift")[0],
+                # Every feature a drift alert named in any window [start, start + h), h = 1..6.
+                "feature_alerts_by_6h": sorted(
+                    {
+                        a["feature"]
+                        for v in verdicts.values()
+                        for a in v["alerts"]
+                        if a["kind"] == "feature_drift" and a["statistic"] != "wasserstein"
+                    }
+                ),
                 "with_wasserstein": {
                     "first_alert_hour": w_first,
                     "alerts_at_first": named(w_alerts),
@@ -231,9 +242,7 @@ def main() -> None:
             t0 + timedelta(hours=args.hours),
         )
         moved = sorted(n for n, v in moved_psi.items() if v >= MOVED)
-        alerted = sorted(
-            {a.split(":", 1)[1].split("(")[0] for a in row["shift"]["alerts_at_6h"] if a.startswith("feature_drift")}
-        )
+        alerted = row["shift"]["feature_alerts_by_6h"]
         row["moved"] = {
             "features": moved,
             "psi": {n: moved_psi[n] for n in moved},
