@@ -395,9 +395,10 @@ class MonitorConfig(StrictModel):
     baseline_hours: float = Field(24.0, gt=0)
     bucket_hours: float = Field(1.0, gt=0)  # the statistics over time are per bucket of this length
     min_rows: int = Field(200, ge=1)  # a bucket (or window) with fewer logged rows is not judged
-    # 0.2: the common "significant shift" rule of thumb. Over two fresh steady states (20 shifted
-    # runs, 20 unshifted) 0.25 raised a feature alert after a taste shift in 3, 0.2 in 8, with no
-    # false alarm either way; 0.15 raised 2 in 10 (docs/BENCHMARKS.md, "Monitoring")
+    # 0.2: the lower of the two common "significant shift" rules of thumb (0.2, 0.25). Over two
+    # fresh steady states (20 shifted runs, 20 unshifted) 0.25 raised a feature alert after a
+    # taste shift in 3, 0.2 in 8, with no false alarm either way; 0.15 raised 2 in 10
+    # (docs/BENCHMARKS.md, "Monitoring")
     psi: float = Field(0.2, gt=0)  # a feature or the prediction drifted when its PSI reaches this ...
     # ... or null_factor times the PSI its windows reach by themselves within the serving baseline
     # (feedrec.monitoring.monitor._null_psi: with a day of baseline, the window's own hours a day

@@ -10,7 +10,8 @@ anything unseen. Before a divergence is taken, every bin of both histograms gets
 than infinity.
 
 - PSI (population stability index) = sum (c - r) ln(c / r) over the bins' shares; the
-  conventional reading: < 0.1 stable, 0.1-0.25 moderate, > 0.25 a major shift.
+  conventional reading: < 0.1 stable, 0.1-0.2 (or 0.25) moderate, above it a major shift
+  (``monitor.psi`` defaults to 0.2).
 - KL = KL(current || reference) = sum c ln(c / r), in nats (``scipy.stats.entropy``).
 - JS = the Jensen-Shannon *distance* (the square root of the divergence), base 2, so it lies in
   [0, 1] (``scipy.spatial.distance.jensenshannon``).
