@@ -160,8 +160,23 @@ def judged_run(
         summary = drive(run / "ws", run / "world", cfg, save=False, env=env)
         shutil.rmtree(run / "world")
         (run / "summary.json").write_text(json.dumps(summary))
+    return kept(run)
+
+
+def kept(run: Path) -> tuple[dict, datetime]:
+    """A kept run's traffic summary and its simulated start."""
     summary = json.loads((run / "summary.json").read_text())
     return summary, datetime.fromisoformat(summary["sim_start"].replace("Z", "+00:00"))
+
+
+def hourly(ws: Path, t0: datetime, hours: int, *settings: str) -> dict[int, dict]:
+    """`monitor` over [t0, t0 + h) for h = 1..``hours``: the verdicts by h (those it gave)."""
+    verdicts = {}
+    for h in range(1, hours + 1):
+        verdict = monitor(ws, t0, t0 + timedelta(hours=h), *settings)
+        if verdict is not None:
+            verdicts[h] = verdict
+    return verdicts
 
 
 def main() -> None:
@@ -196,11 +211,7 @@ def main() -> None:
             key = "shift" if shift else "no_shift"
             run = args.out / "runs" / f"{seed}-{key}"
             summary, t0 = judged_run(start, run, run_cfg, LOG_ALL, rejudge=args.rejudge)
-            verdicts = {}
-            for h in range(1, args.hours + 1):
-                verdict = monitor(run / "ws", t0, t0 + timedelta(hours=h))
-                if verdict is not None:
-                    verdicts[h] = verdict
+            verdicts = hourly(run / "ws", t0, args.hours)
             last = verdicts[max(verdicts)]
             # The default rule (the alerts less the Wasserstein ones), and with Wasserstein alerts on.
             first, alerts = first_alert(verdicts, without="wasserstein")
