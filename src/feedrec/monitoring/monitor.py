@@ -361,8 +361,8 @@ def _null(
     counter of the last hour, whose night differs from its afternoon, is judged against how much
     its afternoons differ from the day, not its nights (measured: the largest block's null hid the
     item counters' fall after a taste shift; docs/BENCHMARKS.md)."""
-    length = max(window, timedelta(hours=cfg.bucket_hours))
     bucket = timedelta(hours=cfg.bucket_hours)
+    length = max(window, bucket)
     blocks = _buckets(start, end, length.total_seconds() / 3600)
     earlier = [end - timedelta(hours=24) + k * bucket for k in range(-_NULL_SPREAD, _NULL_SPREAD + 1)]
     same_hours = [(lo, lo + length) for lo in earlier if lo >= start and lo + length <= end]
