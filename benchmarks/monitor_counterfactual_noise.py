@@ -1,11 +1,11 @@
 """The noise floor of bench_monitor.py's counterfactual: how far two unshifted runs of one seed,
 from the same kept start state, differ (the PSI "the features that moved" is judged by, at least
-``MOVED``). docs/BENCHMARKS.md, "Monitoring".
+``MOVED``, by PSI or by mean shift). docs/BENCHMARKS.md, "Monitoring".
 
     python benchmarks/monitor_counterfactual_noise.py --out /tmp/feedrec-bench-monitor-fresh4 --seeds 1 2 3
 
 Runs each seed's unshifted 6 hours once more (into ``runs/SEED-no_shift-again``) and prints the
-largest per-feature PSI against the kept run. About a minute a seed.
+largest per-feature PSI and mean shift against the kept run. About a minute a seed.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from bench_loop import natural_speed
-from bench_monitor import LOG_ALL, MOVED, counterfactual_psi, judged_run
+from bench_monitor import LOG_ALL, counterfactual, judged_run, moved
 from feedrec.loop.traffic import TrafficConfig
 
 
@@ -34,9 +34,9 @@ def main() -> None:
         again = args.out / "runs" / f"{seed}-no_shift-again"
         _, t0 = judged_run(start, again, cfg, LOG_ALL, rejudge=False)
         kept = args.out / "runs" / f"{seed}-no_shift" / "ws"
-        psi = counterfactual_psi(kept, again / "ws", t0, t0 + timedelta(hours=args.hours))
-        largest = sorted(psi.items(), key=lambda x: -x[1])[:3]
-        print(json.dumps({"seed": seed, "largest_psi": largest, "moved": [n for n, v in psi.items() if v >= MOVED]}))
+        shifts = counterfactual(kept, again / "ws", t0, t0 + timedelta(hours=args.hours))
+        largest = {f"largest_{k}": sorted(of.items(), key=lambda x: -x[1])[:3] for k, of in shifts.items()}
+        print(json.dumps({"seed": seed, **largest, "moved": moved(shifts)}))
 
 
 if __name__ == "__main__":

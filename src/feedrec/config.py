@@ -410,6 +410,14 @@ class MonitorConfig(StrictModel):
     # default of 0.1, two windows of an unshifted world raised alerts (an hour's user features are
     # ~90 requests, and a served item's 1-day CTR moved 0.12 sd over a day; docs/BENCHMARKS.md).
     wasserstein: float | None = Field(None, gt=0)
+    # ... or, when set, its mean shift (numeric features: the standardized mean difference between
+    # the window and the span of equal length just before it; feedrec.metrics.drift.mean_shift)
+    # reaches this, or null_factor times the largest the baseline's own adjacent spans reach. An
+    # abrupt move of a counter's mean, which its deciles (mostly zeros) and the day-long reference
+    # (its afternoon is not its night) hide. 0.15: between the conventional "negligible" 0.1 and
+    # Cohen's "small" 0.2; chosen on one steady state's 20 runs (0.1 raised 2 false alarms in 10)
+    # and checked on another (docs/BENCHMARKS.md, "Monitoring"). None: reported, never alerted.
+    mean_shift: float | None = Field(0.15, gt=0)
     # Calibration alert: the ECE of logged predictions (against the clicks that followed) exceeds the
     # reference's by this much (served items are the ranker's top picks, so some over-prediction is
     # normal in serving; the serving baseline measures how much).

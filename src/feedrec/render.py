@@ -289,13 +289,14 @@ def monitor_tables(result: dict[str, Any]) -> list[Table]:
     drift = Table(
         title=f"drift vs {result['reference']} · {window['start']} → {window['end']} · {result['rows']:,} rows"
     )
-    for col in ("feature", "psi", "kl", "js", "wasserstein", "test", "p", "drifted"):
+    for col in ("feature", "psi", "kl", "js", "wasserstein", "mean shift", "test", "p", "drifted"):
         drift.add_column(col, justify="left" if col in ("feature", "test") else "right")
     rows = sorted(result["features"].items(), key=lambda kv: (not kv[1]["drifted"], -kv[1]["psi"]))
     for name, s in [*rows, ("prediction", result["prediction"])]:
         mark = "[red]yes[/]" if s["drifted"] else "no"
         w = _num(s["wasserstein"]) if "wasserstein" in s else ""
-        drift.add_row(name, _num(s["psi"]), _num(s["kl"]), _num(s["js"]), w, s["test"], _num(s["p_value"], 3), mark)
+        m = _num(s["mean_shift"]) if "mean_shift" in s else ""
+        drift.add_row(name, _num(s["psi"]), _num(s["kl"]), _num(s["js"]), w, m, s["test"], _num(s["p_value"], 3), mark)
     health = Table(title="calibration · skew · online")
     health.add_column("check")
     health.add_column("value", justify="right")

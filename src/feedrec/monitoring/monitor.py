@@ -3,8 +3,9 @@
 load the reference (the production bundle's profile) -> the window's logged rows (the feature
 log) and events -> per-feature drift (PSI, KL, JS on the reference's bins; the normed
 Wasserstein distance and KS for numeric features, chi-square for categorical ones; see
-``feedrec.metrics.drift``; a feature drifted when its PSI passes its threshold, or its normed
-Wasserstein distance does with ``monitor.wasserstein`` set) -> prediction drift ->
+``feedrec.metrics.drift``; the mean shift of numeric features, against the span of equal length
+just before the window; a feature drifted when its PSI passes its threshold, or its mean shift
+does, or its normed Wasserstein distance does with ``monitor.wasserstein`` set) -> prediction drift ->
 calibration (ECE and the reliability curve of logged predictions against the clicks that
 followed, attributed by request id within ``attribution_s``; a rise alerts past ``monitor.ece``
 and past what calibrated predictions reach by chance at the window's size) -> online CTR and
@@ -40,6 +41,7 @@ from feedrec.metrics.drift import (
     js_distance,
     kl_divergence,
     ks_test,
+    mean_shift,
     normed_wasserstein,
     numeric_histogram,
     psi,
@@ -56,7 +58,7 @@ ENGAGEMENT = ("impression", "click", "like", "share", "hide")
 _USER = {c.name for c in COUNTERS if c.entity == "user"}
 REQUEST_LEVEL = _USER | {r.name for r in RATIOS if r.numerator in _USER} | {"hour", "weekday", "surface"}
 #: Each drift statistic that can raise an alert, and the key of its threshold in a feature's verdict.
-_LIMITS = {"psi": "threshold", "wasserstein": "wasserstein_threshold"}
+_LIMITS = {"psi": "threshold", "wasserstein": "wasserstein_threshold", "mean_shift": "mean_shift_threshold"}
 NOT_FEATURES = {"request_id", "time", "as_of", "user_id", "model_version", "surface", "item_id", "slot", "prediction"}
 
 
@@ -218,6 +220,8 @@ def run_monitor(
     scanned = space.events.scan(columns=columns, start=since, end=until + timedelta(seconds=cfg.attribution_s))
     events = pl.DataFrame(pl.from_arrow(scanned))
     in_window = events.filter((pl.col("timestamp") >= since) & (pl.col("timestamp") < until))
+    # The span of the window's length just before it: what the mean shift is taken against.
+    before = _between(logged, since - (until - since), since)
 
     names = [n for n in training["features"] if n == "surface" or n in rows.columns]
     baseline = serving_baseline(space, logged, cfg, since, until - since) if cfg.reference == "serving" else None
@@ -226,10 +230,10 @@ def run_monitor(
     null: dict[str, dict[str, float]] = baseline["null"] if baseline is not None else {}
 
     def threshold(name: str, statistic: str = "psi") -> float:
-        """The statistic's floor (cfg.psi, cfg.wasserstein), or more for a feature whose windows
-        stray that far from their day by themselves."""
-        floor = cfg.psi if statistic == "psi" else (cfg.wasserstein or 0.0)
-        return round(max(floor, cfg.null_factor * null.get(statistic, {}).get(name, 0.0)), 6)
+        """The statistic's floor (cfg.psi, cfg.wasserstein, cfg.mean_shift), or more for a feature
+        whose windows stray that far by themselves within the baseline."""
+        floor = {"psi": cfg.psi, "wasserstein": cfg.wasserstein, "mean_shift": cfg.mean_shift}[statistic]
+        return round(max(floor or 0.0, cfg.null_factor * null.get(statistic, {}).get(name, 0.0)), 6)
 
     features = {}
     for name in [*names, "prediction"]:
@@ -238,6 +242,10 @@ def run_monitor(
         stats["threshold"] = threshold(name)
         if "wasserstein" in stats and cfg.wasserstein is not None:
             stats["wasserstein_threshold"] = threshold(name, "wasserstein")
+        if "wasserstein" in stats and before.height >= cfg.min_rows:  # numeric, and served just before
+            stats["mean_shift"] = round(mean_shift(_values(before, name), _values(rows, name)), 6)
+            if cfg.mean_shift is not None:
+                stats["mean_shift_threshold"] = threshold(name, "mean_shift")
         stats["drifted"] = bool(judged and name not in cfg.ignore and breached(stats))
         if profile is not training and name != "prediction":
             stats["training"] = _divergences(training["features"][name], _column(rows, name))
@@ -257,7 +265,7 @@ def run_monitor(
         "reference_ctr": profile["calibration"].get("ctr"),
         "curve": reliability_curve(labels, p),
     }
-    timeline = _timeline(rows, in_window, events, profile, names, cfg, since, until)
+    timeline = _timeline(logged, in_window, events, profile, names, cfg, since, until)
     result: dict[str, Any] = {
         "window": {"start": since.isoformat(), "end": until.isoformat()},
         "reference": reference,
@@ -283,7 +291,7 @@ def run_monitor(
 
     def crossing(name: str, statistic: str) -> str | None:
         reference = profile["prediction"] if name == "prediction" else profile["features"][name]
-        return _crossing(rows, reference, name, statistic, threshold(name, statistic), buckets)
+        return _crossing(logged, since, reference, name, statistic, threshold(name, statistic), buckets)
 
     result["alerts"] = _alerts(result, cfg, until, crossing)
     if write:
@@ -360,7 +368,13 @@ def _null(
     fresh runs without a shift (docs/BENCHMARKS.md); seven blocks measure that chance better. So a
     counter of the last hour, whose night differs from its afternoon, is judged against how much
     its afternoons differ from the day, not its nights (measured: the largest block's null hid the
-    item counters' fall after a taste shift; docs/BENCHMARKS.md)."""
+    item counters' fall after a taste shift; docs/BENCHMARKS.md).
+
+    The mean shift's null (``mean_shift``, when ``cfg.mean_shift`` is set) is the largest mean
+    shift between two adjacent spans of the window's length anywhere in the baseline (one every
+    bucket): what the statistic itself compares, the window against the span just before it. Not
+    the local blocks: seven such pairs understated it (on a fresh steady state, false alarms in 9
+    of 10 unshifted runs, most at hour 1; docs/BENCHMARKS.md)."""
     bucket = timedelta(hours=cfg.bucket_hours)
     length = max(window, bucket)
     blocks = _buckets(start, end, length.total_seconds() / 3600)
@@ -395,6 +409,38 @@ def _null(
             if local:
                 worst = min(worst, max(of[span] for span in [*local, *recent]))
             out[statistic][name] = round(worst, 6)
+    if cfg.mean_shift is not None:
+        out["mean_shift"] = _mean_shift_null(rows, profile, names, start, end, length, cfg)
+    return out
+
+
+def _mean_shift_null(
+    rows: pl.DataFrame,
+    profile: dict[str, Any],
+    names: list[str],
+    start: datetime,
+    end: datetime,
+    length: timedelta,
+    cfg: MonitorConfig,
+) -> dict[str, float]:
+    """Per numeric feature (and the prediction), the largest mean shift between adjacent spans of
+    ``length`` in the baseline ``rows`` over ``[start, end)``, a pair every ``cfg.bucket_hours``
+    (spans with fewer than ``cfg.min_rows`` rows are left out)."""
+    step = timedelta(hours=cfg.bucket_hours)
+    pairs, cut = [], start + length
+    while cut + length <= end:
+        pairs.append(((cut - length, cut), (cut, cut + length)))
+        cut += step
+    parts = {span: _between(rows, *span) for pair in pairs for span in pair}
+    pairs = [pair for pair in pairs if min(parts[span].height for span in pair) >= cfg.min_rows]
+    out = {}
+    for name in names:
+        reference = profile["prediction"] if name == "prediction" else profile["features"][name]
+        if reference["kind"] != "numeric":
+            continue
+        values = {span: _values(part, name) for span, part in parts.items()}
+        shifts = [mean_shift(values[a], values[b]) for a, b in pairs]
+        out[name] = round(max(shifts, default=0.0), 6)
     return out
 
 
@@ -416,7 +462,7 @@ def _histogram(reference: dict[str, Any], values: np.ndarray | list[str | None])
 
 
 def _timeline(
-    rows: pl.DataFrame,
+    logged: pl.DataFrame,
     in_window: pl.DataFrame,
     events: pl.DataFrame,
     profile: dict[str, Any],
@@ -425,20 +471,24 @@ def _timeline(
     since: datetime,
     until: datetime,
 ) -> dict[str, list[dict[str, Any]]]:
-    """Per bucket: each feature's PSI and JS, the prediction's PSI, ECE, and online engagement."""
+    """Per bucket: each feature's PSI and JS, the prediction's PSI, ECE, and online engagement;
+    numeric features' and the prediction's normed Wasserstein distance, and their mean shift from
+    the bucket before (``logged``: the version's feature log)."""
     drift, online = [], []
     for start, end in _buckets(since, until, cfg.bucket_hours):
-        part = rows.filter((pl.col("time") >= start) & (pl.col("time") < end))
+        part = _between(logged, start, end)
+        previous = _between(logged, start - (end - start), start)
         happened = in_window.filter((pl.col("timestamp") >= start) & (pl.col("timestamp") < end))
         online.append({"start": start.isoformat(), "end": end.isoformat(), **_online(happened)})
         if part.height < cfg.min_rows:
             continue
         point: dict[str, Any] = {"start": start.isoformat(), "end": end.isoformat(), "rows": part.height}
-        for name in names:
-            s = _divergences(profile["features"][name], _column(part, name))
+        for name in [*names, "prediction"]:
+            reference = profile["prediction"] if name == "prediction" else profile["features"][name]
+            s = _divergences(reference, _column(part, name))
             point[name] = {k: s[k] for k in ("psi", "js", "wasserstein") if k in s}
-        s = _divergences(profile["prediction"], _column(part, "prediction"))
-        point["prediction"] = {"psi": s["psi"], "wasserstein": s["wasserstein"]}
+            if "wasserstein" in s and previous.height >= cfg.min_rows:
+                point[name]["mean_shift"] = round(mean_shift(_values(previous, name), _values(part, name)), 6)
         labels = _labels(part, events, cfg.attribution_s)
         point["ece"] = round(expected_calibration_error(labels, np.clip(part["prediction"].to_numpy(), 0, 1)), 6)
         drift.append(point)
@@ -446,20 +496,32 @@ def _timeline(
 
 
 def _crossing(
-    rows: pl.DataFrame,
+    logged: pl.DataFrame,
+    since: datetime,
     reference: dict[str, Any],
     name: str,
     statistic: str,
     threshold: float,
     buckets: list[tuple[datetime, datetime]],
 ) -> str | None:
-    """The end of the first bucket at which ``statistic`` over the window so far (from its start)
-    reached ``threshold``: when an alert on the window would first have fired."""
+    """The end of the first bucket at which ``statistic`` over the window so far (from ``since``;
+    the mean shift against as long a span before it) reached ``threshold``: when an alert on the
+    window would first have fired."""
     for _, end in buckets:
-        so_far = rows.filter(pl.col("time") < end)
-        if so_far.height and _divergences(reference, _column(so_far, name))[statistic] >= threshold:
+        so_far = _between(logged, since, end)
+        if not so_far.height:
+            continue
+        if statistic == "mean_shift":
+            value = mean_shift(_values(_between(logged, since - (end - since), since), name), _values(so_far, name))
+        else:
+            value = _divergences(reference, _column(so_far, name))[statistic]
+        if value >= threshold:
             return end.isoformat()
     return None
+
+
+def _between(rows: pl.DataFrame, start: datetime, end: datetime) -> pl.DataFrame:
+    return rows.filter((pl.col("time") >= start) & (pl.col("time") < end))
 
 
 def _alerts(

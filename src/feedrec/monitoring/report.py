@@ -40,7 +40,7 @@ def _drift_plot(result: dict[str, Any], cfg: MonitorConfig) -> str | None:
     peak = {n: max(p[n]["psi"] for p in timeline) for n in names}
     shown = sorted(names, key=lambda n: -peak[n])[:SHOWN]
     when = _when(timeline)
-    fig, (psi_ax, w_ax, js_ax, ece_ax) = plt.subplots(4, 1, figsize=(9, 12), sharex=True)
+    fig, (psi_ax, w_ax, m_ax, js_ax, ece_ax) = plt.subplots(5, 1, figsize=(9, 15), sharex=True)
     for name in [*shown, "prediction"]:
         style = {"color": "k", "lw": 2} if name == "prediction" else {}
         (line,) = psi_ax.plot(when, [p[name]["psi"] for p in timeline], label=name, **style)
@@ -52,6 +52,11 @@ def _drift_plot(result: dict[str, Any], cfg: MonitorConfig) -> str | None:
             w_ax.plot(when, [p[name]["wasserstein"] for p in timeline], color=line.get_color(), label=name, **style)
             if cfg.wasserstein is not None and stats["wasserstein_threshold"] > cfg.wasserstein:
                 w_ax.axhline(stats["wasserstein_threshold"], color=line.get_color(), ls=":", lw=1)
+            shifts = [
+                (t, p[name]["mean_shift"]) for t, p in zip(when, timeline, strict=True) if "mean_shift" in p[name]
+            ]
+            if shifts:
+                m_ax.plot(*zip(*shifts, strict=True), color=line.get_color(), label=name, **style)
         if name != "prediction":
             js_ax.plot(when, [p[name]["js"] for p in timeline], label=name)
     psi_ax.axhline(cfg.psi, color="r", ls="--", lw=1, label=f"alert at PSI {cfg.psi} (dotted: a feature's own)")
@@ -63,6 +68,10 @@ def _drift_plot(result: dict[str, Any], cfg: MonitorConfig) -> str | None:
         )
     w_ax.set_title("normed Wasserstein distance per bucket (numeric features; units of the reference's sd)")
     w_ax.legend(fontsize=7, ncol=2)
+    if cfg.mean_shift is not None:  # the window's alert is against the span as long as it just before it
+        m_ax.axhline(cfg.mean_shift, color="r", ls="--", lw=1, label=f"the window's floor {cfg.mean_shift}")
+    m_ax.set_title("mean shift per bucket from the bucket before (standardized mean difference)")
+    m_ax.legend(fontsize=7, ncol=2)
     js_ax.set_title("Jensen-Shannon distance (base 2) per bucket")
     ece_ax.plot(when, [p["ece"] for p in timeline], color="k", label="ECE")
     # The alert is on the window's rise over the reference: past monitor.ece and past what

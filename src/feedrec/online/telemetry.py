@@ -64,15 +64,23 @@ class MonitorGauges:
             "Normed Wasserstein distance vs the reference (numeric features)",
             labels=[*labels, "feature"],
         )
+        shift = GaugeMetricFamily(
+            "feedrec_drift_mean_shift",
+            "Standardized mean difference from the span just before the window (numeric features)",
+            labels=[*labels, "feature"],
+        )
         for name, s in [*result.get("features", {}).items(), ("prediction", result["prediction"])]:
             psi.add_metric([*ref, name], float(s["psi"]))
             if "wasserstein" in s:
                 wasserstein.add_metric([*ref, name], float(s["wasserstein"]))
+            if "mean_shift" in s:
+                shift.add_metric([*ref, name], float(s["mean_shift"]))
             if name != "prediction":
                 js.add_metric([*ref, name], float(s["js"]))
         yield psi
         yield js
         yield wasserstein
+        yield shift
         cal = GaugeMetricFamily("feedrec_calibration_ece", "ECE of logged predictions vs clicks", labels=labels)
         cal.add_metric(ref, float(result["calibration"]["ece"]))
         yield cal

@@ -1,6 +1,7 @@
 """Drift statistics against reference computations: a naive PSI loop, scipy's KL and JS written
 out by hand, the textbook KS statistic, the Wasserstein distance as the area between the
-quantile functions, a hand chi-square, sklearn's calibration curve."""
+quantile functions, a hand chi-square, sklearn's calibration curve, the standardized mean
+difference by a naive loop and by statsmodels."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from feedrec.metrics.drift import (
     js_distance,
     kl_divergence,
     ks_test,
+    mean_shift,
     normed_wasserstein,
     numeric_histogram,
     psi,
@@ -140,6 +142,33 @@ def test_normed_wasserstein_is_the_area_between_quantile_functions_over_the_refe
     assert normed_wasserstein(before, after) > 0.2
     assert normed_wasserstein(ref, ref) == 0.0 and normed_wasserstein(ref, np.array([np.nan])) == 0.0
     assert normed_wasserstein(np.ones(5), np.ones(5) * 1.01) == pytest.approx(0.01 / 0.001)  # Evidently's floor
+
+
+def test_mean_shift_is_the_standardized_mean_difference():
+    from statsmodels.stats.meta_analysis import effectsize_smd
+
+    rng = np.random.default_rng(5)
+    before, after = rng.poisson(0.4, 700).astype(float), rng.poisson(0.2, 500).astype(float)
+
+    def var(x: np.ndarray) -> float:
+        m = sum(x) / len(x)
+        return sum((v - m) ** 2 for v in x) / (len(x) - 1)
+
+    by_hand = abs(sum(after) / len(after) - sum(before) / len(before)) / math.sqrt((var(before) + var(after)) / 2)
+    assert mean_shift(before, after) == pytest.approx(by_hand, rel=1e-9)
+    assert mean_shift(after, before) == pytest.approx(by_hand, rel=1e-9)  # symmetric
+    # Equal sizes: statsmodels' pooled SD is the same; undo its small-sample (Hedges) correction.
+    a, b = before[:500], after
+    smd, _ = effectsize_smd(b.mean(), b.std(ddof=1), 500, a.mean(), a.std(ddof=1), 500)
+    assert mean_shift(a, b) == pytest.approx(abs(smd) / (1 - 3 / (4 * 1000 - 9)), rel=1e-9)
+    # A mostly-zero counter whose mean halves: its deciles barely see it, the mean shift does.
+    zeros = np.zeros(900)
+    lo, hi = np.append(zeros, rng.poisson(1.0, 100)), np.append(zeros, rng.poisson(2.0, 100))
+    cuts = quantile_cuts(hi)
+    assert psi(numeric_histogram(hi, cuts), numeric_histogram(lo, cuts)) < 0.1 < mean_shift(hi, lo)
+    # Missing values are left out; too few values or no spread: 0.
+    assert mean_shift(np.append(before, np.nan), after) == pytest.approx(by_hand, rel=1e-9)
+    assert mean_shift(np.ones(5), np.ones(5)) == 0.0 and mean_shift(np.array([1.0]), after) == 0.0
 
 
 def test_chi_square_against_a_hand_computation():

@@ -23,7 +23,7 @@ from feedrec.data.store import LocalEventStore
 from feedrec.features.definitions import FEATURE_NAMES
 from feedrec.features.offline import build_features
 from feedrec.metrics import expected_calibration_error
-from feedrec.metrics.drift import ece_by_chance, numeric_histogram, psi
+from feedrec.metrics.drift import ece_by_chance, mean_shift, numeric_histogram, psi
 from feedrec.models.retrieval.popularity import PopularityRecommender
 from feedrec.monitoring import alerts_file, latest_file
 from feedrec.monitoring.featurelog import FeatureLog, read_feature_log
@@ -225,6 +225,68 @@ def test_the_serving_baseline_waits_for_its_hours_then_becomes_the_reference(spa
     assert numeric and all(s["wasserstein_threshold"] >= short.wasserstein for s in numeric)
     # Against its own serving, the tripled feature is no longer a shift.
     assert judged["features"][BROKEN]["psi"] < judged["features"][BROKEN]["training"]["psi"]
+
+
+def _between(rows: pl.DataFrame, start: datetime, end: datetime, name: str) -> np.ndarray:
+    """``name``'s values in [start, end): one per row, or one per request for a user feature."""
+    part = rows.filter((pl.col("time") >= start) & (pl.col("time") < end))
+    if name.startswith("user_"):
+        part = part.unique("request_id", keep="first", maintain_order=True)
+    return part[name].cast(pl.Float64).fill_null(np.nan).to_numpy()
+
+
+def test_the_mean_shift_is_against_the_span_just_before_the_window(space):
+    ws = Workspace(space["ws"])
+    logged = read_feature_log(space["ws"] / "serving" / "features")
+    until = logged["time"].max() + timedelta(microseconds=1)
+    since, length = until - timedelta(hours=10), timedelta(hours=10)
+    result = run_monitor(ws, _cfg(window_hours=10), since=since, until=until, write=False)
+    for name in ("item_ctr_7d", "item_clicks_1h", "user_clicks_30d"):
+        want = mean_shift(_between(logged, since - length, since, name), _between(logged, since, until, name))
+        got = result["features"][name]
+        assert got["mean_shift"] == pytest.approx(want, abs=1e-6)
+        assert got["mean_shift_threshold"] == 0.15  # the training reference has no null: the floor
+    assert "mean_shift" not in result["features"]["surface"] and "mean_shift" in result["prediction"]
+    # Alerts name the statistic that breached; None reports it and never alerts.
+    loud = run_monitor(ws, _cfg(window_hours=10, psi=100.0, mean_shift=1e-6), since=since, until=until)
+    drift = [a for a in loud["alerts"] if a["kind"] == "feature_drift"]
+    assert drift and {a["statistic"] for a in drift} == {"mean_shift"}
+    gauges = {f.name: f for f in MonitorGauges(space["ws"]).collect()}["feedrec_drift_mean_shift"].samples
+    assert {s.labels["feature"]: s.value for s in gauges}["item_ctr_7d"] == loud["features"]["item_ctr_7d"][
+        "mean_shift"
+    ]
+    assert all(since.isoformat() < a["time"] <= until.isoformat() for a in drift)
+    off = run_monitor(ws, _cfg(window_hours=10, psi=100.0, mean_shift=None), since=since, until=until, write=False)
+    assert not [a for a in off["alerts"] if a["kind"] == "feature_drift"]
+    assert (
+        "mean_shift_threshold" not in off["features"]["item_ctr_7d"] and "mean_shift" in off["features"]["item_ctr_7d"]
+    )
+    # With nothing served just before the window (its first hours), there is no mean shift to judge.
+    first = logged["time"].min()
+    early = run_monitor(ws, _cfg(window_hours=2), since=first, until=first + timedelta(hours=2), write=False)
+    assert "mean_shift" not in early["features"]["item_ctr_7d"]
+
+
+def test_the_mean_shift_null_is_the_baselines_largest_adjacent_spans(space):
+    ws = Workspace(space["ws"])
+    logged = read_feature_log(space["ws"] / "serving" / "features")
+    until = logged["time"].max() + timedelta(microseconds=1)
+    since, length = until - timedelta(hours=2), timedelta(hours=2)
+    cfg = MonitorConfig(
+        reference="serving", baseline_hours=8, window_hours=2, skew_requests=10, min_rows=50, mean_shift=1e-6
+    )
+    result = run_monitor(ws, cfg, since=since, until=until, write=False)
+    start = since - timedelta(hours=8)
+    for name in ("item_ctr_7d", "item_clicks_1d", "user_impressions_7d"):
+        shifts = []
+        for k in range(5):  # cuts at start + 2 h, ..., since - 2 h, an hour apart
+            cut = start + length + timedelta(hours=k)
+            spans = [(cut - length, cut), (cut, cut + length)]
+            if all(_between(logged, lo, hi, "slot").size >= 50 for lo, hi in spans):  # rows, not requests
+                shifts.append(mean_shift(*(_between(logged, lo, hi, name) for lo, hi in spans)))
+        assert len(shifts) >= 3
+        want = 1.5 * max(shifts)
+        assert result["features"][name]["mean_shift_threshold"] == pytest.approx(want, abs=1e-5)
 
 
 def test_clear_errors(space):
