@@ -412,12 +412,16 @@ class MonitorConfig(StrictModel):
     wasserstein: float | None = Field(None, gt=0)
     # ... or, when set, its mean shift (numeric features: the standardized mean difference between
     # the window and the span of equal length just before it; feedrec.metrics.drift.mean_shift)
-    # reaches this, or null_factor times the largest the baseline's own adjacent spans reach. An
-    # abrupt move of a counter's mean, which its deciles (mostly zeros) and the day-long reference
-    # (its afternoon is not its night) hide. 0.15: between the conventional "negligible" 0.1 and
-    # Cohen's "small" 0.2; chosen on one steady state's 20 runs (0.1 raised 2 false alarms in 10)
-    # and checked on another (docs/BENCHMARKS.md, "Monitoring"). None: reported, never alerted.
+    # reaches this, or mean_shift_null_factor times the largest the baseline's own adjacent spans
+    # reach. An abrupt move of a counter's mean, which its deciles (mostly zeros) and the day-long
+    # reference (its afternoon is not its night) hide. 0.15: between the conventional "negligible"
+    # 0.1 and Cohen's "small" 0.2. None: reported, never alerted.
     mean_shift: float | None = Field(0.15, gt=0)
+    # 2, not null_factor's 1.5: a day holds ~20 adjacent pairs of a window's length, overlapping,
+    # and their largest understated how far an unshifted window strays (at 1.5: 2 false alarms in
+    # 10 unshifted runs of a second steady state). Chosen on two steady states (20 + 20 runs), and
+    # checked on a third (docs/BENCHMARKS.md, "Monitoring").
+    mean_shift_null_factor: float = Field(2.0, ge=0)
     # Calibration alert: the ECE of logged predictions (against the clicks that followed) exceeds the
     # reference's by this much (served items are the ranker's top picks, so some over-prediction is
     # normal in serving; the serving baseline measures how much).

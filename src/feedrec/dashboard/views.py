@@ -258,6 +258,14 @@ def monitoring(service: FeedService, *, shown: int = 8) -> dict[str, Any]:
                 series.append(
                     charts.series("Wasserstein threshold", [limit] * len(timeline), 4, dashed=True, points=False)
                 )
+        if "mean_shift" in features[name]:  # numeric, served just before the window
+            shifts = [p.get(name, {}).get("mean_shift") for p in timeline]  # each bucket from the one before
+            series.append(charts.series("mean shift", shifts, 5))
+            if "mean_shift_threshold" in features[name]:
+                limit = features[name]["mean_shift_threshold"]
+                series.append(
+                    charts.series("mean shift threshold", [limit] * len(timeline), 6, dashed=True, points=False)
+                )
         drift_charts.append(
             {
                 "feature": name,

@@ -233,7 +233,8 @@ def run_monitor(
         """The statistic's floor (cfg.psi, cfg.wasserstein, cfg.mean_shift), or more for a feature
         whose windows stray that far by themselves within the baseline."""
         floor = {"psi": cfg.psi, "wasserstein": cfg.wasserstein, "mean_shift": cfg.mean_shift}[statistic]
-        return round(max(floor or 0.0, cfg.null_factor * null.get(statistic, {}).get(name, 0.0)), 6)
+        factor = cfg.mean_shift_null_factor if statistic == "mean_shift" else cfg.null_factor
+        return round(max(floor or 0.0, factor * null.get(statistic, {}).get(name, 0.0)), 6)
 
     features = {}
     for name in [*names, "prediction"]:
@@ -372,9 +373,10 @@ def _null(
 
     The mean shift's null (``mean_shift``, when ``cfg.mean_shift`` is set) is the largest mean
     shift between two adjacent spans of the window's length anywhere in the baseline (one every
-    bucket): what the statistic itself compares, the window against the span just before it. Not
-    the local blocks: seven such pairs understated it (on a fresh steady state, false alarms in 9
-    of 10 unshifted runs, most at hour 1; docs/BENCHMARKS.md)."""
+    bucket): what the statistic itself compares, the window against the span just before it; a
+    feature's threshold is ``cfg.mean_shift_null_factor`` times it. Not the local blocks: seven such
+    pairs understated it (on one steady state, false alarms in 9 of 10 unshifted runs, most at
+    hour 1; docs/BENCHMARKS.md)."""
     bucket = timedelta(hours=cfg.bucket_hours)
     length = max(window, bucket)
     blocks = _buckets(start, end, length.total_seconds() / 3600)
