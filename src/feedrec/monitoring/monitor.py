@@ -210,7 +210,7 @@ def run_monitor(
     assert isinstance(last, datetime)
     until = until or last + timedelta(microseconds=1)
     since = since or until - timedelta(hours=cfg.window_hours)
-    rows = logged.filter((pl.col("time") >= since) & (pl.col("time") < until))
+    rows = _between(logged, since, until)
     if rows.height < cfg.min_rows:
         raise MonitorError(
             f"{rows.height} logged rows of {reference} in [{since.isoformat()}, {until.isoformat()}); the monitor "
@@ -220,8 +220,10 @@ def run_monitor(
     scanned = space.events.scan(columns=columns, start=since, end=until + timedelta(seconds=cfg.attribution_s))
     events = pl.DataFrame(pl.from_arrow(scanned))
     in_window = events.filter((pl.col("timestamp") >= since) & (pl.col("timestamp") < until))
-    # The span of the window's length just before it: what the mean shift is taken against.
-    before = _between(logged, since - (until - since), since)
+    # The window and, before it, as long a span (what the mean shift is taken against) or a
+    # bucket (what the timeline's first bucket is), filtered from the whole log once.
+    recent = _between(logged, since - max(until - since, timedelta(hours=cfg.bucket_hours)), until)
+    before = _between(recent, since - (until - since), since)
 
     names = [n for n in training["features"] if n == "surface" or n in rows.columns]
     baseline = serving_baseline(space, logged, cfg, since, until - since) if cfg.reference == "serving" else None
@@ -239,17 +241,18 @@ def run_monitor(
     features = {}
     for name in [*names, "prediction"]:
         of = profile["prediction"] if name == "prediction" else profile["features"][name]
-        stats = _stats(of, _column(rows, name))
+        values = _column(rows, name)
+        stats = _stats(of, values)
         stats["threshold"] = threshold(name)
         if "wasserstein" in stats and cfg.wasserstein is not None:
             stats["wasserstein_threshold"] = threshold(name, "wasserstein")
         if "wasserstein" in stats and before.height >= cfg.min_rows:  # numeric, and served just before
-            stats["mean_shift"] = round(mean_shift(_values(before, name), _values(rows, name)), 6)
+            stats["mean_shift"] = round(mean_shift(_values(before, name), np.asarray(values, np.float64)), 6)
             if cfg.mean_shift is not None:
                 stats["mean_shift_threshold"] = threshold(name, "mean_shift")
         stats["drifted"] = bool(judged and name not in cfg.ignore and breached(stats))
         if profile is not training and name != "prediction":
-            stats["training"] = _divergences(training["features"][name], _column(rows, name))
+            stats["training"] = _divergences(training["features"][name], values)
         features[name] = stats
     prediction = features.pop("prediction")
     labels = _labels(rows, events, cfg.attribution_s)
@@ -266,7 +269,7 @@ def run_monitor(
         "reference_ctr": profile["calibration"].get("ctr"),
         "curve": reliability_curve(labels, p),
     }
-    timeline = _timeline(logged, in_window, events, profile, names, cfg, since, until)
+    timeline = _timeline(recent, in_window, events, profile, names, cfg, since, until)
     result: dict[str, Any] = {
         "window": {"start": since.isoformat(), "end": until.isoformat()},
         "reference": reference,
@@ -292,7 +295,7 @@ def run_monitor(
 
     def crossing(name: str, statistic: str) -> str | None:
         reference = profile["prediction"] if name == "prediction" else profile["features"][name]
-        return _crossing(logged, since, reference, name, statistic, threshold(name, statistic), buckets)
+        return _crossing(recent, since, reference, name, statistic, threshold(name, statistic), buckets)
 
     result["alerts"] = _alerts(result, cfg, until, crossing)
     if write:
@@ -311,7 +314,7 @@ def serving_baseline(
     first = logged["time"].min()
     assert isinstance(first, datetime)
     start = since - timedelta(hours=cfg.baseline_hours)
-    rows = logged.filter((pl.col("time") >= start) & (pl.col("time") < since))
+    rows = _between(logged, start, since)
     if first > start or rows.height < cfg.min_rows:
         return None
     columns = ["request_id", "item_id", "type", "timestamp"]
@@ -475,7 +478,7 @@ def _timeline(
 ) -> dict[str, list[dict[str, Any]]]:
     """Per bucket: each feature's PSI and JS, the prediction's PSI, ECE, and online engagement;
     numeric features' and the prediction's normed Wasserstein distance, and their mean shift from
-    the bucket before (``logged``: the version's feature log)."""
+    the bucket before (``logged``: the version's feature log from a bucket before ``since``)."""
     drift, online = [], []
     for start, end in _buckets(since, until, cfg.bucket_hours):
         part = _between(logged, start, end)
@@ -508,7 +511,8 @@ def _crossing(
 ) -> str | None:
     """The end of the first bucket at which ``statistic`` over the window so far (from ``since``;
     the mean shift against as long a span before it) reached ``threshold``: when an alert on the
-    window would first have fired."""
+    window would first have fired (``logged``: the version's feature log from a window before
+    ``since``)."""
     for _, end in buckets:
         so_far = _between(logged, since, end)
         if not so_far.height:
