@@ -211,7 +211,7 @@ def test_the_serving_baseline_waits_for_its_hours_then_becomes_the_reference(spa
     assert pending["reference_kind"] == "training" and pending["baseline"] is None
     assert not any(s["drifted"] for s in pending["features"].values())  # no drift alerts before the baseline
     short = MonitorConfig(
-        reference="serving", baseline_hours=6, window_hours=12, skew_requests=10, min_rows=50, wasserstein=0.1
+        reference="serving", baseline_hours=6, window_hours=3, skew_requests=10, min_rows=50, wasserstein=0.1
     )
     judged = run_monitor(ws, short, write=False)
     assert judged["reference_kind"] == "serving" and judged["baseline"]["rows"] > 0

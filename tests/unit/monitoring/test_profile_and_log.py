@@ -162,6 +162,80 @@ def test_with_a_day_of_baseline_the_null_is_the_windows_own_hours_not_the_days_m
     )  # the latest block and the first one stray most: the trend
 
 
+def _day_of_rows(values: dict[str, np.ndarray], hours: np.ndarray, start):  # type: ignore[no-untyped-def]
+    from datetime import timedelta
+
+    import polars as pl
+
+    return pl.DataFrame(
+        {
+            "request_id": [f"r{n}" for n in range(hours.size)],
+            "time": [start + timedelta(hours=int(h), seconds=n % 3000) for n, h in enumerate(hours)],
+            **values,
+        }
+    )
+
+
+def test_the_days_blocks_start_every_bucket_so_a_stray_span_between_two_disjoint_blocks_counts():
+    """A 6-hour window over a day whose hours 3 to 9 stray: disjoint 6-hour blocks split that span
+    in two and halve it; the null takes the largest over spans starting every hour (a 7-day
+    counter's alone; an item counter's the smaller of that and its local spans')."""
+    from datetime import UTC, datetime, timedelta
+
+    from feedrec.config import MonitorConfig
+    from feedrec.metrics.drift import numeric_histogram, psi
+    from feedrec.monitoring.monitor import _null
+
+    rng = np.random.default_rng(11)
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    hours = np.repeat(np.arange(24), 150)
+    x = rng.normal(size=hours.size) + ((hours >= 3) & (hours < 9)) * 1.5
+    rows = _day_of_rows({"item_x": x, "creator_clicks_7d": x}, hours, start)
+    profile = build_profile({"item_x": x, "creator_clicks_7d": x}, {}, np.zeros(1), np.zeros(1))
+    cfg = MonitorConfig(min_rows=100, bucket_hours=1)
+    end = start + timedelta(hours=24)
+    null = _null(rows, profile, ["item_x", "creator_clicks_7d"], start, end, timedelta(hours=6), cfg)["psi"]
+    cuts = np.asarray(profile["features"]["item_x"]["cuts"])
+    whole = numeric_histogram(x, cuts)
+
+    def strays(first: int) -> float:
+        block = numeric_histogram(x[(hours >= first) & (hours < first + 6)], cuts)
+        return psi(whole - block, block)
+
+    sliding = max(strays(h) for h in range(19))
+    disjoint = max(strays(h) for h in range(0, 24, 6))
+    # The window starts at midnight: its hours a day earlier start the spans at 0-2 (those
+    # inside the baseline), and the two spans just before it start at 17 and 18.
+    local = max(strays(h) for h in (0, 1, 2, 17, 18))
+    assert sliding == pytest.approx(strays(3), abs=1e-9) and sliding > 2 * disjoint
+    assert null["creator_clicks_7d"] == pytest.approx(sliding, abs=1e-6)
+    assert null["item_x"] == pytest.approx(min(sliding, local), abs=1e-6)
+
+
+def test_a_feature_counting_a_week_takes_the_days_null_not_its_hours():
+    """The same night-and-day series under an item counter's name and a 7-day creator counter's:
+    the first is judged against its own hours a day earlier (the smaller null), the second against
+    the whole day's largest span (monitor.LONG_WINDOW)."""
+    from datetime import UTC, datetime, timedelta
+
+    from feedrec.config import MonitorConfig
+    from feedrec.monitoring.monitor import LONG_WINDOW, _null
+
+    assert {"creator_clicks_7d", "creator_ctr_7d", "user_topic_affinity_30d"} <= LONG_WINDOW
+    assert not {"item_clicks_1h", "item_ctr_1d", "item_click_velocity"} & LONG_WINDOW
+    rng = np.random.default_rng(5)
+    start = datetime(2024, 1, 1, 12, tzinfo=UTC)
+    hours = np.repeat(np.arange(24), 200)
+    clock = (hours + 12) % 24
+    night = rng.normal(size=hours.size) + ((clock >= 0) & (clock < 6)) * 2.0
+    rows = _day_of_rows({"item_clicks_1h": night, "creator_clicks_7d": night}, hours, start)
+    profile = build_profile({"item_clicks_1h": night, "creator_clicks_7d": night}, {}, np.zeros(1), np.zeros(1))
+    cfg = MonitorConfig(min_rows=100, bucket_hours=1)
+    names = ["item_clicks_1h", "creator_clicks_7d"]
+    null = _null(rows, profile, names, start, start + timedelta(hours=24), timedelta(hours=2), cfg)["psi"]
+    assert null["creator_clicks_7d"] > 2.0 and null["item_clicks_1h"] < 0.25 * null["creator_clicks_7d"]
+
+
 def test_each_row_carries_how_fresh_its_features_were(tmp_path):
     from datetime import UTC, datetime
 
