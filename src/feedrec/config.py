@@ -401,8 +401,10 @@ class MonitorConfig(StrictModel):
     # (docs/BENCHMARKS.md, "Monitoring")
     psi: float = Field(0.2, gt=0)  # a feature or the prediction drifted when its PSI reaches this ...
     # ... or null_factor times the PSI its windows reach by themselves within the serving baseline
-    # (feedrec.monitoring.monitor._null_psi: with a day of baseline, the window's own hours a day
-    # earlier or the hours just before it, not the day's most unusual hours), whichever is larger.
+    # (feedrec.monitoring.monitor._null: spans of the window's length starting every bucket; with a
+    # day of baseline, the window's own hours a day earlier or the hours just before it, not the
+    # day's most unusual hours, except for features counting a week or more: the whole day's),
+    # whichever is larger.
     null_factor: float = Field(1.5, ge=0)
     # ... or, when set, its normed Wasserstein distance (numeric features: the values' shift in
     # units of the reference's standard deviation) reaches this, or null_factor times what the
