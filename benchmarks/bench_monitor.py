@@ -134,8 +134,9 @@ def prepare(out: Path, args: argparse.Namespace) -> Path:
     """Steps 1-2: the steady-state workspace and world under ``out/start``; returns it."""
     shutil.rmtree(out, ignore_errors=True)
     base, sim = out / "base", out / "sim"
+    seed = ["--seed", str(args.world_seed)] if args.world_seed is not None else []
     sh("simulate", "--users", str(args.users), "--items", str(args.items), "--days", "10", "--out", str(sim),
-       "--set", f"simulator.live_days={args.warmup_days + 4}")  # fmt: skip
+       "--set", f"simulator.live_days={args.warmup_days + 4}", *seed)  # fmt: skip
     for kind in ("events", "items", "users"):
         sh("ingest", str(sim / f"{kind}.parquet"), "--kind", kind, "-w", str(base))
     sh("train", "-w", str(base), "--set", "train.tune=[]", "--json")
@@ -197,6 +198,9 @@ def main() -> None:
     parser.add_argument("--warmup-rps", type=float, default=40.0)
     parser.add_argument("--rps", type=float, default=20.0)
     parser.add_argument("--hours", type=int, default=6)
+    # Default: the simulator's own seed, one world for every set (sets then differ in what the
+    # server's timing made it serve, not in the world or its sessions).
+    parser.add_argument("--world-seed", type=int, default=None, help="draw a different world (simulate --seed)")
     parser.add_argument("--out", type=Path, default=Path("/tmp/feedrec-bench-monitor"))
     parser.add_argument("--keep", action="store_true", help="reuse the steady-state start")
     parser.add_argument("--advance", type=float, default=0, help="serve the start this many more hours first")
