@@ -79,8 +79,6 @@ def test_close_writes_what_is_queued_and_the_background_thread_flushes(tmp_path)
 def test_null_psi_is_the_largest_block_against_the_rest_of_the_baseline():
     from datetime import UTC, datetime, timedelta
 
-    import polars as pl
-
     from feedrec.config import MonitorConfig
     from feedrec.metrics.drift import numeric_histogram, psi
     from feedrec.monitoring.monitor import _null
@@ -89,13 +87,7 @@ def test_null_psi_is_the_largest_block_against_the_rest_of_the_baseline():
     start = datetime(2024, 1, 1, tzinfo=UTC)
     hours = np.repeat(np.arange(4), 500)
     x = rng.normal(size=2000) + (hours == 2) * 1.5  # the third hour strays
-    rows = pl.DataFrame(
-        {
-            "request_id": [f"r{n}" for n in range(2000)],
-            "time": [start + timedelta(hours=int(h), seconds=n % 3000) for n, h in enumerate(hours)],
-            "item_x": x,
-        }
-    )
+    rows = _day_of_rows({"item_x": x}, hours, start)
     profile = build_profile({"item_x": x}, {}, np.zeros(1), np.zeros(1))
     cfg = MonitorConfig(min_rows=100, bucket_hours=1)
     null = _null(rows, profile, ["item_x"], start, start + timedelta(hours=4), timedelta(hours=1), cfg)["psi"]
@@ -121,8 +113,6 @@ def test_with_a_day_of_baseline_the_null_is_the_windows_own_hours_not_the_days_m
     still raises the null (the recent blocks)."""
     from datetime import UTC, datetime, timedelta
 
-    import polars as pl
-
     from feedrec.config import MonitorConfig
     from feedrec.metrics.drift import numeric_histogram, psi
     from feedrec.monitoring.monitor import _null
@@ -133,14 +123,7 @@ def test_with_a_day_of_baseline_the_null_is_the_windows_own_hours_not_the_days_m
     clock = (hours + 12) % 24
     night = rng.normal(size=hours.size) + ((clock >= 0) & (clock < 6)) * 2.0
     trend = rng.normal(size=hours.size) + hours / 8  # rises all day
-    rows = pl.DataFrame(
-        {
-            "request_id": [f"r{n}" for n in range(hours.size)],
-            "time": [start + timedelta(hours=int(h), seconds=n % 3000) for n, h in enumerate(hours)],
-            "item_night": night,
-            "item_trend": trend,
-        }
-    )
+    rows = _day_of_rows({"item_night": night, "item_trend": trend}, hours, start)
     profile = build_profile({"item_night": night, "item_trend": trend}, {}, np.zeros(1), np.zeros(1))
     cfg = MonitorConfig(min_rows=100, bucket_hours=1)
     end, window = start + timedelta(hours=24), timedelta(hours=2)
