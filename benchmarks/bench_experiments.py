@@ -307,8 +307,26 @@ def main() -> None:
     parser.add_argument("--days", type=float, default=1.0, help="simulated days per run")
     parser.add_argument("--salts", type=int, default=1000)
     parser.add_argument("--keep", action="store_true", help="reuse the runs' logs (traffic.json in each)")
+    parser.add_argument(
+        "--propensity-sd",
+        type=float,
+        default=None,
+        help="a world whose users differ in how much they click (simulator.user_propensity_sd); its own "
+        "base workspace under --loop (default /tmp/feedrec-bench-loop-propensity<SD>), runs under --out",
+    )
+    parser.add_argument("--result", default="experiments", help="benchmarks/results/<RESULT>.json")
     args = parser.parse_args()
-    base, world, versions = base_of(args.loop)
+    sim_settings: tuple[str, ...] = ()
+    if args.propensity_sd is not None:
+        sim_settings = (f"simulator.user_propensity_sd={args.propensity_sd}",)
+        if args.loop == parser.get_default("loop"):
+            args.loop = Path(f"{args.loop}-propensity{args.propensity_sd:g}")
+        if args.out == parser.get_default("out"):
+            args.out = Path(f"{args.out}-propensity{args.propensity_sd:g}")
+    # The experiments serve popularity and the pipeline (both of its rankers) only; the default
+    # world's base is bench_loop's own, with every policy.
+    only = ("popularity", "feedrec") if sim_settings else ("popularity", "als", "candidates", "feedrec")
+    base, world, versions = base_of(args.loop, sim_settings, models=only)
     speed = natural_speed(world, args.rps)
     cfg = TrafficConfig(url="http://127.0.0.1", seconds=args.days * 24 / speed, rps=args.rps, speed=speed, seed=21)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -337,6 +355,7 @@ def main() -> None:
             "sessions": {k: s["sessions"] for k, s in summaries.items()},
             "errors": {k: s["errors"] for k, s in summaries.items()},
         },
+        "world": {"user_propensity_sd": args.propensity_sd or 0.0, "base": str(base)},
         "versions": {"popularity": popularity, "full": full, "retrieval_ranker": retrieval},
         "ab_power": ab_power(args.out, summaries["ab_power"]),
         "aa_live": {
@@ -347,7 +366,7 @@ def main() -> None:
         "interleaving_vs_ab": users_needed(args.out, summaries["ab_close"]),
         "srm_at_20000_users": srm_at(20_000, args.salts),
     }
-    path = write_result("experiments", payload)
+    path = write_result(args.result, payload)
     print(json.dumps(payload, indent=1, default=str))
     print(f"wrote {path} ({machine()})")
 

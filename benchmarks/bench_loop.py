@@ -128,35 +128,51 @@ def limits(ws: Path, world_dir: Path, version: str, cfg: TrafficConfig, n: int =
     }
 
 
-def prepare_base(out: Path, users: int, items: int, days: int, *, sim_days: int) -> dict[str, str]:
-    """Simulate a world (``sim_days`` of it kept for live traffic), ingest its log into
-    ``out/base`` and train every policy there; ``out/base/versions.json`` names their bundles."""
+def prepare_base(
+    out: Path,
+    users: int,
+    items: int,
+    days: int,
+    *,
+    sim_days: int,
+    sim_settings: tuple[str, ...] = (),
+    models: tuple[str, ...] = ("popularity", "als", "candidates", "feedrec"),
+) -> dict[str, str]:
+    """Simulate a world (``sim_days`` of it kept for live traffic; ``sim_settings``: more
+    ``simulator.*`` settings), ingest its log into ``out/base`` and train ``models`` there;
+    ``out/base/versions.json`` names their bundles (the pipeline twice: its real-time ranker and
+    its retrieval-feature ranker)."""
     base, sim = out / "base", out / "sim"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     print("simulate + ingest", flush=True)
-    sh("simulate", "--users", str(users), "--items", str(items), "--days", str(days),
-       "--out", str(sim), "--set", f"simulator.live_days={sim_days}")  # fmt: skip
+    settings = [arg for setting in (f"simulator.live_days={sim_days}", *sim_settings) for arg in ("--set", setting)]
+    sh("simulate", "--users", str(users), "--items", str(items), "--days", str(days), "--out", str(sim), *settings)
     for kind in ("events", "items", "users"):
         sh("ingest", str(sim / f"{kind}.parquet"), "--kind", kind, "-w", str(base))
-    trained = {name: train(base, name) for name in ("popularity", "als", "candidates", "feedrec")}
-    versions = {
-        "popularity": trained["popularity"],
-        "als": trained["als"],
-        "candidates": trained["candidates"],
-        "feedrec_retrieval_ranker": register_retrieval_variant(base, trained["feedrec"]),
-        "feedrec_realtime_ranker": trained["feedrec"],
-    }
+    versions = {name: train(base, name) for name in models if name != "feedrec"}
+    if "feedrec" in models:
+        full = train(base, "feedrec")
+        versions["feedrec_retrieval_ranker"] = register_retrieval_variant(base, full)
+        versions["feedrec_realtime_ranker"] = full
     (base / "versions.json").write_text(json.dumps(versions))
     return versions
 
 
-def base_of(out: Path) -> tuple[Path, Path, dict[str, str]]:
+def base_of(
+    out: Path, sim_settings: tuple[str, ...] = (), models: tuple[str, ...] = ("popularity", "als", "candidates", "feedrec")
+) -> tuple[Path, Path, dict[str, str]]:
     """The base workspace, the world's folder and the trained versions under bench_loop's
-    ``out`` (made with the issue's sizes when missing), for the benchmarks that build on it."""
+    ``out`` (made with the issue's sizes when missing, from a world with ``sim_settings``), for
+    the benchmarks that build on it."""
     base, world = out / "base", out / "sim" / "world"
+    settings_file = out / "sim_settings.json"
     if not (base / "versions.json").exists():
-        prepare_base(out, 20_000, 50_000, 14, sim_days=6)
+        prepare_base(out, 20_000, 50_000, 14, sim_days=6, sim_settings=sim_settings, models=models)
+        settings_file.write_text(json.dumps(list(sim_settings)))
+    made_with = json.loads(settings_file.read_text()) if settings_file.exists() else []
+    if made_with != list(sim_settings):
+        raise SystemExit(f"{out} holds a world simulated with {made_with}, not {list(sim_settings)}: use another --loop")
     return base, world, json.loads((base / "versions.json").read_text())
 
 

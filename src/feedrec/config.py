@@ -40,6 +40,10 @@ class SimulatorConfig(StrictModel):
     drift_day: int | None = Field(None, ge=0)  # every user's tastes and the topic mix shift that day
     live_days: int = Field(7, ge=0)  # the world also draws the users and items that arrive this long after the log
     surfaces: list[str] = Field(default_factory=lambda: ["home", "explore"])
+    # Each user's own propensity to engage: a logit offset ~ N(0, sd^2) on every item (some people
+    # click far more than others). It never changes which slate is best for a user, only how much
+    # users differ (what CUPED and interleaving gain from). 0: users equally inclined.
+    user_propensity_sd: float = Field(0.0, ge=0)
 
 
 class IngestConfig(StrictModel):

@@ -9,10 +9,16 @@ that live traffic (``feedrec.loop``) can continue it, and a loaded world logs th
 
 The ground truth, shared by the log and the live loop:
 
-    logit = -0.8 + 0.9*log(taste[topic]*T) + 0.6*quality + 3*<p_u, q_i> - 0.5*log1p(age_days)
+    logit = -0.8 + b_u + 0.9*log(taste[topic]*T) + 0.6*quality + 3*<p_u, q_i> - 0.5*log1p(age_days)
             - 0.4*log1p(times the user was shown the item before)          (fatigue)
     relevance r = sigmoid(logit);  P(click) = examine(position) * r,  examine(pos) = (1 + pos) ** -0.7
     like, share and dwell seconds follow a click, increasing in r; hide follows an irrelevant skip.
+
+``b_u`` is the user's own propensity to engage (``simulator.user_propensity_sd``; 0 by default):
+some people click much more than others, whatever they are shown. It moves every item of a
+user's feed alike, so it changes how much a user engages, never which slate is best; it is what
+makes users differ from each other, which variance reduction (CUPED) and interleaving rely on.
+It is drawn from a generator of its own, so a world with it is the same world otherwise.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -135,6 +141,7 @@ class World:
     shift_t: np.ndarray  # when each user's taste shifts (NEVER: it does not)
     user_joined: np.ndarray
     activity: np.ndarray  # mean sessions per day
+    user_propensity: np.ndarray  # b_u: each user's logit offset (zeros: users equally inclined)
     rng_state: dict[str, Any]  # where the log's random draws start
     exposures: PairCounts  # how often each (user, item) has been shown
     engaged: PairCounts  # clicked (liked, shared) or hid
@@ -211,6 +218,8 @@ class World:
         ).astype(np.int64)
         activity = rng.lognormal(0.0, 0.8, n_users)
         activity *= cfg.sessions_per_user_day / activity.mean()
+        # Its own generator: the world's other draws (and the log's random state) do not depend on it.
+        propensity = np.random.default_rng([cfg.seed, 1]).normal(0.0, 1.0, n_users) * cfg.user_propensity_sd
         return cls(
             cfg=cfg,
             t0=t0,
@@ -231,6 +240,7 @@ class World:
             shift_t=shift_t,
             user_joined=user_joined,
             activity=activity,
+            user_propensity=propensity,
             rng_state=dict(rng.bit_generator.state),
             exposures=PairCounts(n_items),
             engaged=PairCounts(n_items),
@@ -263,6 +273,7 @@ class World:
         age_days = np.maximum(t - self.item_created[items], 0) / DAY
         return (
             -0.8
+            + self.user_propensity[users]
             + 0.9 * np.log(np.maximum(taste_now * T, 1e-3))
             + 0.6 * self.item_quality[items]
             + 3.0 * np.einsum("ij,ij->i", self.user_vec[users], self.item_vec[items])
@@ -417,7 +428,12 @@ class World:
         "shift_t",
         "user_joined",
         "activity",
+        "user_propensity",
     )
+    #: Arrays a world saved by an earlier feedrec may lack, and what they were then.
+    _ADDED: ClassVar[dict[str, Callable[[dict[str, np.ndarray]], np.ndarray]]] = {
+        "user_propensity": lambda fields: np.zeros(fields["user_vec"].shape[0])
+    }
 
     def save(self, folder: Path) -> Path:
         """Write the world under ``folder`` (``DIR/world``): its arrays, its state (clock,
@@ -454,7 +470,9 @@ class World:
         if meta.get("format") != FORMAT:
             raise ValueError(f"{folder}: world format {meta.get('format')}, this feedrec reads {FORMAT}")
         with np.load(folder / "world.npz") as arrays:
-            fields = {name: arrays[name] for name in cls._ARRAYS}
+            fields = {name: arrays[name] for name in cls._ARRAYS if name in arrays.files}
+        for name, default in cls._ADDED.items():
+            fields.setdefault(name, default(fields))
         clock = json.loads((folder / "clock.json").read_text())
         n_items = int(fields["item_topic"].size)
         with np.load(folder / "state.npz") as state:

@@ -97,3 +97,42 @@ def test_pair_counts_merge_live_additions():
 def test_loading_a_folder_without_a_world_says_what_to_do(tmp_path):
     with pytest.raises(FileNotFoundError, match="feedrec simulate"):
         World.load(tmp_path)
+
+
+def test_user_propensity_is_the_same_world_with_users_who_click_more_or_less(tmp_path):
+    plain = World.draw(CFG)
+    varied = World.draw(CFG.model_copy(update={"user_propensity_sd": 1.0}))
+    # Its own generator: every other draw, and the log's random state, is the plain world's.
+    assert not plain.user_propensity.any()
+    for name in World._ARRAYS:
+        if name != "user_propensity":
+            assert np.array_equal(getattr(plain, name), getattr(varied, name)), name
+    assert plain.rng_state == varied.rng_state
+    assert 0.8 < varied.user_propensity.std() < 1.2
+    # The ground truth moves by b_u, the same for every item of a user: the best slate is unchanged.
+    users = np.repeat(np.arange(5), 40)
+    items = np.tile(np.arange(40), 5)
+    t, seen = np.full(users.size, plain.t_end, np.int64), np.zeros(users.size, np.int64)
+    diff = varied.logit(users, items, t, seen) - plain.logit(users, items, t, seen)
+    assert np.allclose(diff, varied.user_propensity[users])
+    # It is saved, and a world saved before it existed loads with every user equally inclined.
+    varied.save(tmp_path / "w")
+    assert np.array_equal(World.load(tmp_path / "w").user_propensity, varied.user_propensity)
+    with np.load(tmp_path / "w" / "world.npz") as arrays:
+        older = {k: arrays[k] for k in arrays.files if k != "user_propensity"}
+    np.savez_compressed(tmp_path / "w" / "world.npz", **older)
+    assert not World.load(tmp_path / "w").user_propensity.any()
+
+
+def test_users_with_a_higher_propensity_click_more_in_the_log():
+    cfg = SimulatorConfig(n_users=600, n_items=500, days=6, seed=3, live_days=0, user_propensity_sd=1.0)
+    world = World.draw(cfg)
+    rows = world.log()
+    shown = np.bincount(rows["user"], minlength=world.n_users)
+    clicked = np.bincount(rows["user"], weights=rows["click"], minlength=world.n_users)
+    active = shown >= 20
+    ctr = clicked[active] / shown[active]
+    b = world.user_propensity[active]
+    high, low = ctr[b > np.quantile(b, 0.75)].mean(), ctr[b < np.quantile(b, 0.25)].mean()
+    assert high > 2 * low
+    assert np.corrcoef(b, ctr)[0, 1] > 0.4
