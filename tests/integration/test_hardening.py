@@ -178,10 +178,13 @@ def test_served_log_rotates(tmp_path: Path):
 def test_metrics_count_every_workers_requests(tmp_path: Path):
     ws = build_workspace(tmp_path / "ws")
     with serving(ws, FEEDREC_WORKERS="2") as url:
-        for _ in range(100):
-            if httpx.get(f"{url}/readyz").status_code == 200:
+        # Both workers up (each reports its bundle once loaded): the first one ready is not enough
+        # on a busy machine, where the second can still be loading while all 103 requests go by.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if httpx.get(f"{url}/metrics").text.count('feedrec_model_info{pid="') == 2:
                 break
-            time.sleep(0.1)
+            time.sleep(0.2)
         for i in range(103):  # a new connection each: the kernel spreads them over both workers
             assert httpx.get(f"{url}/v1/feed", params={"user_id": f"u{i % 50}", "k": 3}).status_code == 200
         texts = [httpx.get(f"{url}/metrics").text for _ in range(4)]
