@@ -160,7 +160,9 @@ def prepare_base(
 
 
 def base_of(
-    out: Path, sim_settings: tuple[str, ...] = (), models: tuple[str, ...] = ("popularity", "als", "candidates", "feedrec")
+    out: Path,
+    sim_settings: tuple[str, ...] = (),
+    models: tuple[str, ...] = ("popularity", "als", "candidates", "feedrec"),
 ) -> tuple[Path, Path, dict[str, str]]:
     """The base workspace, the world's folder and the trained versions under bench_loop's
     ``out`` (made with the issue's sizes when missing, from a world with ``sim_settings``), for
@@ -172,7 +174,9 @@ def base_of(
         settings_file.write_text(json.dumps(list(sim_settings)))
     made_with = json.loads(settings_file.read_text()) if settings_file.exists() else []
     if made_with != list(sim_settings):
-        raise SystemExit(f"{out} holds a world simulated with {made_with}, not {list(sim_settings)}: use another --loop")
+        raise SystemExit(
+            f"{out} holds a world simulated with {made_with}, not {list(sim_settings)}: use another --loop"
+        )
     return base, world, json.loads((base / "versions.json").read_text())
 
 
