@@ -23,6 +23,8 @@ dice. Then `feedrec.experiments.analysis` on each run's exposure log and event s
 
     python benchmarks/bench_experiments.py                 # about 40 minutes on 2 cores
     python benchmarks/bench_experiments.py --keep          # reuse the runs' logs, redo the analysis
+    python benchmarks/bench_experiments.py --propensity-sd 1.0 --result experiments_propensity1
+                                    # a world whose users differ in how much they click (own base)
 """
 
 from __future__ import annotations
