@@ -4,7 +4,8 @@ Attribution: an event counts for an exposure when it carries the exposure's ``re
 same user, and a time within ``window_s`` after the exposure (the request's moment). Every
 metric is user-level (the unit of randomization), with the delta method for ratio metrics; CUPED
 uses each user's engagement in the ``pre_days`` before the experiment's first exposure
-(impressions, clicks, likes, hides, dwell) as covariates. Looks every ``look_every_s`` of
+(impressions, clicks, likes, hides, dwell) as covariates, and for a ratio metric its own
+pre-period value (``covariates``). Looks every ``look_every_s`` of
 exposure time give the metric over time and the always-valid sequential p-value.
 """
 
@@ -98,11 +99,31 @@ def per_user(data: ExperimentData, until: datetime | None = None) -> pl.DataFram
     return users.join(data.pre, on="user_id", how="left").fill_null(0.0).sort("user_id")
 
 
+def covariates(users: pl.DataFrame, metric: str) -> pl.DataFrame:
+    """CUPED's covariates, one row per user of ``users``: the pre-period counts (``PRE``) and, for
+    a ratio metric, its own pre-period value (the metric before the experiment, the covariate that
+    predicts it best: Deng et al. 2013), shrunk toward the pooled pre-period ratio with the mean
+    pre-period denominator as its weight, so that a user with little history gets about the pooled
+    ratio. The counts alone are linear in a user's exposure; a user's rate is not. Pooled over
+    every user of both arms: a pre-period quantity, the same whatever the arm."""
+    num, den, _ = METRICS[metric]
+    columns: list[pl.Expr] = [pl.col(c) for c in PRE]
+    if den is not None:
+        pre_num, pre_den = users[f"pre_{num}"], users[f"pre_{den}"]
+        weight = float(pre_den.to_numpy().mean()) if pre_den.len() else 0.0
+        if weight > 0:
+            rate = float(pre_num.to_numpy().sum()) / float(pre_den.to_numpy().sum())
+            shrunk = (pl.col(f"pre_{num}") + weight * rate) / (pl.col(f"pre_{den}") + weight)
+            columns.append(shrunk.alias(f"pre_{metric}"))
+    return users.select(columns)
+
+
 def _arm_values(users: pl.DataFrame, arm: str, metric: str) -> tuple[np.ndarray, np.ndarray]:
     num, den, _ = METRICS[metric]
-    rows = users.filter(pl.col("arm") == arm)
+    mask = (users["arm"] == arm).to_numpy()
+    rows = users.filter(mask)
     y = stats.linearize(rows[num].to_numpy(), rows[den].to_numpy() if den else None)
-    return y, rows.select(PRE).to_numpy()
+    return y, covariates(users, metric).filter(mask).to_numpy()
 
 
 def compare_metric(
