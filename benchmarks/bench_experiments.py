@@ -44,7 +44,7 @@ from scipy.stats import kstest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, write_result
-from bench_loop import base_of, free_port, natural_speed
+from bench_loop import MODELS, base_of, free_port, natural_speed
 from feedrec.data.store import LocalEventStore
 from feedrec.experiments import stats
 from feedrec.experiments.analysis import ExperimentData, _looks, analyze, compare_metric, load, per_user
@@ -327,7 +327,7 @@ def main() -> None:
             args.out = Path(f"{args.out}-propensity{args.propensity_sd:g}")
     # The experiments serve popularity and the pipeline (both of its rankers) only; the default
     # world's base is bench_loop's own, with every policy.
-    only = ("popularity", "feedrec") if sim_settings else ("popularity", "als", "candidates", "feedrec")
+    only = ("popularity", "feedrec") if sim_settings else MODELS
     base, world, versions = base_of(args.loop, sim_settings, models=only)
     speed = natural_speed(world, args.rps)
     cfg = TrafficConfig(url="http://127.0.0.1", seconds=args.days * 24 / speed, rps=args.rps, speed=speed, seed=21)

@@ -45,6 +45,7 @@ from feedrec.registry import LocalRegistry
 
 FEEDREC = [sys.executable, "-m", "feedrec.cli"]
 POLICIES = ("popularity", "als", "candidates", "feedrec_retrieval_ranker", "feedrec_realtime_ranker")
+MODELS = ("popularity", "als", "candidates", "feedrec")  # what `feedrec train --model` fits for POLICIES
 
 
 def sh(*args: str, env: dict[str, str] | None = None) -> str:
@@ -136,7 +137,7 @@ def prepare_base(
     *,
     sim_days: int,
     sim_settings: tuple[str, ...] = (),
-    models: tuple[str, ...] = ("popularity", "als", "candidates", "feedrec"),
+    models: tuple[str, ...] = MODELS,
 ) -> dict[str, str]:
     """Simulate a world (``sim_days`` of it kept for live traffic; ``sim_settings``: more
     ``simulator.*`` settings), ingest its log into ``out/base`` and train ``models`` there;
@@ -156,13 +157,14 @@ def prepare_base(
         versions["feedrec_retrieval_ranker"] = register_retrieval_variant(base, full)
         versions["feedrec_realtime_ranker"] = full
     (base / "versions.json").write_text(json.dumps(versions))
+    (out / "sim_settings.json").write_text(json.dumps(list(sim_settings)))
     return versions
 
 
 def base_of(
     out: Path,
     sim_settings: tuple[str, ...] = (),
-    models: tuple[str, ...] = ("popularity", "als", "candidates", "feedrec"),
+    models: tuple[str, ...] = MODELS,
 ) -> tuple[Path, Path, dict[str, str]]:
     """The base workspace, the world's folder and the trained versions under bench_loop's
     ``out`` (made with the issue's sizes when missing, from a world with ``sim_settings``), for
@@ -171,7 +173,6 @@ def base_of(
     settings_file = out / "sim_settings.json"
     if not (base / "versions.json").exists():
         prepare_base(out, 20_000, 50_000, 14, sim_days=6, sim_settings=sim_settings, models=models)
-        settings_file.write_text(json.dumps(list(sim_settings)))
     made_with = json.loads(settings_file.read_text()) if settings_file.exists() else []
     if made_with != list(sim_settings):
         raise SystemExit(

@@ -470,7 +470,7 @@ class World:
         if meta.get("format") != FORMAT:
             raise ValueError(f"{folder}: world format {meta.get('format')}, this feedrec reads {FORMAT}")
         with np.load(folder / "world.npz") as arrays:
-            fields = {name: arrays[name] for name in cls._ARRAYS if name in arrays.files}
+            fields = {name: arrays[name] for name in cls._ARRAYS if name not in cls._ADDED or name in arrays.files}
         for name, default in cls._ADDED.items():
             fields.setdefault(name, default(fields))
         clock = json.loads((folder / "clock.json").read_text())

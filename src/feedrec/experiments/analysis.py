@@ -118,12 +118,10 @@ def covariates(users: pl.DataFrame, metric: str) -> pl.DataFrame:
     return users.select(columns)
 
 
-def _arm_values(users: pl.DataFrame, arm: str, metric: str) -> tuple[np.ndarray, np.ndarray]:
+def _arm_values(users: pl.DataFrame, arm: str, metric: str) -> np.ndarray:
     num, den, _ = METRICS[metric]
-    mask = (users["arm"] == arm).to_numpy()
-    rows = users.filter(mask)
-    y = stats.linearize(rows[num].to_numpy(), rows[den].to_numpy() if den else None)
-    return y, covariates(users, metric).filter(mask).to_numpy()
+    rows = users.filter(pl.col("arm") == arm)
+    return stats.linearize(rows[num].to_numpy(), rows[den].to_numpy() if den else None)
 
 
 def compare_metric(
@@ -131,13 +129,13 @@ def compare_metric(
 ) -> dict[str, Any]:
     """One metric, treatment against control: the plain comparison, the CUPED one (its variance
     reduction) and the minimum detectable effects at 80 % power."""
-    yc, xc = _arm_values(users, control, metric)
-    yt, xt = _arm_values(users, treatment, metric)
+    yc, yt = _arm_values(users, control, metric), _arm_values(users, treatment, metric)
     c, t = stats.estimate(yc), stats.estimate(yt)
     out: dict[str, Any] = stats.compare(c, t, alpha=alpha)
     out["mde"] = stats.mde(c, t, alpha=alpha)
     if yc.size > 2 and yt.size > 2 and np.isfinite(yc).all() and np.isfinite(yt).all():
-        (ac, at), reduction = stats.cuped([yc, yt], [xc, xt])
+        x, arm = covariates(users, metric).to_numpy(), users["arm"].to_numpy()
+        (ac, at), reduction = stats.cuped([yc, yt], [x[arm == control], x[arm == treatment]])
         ca, ta = stats.estimate(ac), stats.estimate(at)
         adjusted = stats.compare(ca, ta, alpha=alpha)
         out["cuped"] = {
@@ -170,8 +168,7 @@ def over_time(
     for until in _looks(data, look_every_s):
         users = per_user(data, until)
         for metric in metrics:
-            yc, _ = _arm_values(users, control, metric)
-            yt, _ = _arm_values(users, treatment, metric)
+            yc, yt = _arm_values(users, control, metric), _arm_values(users, treatment, metric)
             result = stats.compare(stats.estimate(yc), stats.estimate(yt), alpha=alpha)
             looks[metric].append(
                 {
