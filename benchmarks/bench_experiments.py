@@ -47,7 +47,7 @@ from _common import machine, write_result
 from bench_loop import MODELS, base_of, free_port, natural_speed
 from feedrec.data.store import LocalEventStore
 from feedrec.experiments import stats
-from feedrec.experiments.analysis import ExperimentData, _looks, analyze, compare_metric, load, per_user
+from feedrec.experiments.analysis import ExperimentData, _looks, analyze, compare_metric, credits, load, per_user
 from feedrec.experiments.assignment import buckets
 from feedrec.experiments.definition import BUCKETS
 from feedrec.experiments.store import ExperimentStore
@@ -232,7 +232,8 @@ def _power(draw, n_users: int, n: int, reps: int, rng: np.random.Generator) -> f
 
 def users_needed(out: Path, ab_summary: dict[str, Any], reps: int = 200, alpha: float = 0.05) -> dict[str, Any]:
     """Users for 80 % power (significant at ``alpha`` and in the true direction), by subsampling
-    each run's users: the A/B run's CTR test, the interleaving run's binomial preference test."""
+    each run's users: the A/B run's CTR test; the interleaving run's paired test of each user's
+    credited clicks (the product's verdict) and its sign test over users who prefer a team."""
     rng = np.random.default_rng(0)
     better_is_treatment = true_lift(ab_summary, "ab_close", "control", "treatment") > 0
     ab = per_user(data_of(out, "ab_close"))
@@ -246,26 +247,25 @@ def users_needed(out: Path, ab_summary: dict[str, Any], reps: int = 200, alpha: 
         )
         return bool(r["p_value"] < alpha and (r["lift"] > 0) == better_is_treatment)
 
-    il_data = data_of(out, "interleave_close")
-    placed = il_data.exposures.select("request_id", "items", "teams").explode("items", "teams")
-    credited = il_data.events.filter(pl.col("type") == "click").join(
-        placed.rename({"items": "item_id", "teams": "team"}), on=["request_id", "item_id"]
-    )
-    per = (
-        il_data.exposures.select("user_id").unique()
-        .join(credited.group_by("user_id").agg((pl.col("team") == "A").sum().alias("a"), (pl.col("team") == "B").sum().alias("b")), on="user_id", how="left")
-        .fill_null(0)
-        .sort("user_id")  # group_by and unique do not keep an order: the subsamples must be reproducible
-    )  # fmt: skip
+    per = credits(data_of(out, "interleave_close"))
     a, b = per["a"].to_numpy(), per["b"].to_numpy()
 
     # Team A is the interleaving's first version: the full pipeline (the A/B's treatment).
-    def il_draw(idx: np.ndarray) -> bool:
+    def il_draw(idx: np.ndarray) -> bool:  # the product's test: paired, on each user's credited clicks
+        r = stats.paired_credit(a[idx], b[idx], alpha=alpha)
+        return bool(r["p_value"] < alpha and (r["difference"] > 0) == better_is_treatment)
+
+    def il_sign_draw(idx: np.ndarray) -> bool:  # the sign test over users who prefer a team
         wa, wb = int((a[idx] > b[idx]).sum()), int((b[idx] > a[idx]).sum())
         return bool(stats.binomial_preference(wa, wb) < alpha and (wa > wb) == better_is_treatment)
 
-    curves: dict[str, list[tuple[int, float]]] = {"ab": [], "interleaving": []}
-    for key, draw, n_all in (("ab", ab_draw, ab.height), ("interleaving", il_draw, per.height)):
+    curves: dict[str, list[tuple[int, float]]] = {"ab": [], "interleaving": [], "interleaving_sign_test": []}
+    draws = (
+        ("ab", ab_draw, ab.height),
+        ("interleaving", il_draw, per.height),
+        ("interleaving_sign_test", il_sign_draw, per.height),
+    )
+    for key, draw, n_all in draws:
         n = 25
         while n <= n_all:
             power = _power(draw, n_all, n, reps, rng)
@@ -280,7 +280,7 @@ def users_needed(out: Path, ab_summary: dict[str, Any], reps: int = 200, alpha: 
                 return round(n0 + (0.8 - p0) / (p1 - p0) * (n1 - n0))
         return curve[0][0] if curve and curve[0][1] >= 0.8 else None
 
-    n_ab, n_il = needed(curves["ab"]), needed(curves["interleaving"])
+    n_ab, n_il, n_sign = needed(curves["ab"]), needed(curves["interleaving"]), needed(curves["interleaving_sign_test"])
     # When the A/B run's users are not enough for 80 %, its need is extrapolated from its MDE:
     # users scale with (MDE / effect)^2.
     full = analysis_of(out, "ab_close")["metrics"]["ctr"]
@@ -297,7 +297,44 @@ def users_needed(out: Path, ab_summary: dict[str, Any], reps: int = 200, alpha: 
         "ab_users_for_80pct_power_from_mde": extrapolated,
         "interleaving_users_for_80pct_power": n_il,
         "ratio": (n_ab or extrapolated or 0) / n_il if n_il else None,
+        "interleaving_sign_test_users_for_80pct_power": n_sign,
+        "ratio_sign_test": (n_ab or extrapolated or 0) / n_sign if n_sign else None,
         "ab_analysis": {k: full[k] for k in ("control", "treatment", "lift", "ci_low", "ci_high", "p_value", "mde")},
+    }
+
+
+def interleaving_null(data: ExperimentData, redraws: int, alpha: float = 0.05) -> dict[str, Any]:
+    """The interleaving tests' false-positive rate: each served feed's teams drawn again as team
+    draft draws them for two identical rankings (each pair of slots (A, B) or (B, A) by a coin),
+    with the clicks the world really gave. No team is better, so a test at ``alpha`` should reject
+    ``alpha`` of the redraws."""
+    slots = data.exposures.select("request_id", "user_id", "items").explode("items")
+    slots = slots.with_columns(pl.int_range(pl.len()).over("request_id").alias("slot"))
+    clicked = data.events.filter(pl.col("type") == "click").select("request_id", "item_id")
+    clicked = clicked.join(slots.rename({"items": "item_id"}), on=["request_id", "item_id"])
+    users = data.exposures.select("user_id").unique().sort("user_id").with_row_index("u")
+    clicked = clicked.join(users, on="user_id")
+    request = clicked["request_id"].cast(pl.Categorical).to_physical().to_numpy()
+    user, slot = clicked["u"].to_numpy(), clicked["slot"].to_numpy()
+    pair, second = slot // 2, (slot % 2).astype(bool)
+    rng = np.random.default_rng(7)
+    rejected = {"paired": 0, "sign_test": 0}
+    p_values = []
+    for _ in range(redraws):
+        a_first = rng.random((int(request.max()) + 1, int(pair.max()) + 1)) < 0.5
+        team_a = a_first[request, pair] != second
+        a = np.bincount(user[team_a], minlength=users.height)
+        b = np.bincount(user[~team_a], minlength=users.height)
+        p = stats.paired_credit(a, b, alpha=alpha)["p_value"]
+        p_values.append(p)
+        rejected["paired"] += p < alpha
+        rejected["sign_test"] += stats.binomial_preference(int((a > b).sum()), int((b > a).sum())) < alpha
+    return {
+        "redraws": redraws,
+        "users": users.height,
+        "clicks": clicked.height,
+        "false_positive_rate": {k: v / redraws for k, v in rejected.items()},
+        "paired_p_values_ks_uniform": float(kstest(p_values, "uniform").pvalue),
     }
 
 
@@ -366,6 +403,7 @@ def main() -> None:
         },
         "aa_rerandomized": rerandomized(data_of(args.out, "aa"), args.salts),
         "interleaving_vs_ab": users_needed(args.out, summaries["ab_close"]),
+        "interleaving_null": interleaving_null(data_of(args.out, "interleave_close"), args.salts),
         "srm_at_20000_users": srm_at(20_000, args.salts),
     }
     path = write_result(args.result, payload)

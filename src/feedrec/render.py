@@ -219,11 +219,19 @@ def experiment_tables(result: dict[str, Any]) -> list[Table]:
     if "interleaving" in result:
         il = result["interleaving"]
         t = Table(title=f"interleaving {il['a']} (A) vs {il['b']} (B)")
-        for col in ("users", "wins_a", "wins_b", "ties", "preference_a", "p_value", "winner"):
-            t.add_column(col, justify="right")
-        t.add_row(
-            *(_num(il.get(c)) for c in ("users", "wins_a", "wins_b", "ties", "preference_a", "p_value", "winner"))
+        compared = (
+            "users",
+            "clicks_a",
+            "clicks_b",
+            "credit_difference",
+            "p_value",
+            "preference_a",
+            "sign_test_p_value",
+            "winner",
         )
+        for col in compared:
+            t.add_column(col, justify="right")
+        t.add_row(*(_num(il.get(c)) for c in compared))
         return [*tables, t]
     metrics = Table(
         title=f"treatment vs control · SRM p={_num(result['srm'].get('p_value'))}"

@@ -230,33 +230,49 @@ def _latency_guardrail(data: ExperimentData, control: str, treatment: str) -> di
     }
 
 
-def _interleaving(data: ExperimentData) -> dict[str, Any]:
-    """Clicks credited to the team that placed the item; per user, the team credited more wins."""
-    a, b = data.experiment.arms[0].interleave or ("", "")
+def credits(data: ExperimentData) -> pl.DataFrame:
+    """Per exposed user (sorted by id): ``a`` and ``b``, the clicks credited to the team that
+    placed the clicked item (0 for a user without clicks)."""
     placed = data.exposures.select("request_id", "items", "teams").explode("items", "teams")
     clicks = data.events.filter(pl.col("type") == "click").join(
         placed.rename({"items": "item_id", "teams": "team"}), on=["request_id", "item_id"]
     )
     per = clicks.group_by("user_id").agg(
-        (pl.col("team") == "A").sum().alias("a"), (pl.col("team") == "B").sum().alias("b")
+        (pl.col("team") == "A").sum().cast(pl.Int64).alias("a"), (pl.col("team") == "B").sum().cast(pl.Int64).alias("b")
     )
-    wins_a = int((per["a"] > per["b"]).sum())
-    wins_b = int((per["b"] > per["a"]).sum())
-    users = int(data.exposures["user_id"].n_unique())
+    users = data.exposures.select("user_id").unique()
+    return users.join(per, on="user_id", how="left").fill_null(0).sort("user_id")
+
+
+def _interleaving(data: ExperimentData) -> dict[str, Any]:
+    """Clicks credited to the team that placed the item. The verdict is the paired test of each
+    user's credited clicks (``stats.paired_credit``); the sign test over the users who prefer a
+    team (the team credited more) is reported beside it."""
+    a, b = data.experiment.arms[0].interleave or ("", "")
+    per = credits(data)
+    clicks_a, clicks_b = per["a"].to_numpy(), per["b"].to_numpy()
+    wins_a, wins_b = int((clicks_a > clicks_b).sum()), int((clicks_b > clicks_a).sum())
+    users = per.height
     decided = wins_a + wins_b
+    credit = stats.paired_credit(clicks_a, clicks_b)
+    lean = credit["difference"]
     return {
         "a": a,
         "b": b,
         "users": users,
-        "users_with_clicks": int(per.height),
+        "users_with_clicks": int(((clicks_a + clicks_b) > 0).sum()),
         "wins_a": wins_a,
         "wins_b": wins_b,
         "ties": users - decided,
-        "clicks_a": int(per["a"].sum()),
-        "clicks_b": int(per["b"].sum()),
+        "clicks_a": int(clicks_a.sum()),
+        "clicks_b": int(clicks_b.sum()),
         "preference_a": wins_a / decided if decided else None,
-        "p_value": stats.binomial_preference(wins_a, wins_b),
-        "winner": None if not decided else (a if wins_a > wins_b else b if wins_b > wins_a else None),
+        "credit_difference": lean,  # mean over users of (clicks credited to A) - (to B)
+        "ci_low": credit["ci_low"],
+        "ci_high": credit["ci_high"],
+        "p_value": credit["p_value"],
+        "sign_test_p_value": stats.binomial_preference(wins_a, wins_b),
+        "winner": None if lean == 0 else (a if lean > 0 else b),
     }
 
 

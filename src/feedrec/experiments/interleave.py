@@ -2,8 +2,9 @@
 feed; each click is credited to the team (ranking) that placed the item.
 
 Each round, the team with fewer picks so far (a coin flip when even) adds its highest-ranked item
-not shown yet. A user prefers the team their clicks credit more often; over users who prefer one,
-the share preferring A is tested against 1/2 with a binomial test (``feedrec.experiments.stats``).
+not shown yet. The analysis (``feedrec.experiments.analysis``) tests each exposed user's credited
+clicks, A minus B, with a paired t-test, and reports the sign test over the users who prefer a team
+beside it (``feedrec.experiments.stats``).
 """
 
 from __future__ import annotations

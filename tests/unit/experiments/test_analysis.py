@@ -215,3 +215,39 @@ def test_the_pre_period_ratio_cuts_ctr_variance_beyond_the_counts_and_stays_cali
         compare_metric(_users(rng, 1000), "ctr", "control", "treatment")["cuped"]["p_value"] < 0.05 for _ in range(400)
     )
     assert 0.025 <= rejected / 400 <= 0.08
+
+
+def test_an_interleaving_credits_each_click_to_the_team_that_placed_it_by_hand(tmp_path: Path):
+    store = ExperimentStore(tmp_path / "experiments")
+    store.create({"name": "il", "arms": [{"name": "mix", "interleave": ["v1", "v2"]}]})
+    store.start("il")
+    log = ExposureLog(store.exposures_dir)
+    t = T0.isoformat()
+    teams = {
+        "u1": ["A", "B", "B", "A"],
+        "u2": ["B", "A", "A", "B"],
+        "u3": ["A", "B", "A", "B"],
+        "u4": ["B", "A", "B", "A"],
+    }
+    for n, (user, placed) in enumerate(teams.items()):
+        log.write({"experiment": "il", "version": "v1+v2", "latency_ms": 5.0, "request_id": f"r{n}", "user_id": user,
+                   "arm": "mix", "items": ["a", "b", "c", "d"], "teams": placed, "time": t})  # fmt: skip
+    log.close()
+    s = timedelta(seconds=1)
+    clicked = {"u1": ["a", "d"], "u2": ["a"], "u3": ["b"], "u4": []}
+    events = [
+        _event(n, user, item, T0 + s, "click", f"r{list(teams).index(user)}")
+        for n, (user, item) in enumerate((u, i) for u, items in clicked.items() for i in items)
+    ]
+    events.append(_event(99, "u4", "a", T0 + s, "click", "elsewhere"))  # another request's click: not credited
+    events_store = LocalEventStore(tmp_path)
+    events_store.append(pa.Table.from_pylist(events, schema=EVENT_SCHEMA))
+    il = analyze(events_store, store, "il")["interleaving"]
+    # Credited by hand: u1 a->A, d->A (2, 0); u2 a->B (0, 1); u3 b->B (0, 1); u4 nothing (0, 0).
+    a, b = np.array([2, 0, 0, 0]), np.array([0, 1, 1, 0])
+    assert (il["clicks_a"], il["clicks_b"], il["users"], il["users_with_clicks"]) == (2, 2, 4, 3)
+    assert (il["wins_a"], il["wins_b"], il["ties"]) == (1, 2, 1)
+    assert il["credit_difference"] == pytest.approx(0.0) and il["winner"] is None
+    assert il["p_value"] == pytest.approx(stats.ttest_rel(a, b).pvalue)
+    assert il["sign_test_p_value"] == pytest.approx(stats.binomtest(1, 3).pvalue)
+    assert il["ci_low"] < 0 < il["ci_high"]
