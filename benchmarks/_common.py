@@ -68,8 +68,6 @@ def tree_rss_bytes(pid: int) -> int:
 def run_measured(command: list[str], *, interval_s: float = 0.5) -> tuple[int, float, int]:
     """Run ``command``; returns (exit code, wall seconds, peak resident bytes of its process tree,
     sampled every ``interval_s``)."""
-    import subprocess
-    import time
 
     start = time.perf_counter()
     proc = subprocess.Popen(command)
@@ -84,7 +82,6 @@ def simulated_store(workspace: Path, users: int, items: int, days: int, *, keep:
     """A simulated log ingested into ``workspace/store`` by `feedrec simulate` and `feedrec ingest`
     in their own processes (reused when ``keep`` and present); returns the store's folder."""
     import shutil
-    import subprocess
     import sys
 
     store = workspace / "store"
@@ -105,23 +102,3 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def start_redis(folder: Path, port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
-    """A real ``redis-server`` on loopback (append-only file, fsync every second) in ``folder``;
-    given ``port``, the same server again after a crash (it reloads its append-only file first)."""
-    import redis
-
-    port = port or free_port()
-    folder.mkdir(parents=True, exist_ok=True)
-    args = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder), "--save", ""]
-    proc = subprocess.Popen([*args, "--appendonly", "yes", "--appendfsync", "everysec"], stdout=subprocess.DEVNULL)
-    client = redis.Redis(port=port)
-    deadline = time.monotonic() + 120  # reloading a large append-only file takes a while
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            client.ping()
-            return proc, f"redis://127.0.0.1:{port}/0"
-        except (redis.ConnectionError, redis.BusyLoadingError):
-            time.sleep(0.05)
-    raise RuntimeError("redis-server did not start")

@@ -29,9 +29,10 @@ import sys
 import time
 from pathlib import Path
 
-from _common import start_redis, write_result
+from _common import write_result
 from bench_ingest import base_workspace, prefill, sequential_posts, serve
 from feedrec.data.store import LocalEventStore
+from feedrec.redis.local import LocalRedis
 
 
 def main() -> int:
@@ -49,10 +50,10 @@ def main() -> int:
         prefill(ws, max(1, size // 10))
         stored = LocalEventStore(ws).count()
         for backend in ("embedded", "redis"):
-            redis_proc = None
+            redis_server = None
             if backend == "redis":
-                redis_proc, url = start_redis(args.root / f"redis-{size}")
-                os.environ["FEEDREC_REDIS_URL"] = url
+                redis_server = LocalRedis(args.root / f"redis-{size}", fsync="everysec", start_timeout_s=120)
+                os.environ["FEEDREC_REDIS_URL"] = redis_server.url
             started = time.perf_counter()
             proc, base = serve(ws)
             ready_s = time.perf_counter() - started
@@ -63,9 +64,8 @@ def main() -> int:
                 proc.send_signal(signal.SIGINT)
                 proc.wait(timeout=60)
                 os.environ.pop("FEEDREC_REDIS_URL", None)
-                if redis_proc is not None:
-                    redis_proc.terminate()
-                    redis_proc.wait(timeout=30)
+                if redis_server is not None:
+                    redis_server.stop()
             row = {"backend": backend, "added_events": size, "stored_events": stored, "ready_s": round(ready_s, 1)}
             rows.append(row | timing)
             print(rows[-1], file=sys.stderr)

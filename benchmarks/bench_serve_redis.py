@@ -42,7 +42,7 @@ import aiohttp
 import numpy as np
 import polars as pl
 
-from _common import free_port, start_redis, write_result
+from _common import free_port, write_result
 from bench_serve import (
     SERVING_CANDIDATES,
     ensure_built,
@@ -56,6 +56,7 @@ from bench_serve import (
     wait_ready,
 )
 from feedrec.data.store import LocalEventStore
+from feedrec.redis.local import LocalRedis
 
 FAST_TAIL = {"FEEDREC_TAIL_INTERVAL_S": "0.5"}
 RUN = f"bench{time.time_ns()}"  # event ids unique to this run: the cached store keeps earlier runs' events
@@ -159,8 +160,9 @@ def main() -> int:
     redis_dir = args.workspace / "redis"
     if not args.reuse_redis:
         shutil.rmtree(redis_dir, ignore_errors=True)  # the first server folds the log into an empty Redis
-    redis_proc, url = start_redis(redis_dir)
-    redis_port = int(url.rsplit(":", 1)[1].split("/")[0])
+    # fsync every second: Redis's production setting (what it holds is derived from the event store)
+    redis_server = LocalRedis(redis_dir, fsync="everysec", start_timeout_s=120)
+    url = redis_server.url
     ports = [free_port(), free_port()]
     bases = [f"http://127.0.0.1:{p}" for p in ports]
     env = {"FEEDREC_REDIS_URL": url, **FAST_TAIL}
@@ -257,12 +259,10 @@ def main() -> int:
         if "redis" in phases:
 
             def restart_redis() -> dict[str, float]:
-                nonlocal redis_proc
-                redis_proc.kill()
-                redis_proc.wait()
+                redis_server.kill()
                 time.sleep(3.0)  # the outage
                 started = time.perf_counter()
-                redis_proc, _ = start_redis(redis_dir, port=redis_port)
+                redis_server.start()  # the same port and folder: it reloads its append-only file
                 return {"outage_s": 3.0, "redis_reloaded_s": round(time.perf_counter() - started, 2)}
 
             fault = (10.0, "kill -9 of redis-server, started again 3 s later", restart_redis)
@@ -295,8 +295,7 @@ def main() -> int:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGINT)
                 proc.wait(timeout=60)
-        redis_proc.terminate()
-        redis_proc.wait(timeout=60)
+        redis_server.stop()
     print(json.dumps(result, indent=2))
     write_result(args.result, result)
     ok = result["acknowledged_missing_from_the_store"] == 0 and result["redis_caught_up_with_the_store"]

@@ -79,8 +79,8 @@ def interactions() -> Interactions:
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory):
     """One real redis-server per test process (each test uses its own key namespace)."""
-    from tests.redis_server import RedisServer
+    from feedrec.redis.local import LocalRedis
 
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server = LocalRedis(tmp_path_factory.mktemp("redis"))
     yield server
     server.stop()

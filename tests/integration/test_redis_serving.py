@@ -21,9 +21,9 @@ from feedrec.data.store import LocalEventStore
 from feedrec.features.definitions import FEATURE_NAMES
 from feedrec.features.offline import build_features
 from feedrec.redis import namespace_for
+from feedrec.redis.local import LocalRedis
 from feedrec.redis.online import RedisOnlineStore
 from tests.integration.servers import _start_server, build_workspace
-from tests.redis_server import RedisServer
 
 FAST = {"FEEDREC_WATCH_INTERVAL_S": "0", "FEEDREC_TAIL_INTERVAL_S": "0.2"}
 
@@ -57,7 +57,7 @@ def _hide(url: str, event_id: str, user: str, item: str, at: str) -> None:
     assert r.status_code == 200 and r.json()["stored"] == 1, r.text
 
 
-def test_an_event_posted_to_one_server_changes_the_others_next_feed(tmp_path: Path, redis_server: RedisServer):
+def test_an_event_posted_to_one_server_changes_the_others_next_feed(tmp_path: Path, redis_server: LocalRedis):
     ws = build_workspace(tmp_path / "ws")
     at = _last_time(ws)
     with two_servers(ws, redis_server.url) as (a, b, _):
@@ -70,7 +70,7 @@ def test_an_event_posted_to_one_server_changes_the_others_next_feed(tmp_path: Pa
 
 def test_without_redis_feeds_fall_back_and_events_are_stored_then_folded(tmp_path: Path):
     ws = build_workspace(tmp_path / "ws")
-    redis = RedisServer(tmp_path / "redis")
+    redis = LocalRedis(tmp_path / "redis")
     at = _last_time(ws)
     try:
         with two_servers(ws, redis.url) as (a, b, _):
@@ -108,7 +108,7 @@ def _poster(url: str, prefix: str, at: str, acked: list[str], stop: threading.Ev
 
 @pytest.mark.parametrize("round_", range(2))
 def test_kill_9_of_a_server_under_load_loses_nothing_and_folds_each_event_once(
-    tmp_path: Path, redis_server: RedisServer, round_: int
+    tmp_path: Path, redis_server: LocalRedis, round_: int
 ):
     ws = build_workspace(tmp_path / "ws")
     at = _last_time(ws)

@@ -76,9 +76,9 @@ def test_a_redis_that_lost_its_data_is_refilled_from_the_event_store(tmp_path: P
 def test_a_redis_that_went_away_is_not_asked_again_until_the_breaker_cools_down(tmp_path: Path):
     """After a failed read, the store's reads fail at once (RedisUnavailable, Redis not asked)
     for breaker_s; then one goes through again, and once Redis is back the answers are as before."""
-    from tests.redis_server import RedisServer
+    from feedrec.redis.local import LocalRedis
 
-    server = RedisServer(tmp_path / "redis")
+    server = LocalRedis(tmp_path / "redis")
     try:
         store = RedisOnlineStore(ITEMS, url=server.url, namespace="t-breaker:", breaker_s=0.5)
         store.update(sample_stream(100, seed=2))
