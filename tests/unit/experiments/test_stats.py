@@ -59,7 +59,7 @@ def test_cuped_with_one_covariate_is_the_textbook_adjustment():
     rng = np.random.default_rng(3)
     x = [rng.normal(5, 2, 2000), rng.normal(5, 2, 2000)]
     y = [2 + 0.8 * x[0] + rng.normal(0, 1, 2000), 2.2 + 0.8 * x[1] + rng.normal(0, 1, 2000)]
-    adjusted, reduction = xs.cuped(y, [xa[:, None] for xa in x])
+    adjusted, reduction = xs.cuped(y, [xa[:, None] for xa in x], per_arm=False)
     # Textbook: theta = cov(x, y) / var(x) over all users; y - theta (x - mean x).
     xall, yall = np.concatenate(x), np.concatenate(y)
     theta = np.cov(xall, yall)[0, 1] / np.var(xall, ddof=1)
@@ -78,11 +78,28 @@ def test_cuped_with_several_covariates_is_least_squares():
     rng = np.random.default_rng(4)
     x = [rng.normal(size=(500, 3)), rng.normal(size=(600, 3))]
     y = [xa @ np.array([1.0, -2.0, 0.5]) + rng.normal(size=xa.shape[0]) for xa in x]
-    adjusted, _ = xs.cuped(y, x)
+    adjusted, _ = xs.cuped(y, x, per_arm=False)
     xall, yall = np.concatenate(x), np.concatenate(y)
     fit = sm.OLS(yall, sm.add_constant(xall)).fit()
     theta = fit.params[1:]
     np.testing.assert_allclose(adjusted[1], y[1] - (x[1] - xall.mean(0)) @ theta, rtol=1e-8)
+
+
+def test_cuped_per_arm_is_the_fully_interacted_regression():
+    """Lin (2013): the lift of per-arm slopes centred at the overall covariate mean is the treatment
+    coefficient of y ~ 1 + T + (x - mean x) + T (x - mean x) (statsmodels' OLS)."""
+    rng = np.random.default_rng(5)
+    x = [rng.normal(size=(700, 2)), rng.normal(size=(800, 2))]
+    y = [x[0] @ np.array([1.0, 0.5]) + rng.normal(size=700), 0.3 + x[1] @ np.array([2.0, 0.5]) + rng.normal(size=800)]
+    adjusted, reduction = xs.cuped(y, x)
+    xall = np.concatenate(x)
+    centred = xall - xall.mean(0)
+    t = np.r_[np.zeros(700), np.ones(800)]
+    design = np.column_stack([np.ones(t.size), t, centred, t[:, None] * centred])
+    fit = sm.OLS(np.concatenate(y), design).fit()
+    assert adjusted[1].mean() - adjusted[0].mean() == pytest.approx(fit.params[1], rel=1e-9)
+    # The treatment doubled the first slope: one pooled slope fits neither arm as well.
+    assert reduction > xs.cuped(y, x, per_arm=False)[1] + 0.02
 
 
 def test_srm_is_scipys_chi_square():
