@@ -84,15 +84,19 @@ def compute(q: Queries, count: CountFn, count_windows: WindowsFn | None = None) 
 
     for a in AFFINITIES:
         window = WINDOWS[a.window] * US
-        engaged = per_user(np.char.add("engaged|", q.users), window).astype(np.float64)
+        if a.kind == "topic_exposure":  # a share of the user's impressions
+            totals, prefix = np.char.add(np.char.add("user|", q.users), "|impression"), "imp_topic|"
+        else:  # a share of the user's engaged events
+            totals, prefix = np.char.add("engaged|", q.users), "aff_topic|"
+        total = per_user(totals, window).astype(np.float64)
         if a.kind == "creator":
             keys = np.char.add(np.char.add(np.char.add("aff_creator|", q.users), "|"), q.creators)
             hits = count(keys, ts, window)
-            value = np.where(q.creators == "", np.nan, hits / np.maximum(engaged, 1.0))
+            value = np.where(q.creators == "", np.nan, hits / np.maximum(total, 1.0))
         else:
-            # The largest share of the user's engaged events that went to one of the item's topics.
+            # The largest share that went to one of the item's topics.
             rows = q.topic_row
-            keys = np.char.add(np.char.add(np.char.add("aff_topic|", q.users[rows]), "|"), q.topics)
+            keys = np.char.add(np.char.add(np.char.add(prefix, q.users[rows]), "|"), q.topics)
             per_topic = count(keys, ts[rows], window).astype(np.float64)
             value = np.full(n, np.nan)
             if rows.size:
@@ -100,7 +104,7 @@ def compute(q: Queries, count: CountFn, count_windows: WindowsFn | None = None) 
                 np.maximum.at(best_hits, rows, per_topic)
                 has = np.zeros(n, bool)
                 has[rows] = True
-                value[has] = best_hits[has] / np.maximum(engaged[has], 1.0)
+                value[has] = best_hits[has] / np.maximum(total[has], 1.0)
         out[a.name] = value
 
     out["hour"] = ((ts // (3600 * US)) % 24).astype(np.float64)

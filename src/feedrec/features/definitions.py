@@ -4,7 +4,7 @@ A *counter* counts one entity's (a user, item, creator, or a (user, item) pair) 
 moment ``t`` it describes, so no training row sees its own event or anything after it. A *ratio*
 is a smoothed rate of two counters, ``(num + prior * prior_rate) / (den + prior)``. An *affinity*
 is the share of a user's engaged events in a window that went to the candidate's topics or
-creator. *Item age* and *context* (hour, weekday, surface, position) come from the request.
+creator, or of their impressions that showed its topics. *Item age* and *context* (hour, weekday, surface, position) come from the request.
 """
 
 from __future__ import annotations
@@ -43,7 +43,9 @@ class Ratio:
 @dataclass(frozen=True)
 class Affinity:
     name: str
-    kind: Literal["topic", "creator"]
+    # topic: the share of the user's engaged events that went to the candidate's topics; creator:
+    # to its creator; topic_exposure: the share of the user's impressions that showed its topics.
+    kind: Literal["topic", "creator", "topic_exposure"]
     window: str
 
 
@@ -79,6 +81,9 @@ RATIOS: list[Ratio] = [
 AFFINITIES: list[Affinity] = [
     Affinity("user_topic_affinity_30d", "topic", "30d"),
     Affinity("user_creator_affinity_30d", "creator", "30d"),
+    # What the user has been shown, by topic: many impressions per user against a few engaged events,
+    # so a steadier read of their tastes than the engaged share where feeds follow them.
+    Affinity("user_topic_exposure_30d", "topic_exposure", "30d"),
 ]
 CONTEXT: list[Context] = [
     Context("hour"),

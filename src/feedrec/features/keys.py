@@ -40,6 +40,7 @@ def stream_plans(events: pl.DataFrame, items: pl.DataFrame) -> list[tuple[str, p
     log = events.lazy()
     creators = items.lazy().select("item_id", "creator_id").filter(pl.col("creator_id").is_not_null())
     engaged = log.filter(pl.col("type").is_in(ENGAGED_TYPES)).select("user_id", "item_id", ts)
+    topics = items.lazy().select("item_id", "topics")
     return [
         ("user", log.select(key("user|", pl.col("user_id"), "|", pl.col("type")), ts)),
         ("item", log.select(key("item|", pl.col("item_id"), "|", pl.col("type")), ts)),
@@ -64,10 +65,19 @@ def stream_plans(events: pl.DataFrame, items: pl.DataFrame) -> list[tuple[str, p
         ),
         (
             "aff_topic",
-            engaged.join(items.lazy().select("item_id", "topics"), on="item_id", how="inner")
+            engaged.join(topics, on="item_id", how="inner")
             .explode("topics")
             .filter(pl.col("topics").is_not_null())
             .select(key("aff_topic|", pl.col("user_id"), "|", pl.col("topics")), "ts"),
+        ),
+        (
+            "imp_topic",
+            log.filter(pl.col("type") == "impression")
+            .select("user_id", "item_id", ts)
+            .join(topics, on="item_id", how="inner")
+            .explode("topics")
+            .filter(pl.col("topics").is_not_null())
+            .select(key("imp_topic|", pl.col("user_id"), "|", pl.col("topics")), "ts"),
         ),
     ]
 

@@ -87,6 +87,19 @@ def test_affinities_and_missing_values():
     assert row["user_ctr_30d"] == pytest.approx((2 + 20 * 0.1) / (0 + 20))
 
 
+def test_topic_exposure_is_the_share_of_the_users_impressions_on_the_items_topics():
+    events = _events(
+        [("u1", "a", "impression", 0), ("u1", "c", "impression", 1), ("u1", "c", "impression", 2),
+         ("u1", "a", "click", 3), ("u2", "a", "impression", 4), ("u1", "b", "impression", 10)]
+    )  # fmt: skip
+    rows = build_features(events.tail(1), events, ITEMS).row(0, named=True)
+    # u1's three earlier impressions: a (t1), c (t2), c (t2); b's topics are t1 and t2: the larger share.
+    assert rows["user_topic_exposure_30d"] == pytest.approx(2 / 3)
+    queries = _events([("u1", "a", "impression", 10), ("u2", "c", "impression", 10), ("u3", "a", "impression", 10)])
+    shares = build_features(queries, events, ITEMS)["user_topic_exposure_30d"].to_list()
+    assert shares == pytest.approx([1 / 3, 0.0, 0.0])  # u2 was shown a (t1) only; u3 nothing
+
+
 @pytest.fixture(scope="module")
 def feed():
     return simulate(SimulatorConfig(n_users=200, n_items=400, days=10, seed=5))
