@@ -103,7 +103,7 @@ def limits(ws: Path, world_dir: Path, version: str, cfg: TrafficConfig, n: int =
     picked = [sessions[i] for i in rng.choice(len(sessions), min(n, len(sessions)), replace=False)]
     catalogue = set(model.item_ids_.tolist())
     in_catalogue = retrieved = 0
-    oracle_sum = best_candidates_sum = 0.0
+    oracle_sum = best_candidates_sum = blind_sum = 0.0
     for s in picked:
         items, p = oracle_slate(world, s.user, s.t, cfg.k)
         ids = [f"i{i}" for i in items]
@@ -117,8 +117,15 @@ def limits(ws: Path, world_dir: Path, version: str, cfg: TrafficConfig, n: int =
         cand = np.asarray([int(i[1:]) for i in candidate_ids], np.int64)
         seen = world.exposures.get(s.user, cand)
         logit = world.logit(np.full(cand.size, s.user), cand, np.full(cand.size, s.t, np.int64), seen)
-        rel = np.sort(1 / (1 + np.exp(-logit)))[::-1][: cfg.k]
-        best_candidates_sum += float((examine(np.arange(rel.size)) * rel).sum())
+        rel = 1 / (1 + np.exp(-logit))
+        top = np.sort(rel)[::-1][: cfg.k]
+        weights = examine(np.arange(top.size))
+        best_candidates_sum += float((weights * top).sum())
+        # The same, ranked by everything but the user-item latent match: the best a ranker can do
+        # from what the log shows of tastes, quality, age and fatigue (the latent term has no feature).
+        latent = world.latent_match(np.full(cand.size, s.user), cand)
+        blind = np.argsort(-(logit - latent), kind="stable")[: cfg.k]
+        blind_sum += float((weights[: blind.size] * rel[blind]).sum())
     slots = len(picked) * cfg.k
     return {
         "sessions": len(picked),
@@ -126,6 +133,7 @@ def limits(ws: Path, world_dir: Path, version: str, cfg: TrafficConfig, n: int =
         "oracle_items_retrieved": round(retrieved / slots, 4),
         "oracle_ctr": round(oracle_sum / slots, 4),
         "best_slate_of_candidates_ctr": round(best_candidates_sum / slots, 4),
+        "best_slate_of_candidates_without_latent_match_ctr": round(blind_sum / slots, 4),
     }
 
 

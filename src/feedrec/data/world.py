@@ -276,10 +276,14 @@ class World:
             + self.user_propensity[users]
             + 0.9 * np.log(np.maximum(taste_now * T, 1e-3))
             + 0.6 * self.item_quality[items]
-            + 3.0 * np.einsum("ij,ij->i", self.user_vec[users], self.item_vec[items])
+            + self.latent_match(users, items)
             - 0.5 * np.log1p(age_days)
             - FATIGUE * np.log1p(seen)
         )
+
+    def latent_match(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """The logit's user-item latent term: what no feature names (it shows only in who clicked what)."""
+        return 3.0 * np.einsum("ij,ij->i", self.user_vec[users], self.item_vec[items])
 
     def react(self, rng: np.random.Generator, logit: np.ndarray, position: np.ndarray) -> dict[str, np.ndarray]:
         """What users do with items shown at ``position`` (0 = top): click, like, share, hide, dwell."""
