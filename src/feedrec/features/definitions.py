@@ -4,7 +4,8 @@ A *counter* counts one entity's (a user, item, creator, or a (user, item) pair) 
 moment ``t`` it describes, so no training row sees its own event or anything after it. A *ratio*
 is a smoothed rate of two counters, ``(num + prior * prior_rate) / (den + prior)``. An *affinity*
 is the share of a user's engaged events in a window that went to the candidate's topics or
-creator, or of their impressions that showed its topics. *Item age* and *context* (hour, weekday, surface, position) come from the request.
+creator, or of their impressions that showed its topics. *Item age* and *context* (hour, weekday,
+surface, position) come from the request.
 """
 
 from __future__ import annotations
