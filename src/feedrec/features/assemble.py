@@ -84,11 +84,10 @@ def compute(q: Queries, count: CountFn, count_windows: WindowsFn | None = None) 
 
     for a in AFFINITIES:
         window = WINDOWS[a.window] * US
-        if a.kind == "topic_exposure":  # a share of the user's impressions
-            totals, prefix = np.char.add(np.char.add("user|", q.users), "|impression"), "imp_topic|"
+        if a.kind == "topic_exposure":  # a share of the user's impressions, which a counter has counted
+            total, prefix = out[f"user_impressions_{a.window}"], "imp_topic|"
         else:  # a share of the user's engaged events
-            totals, prefix = np.char.add("engaged|", q.users), "aff_topic|"
-        total = per_user(totals, window).astype(np.float64)
+            total, prefix = per_user(np.char.add("engaged|", q.users), window).astype(np.float64), "aff_topic|"
         if a.kind == "creator":
             keys = np.char.add(np.char.add(np.char.add("aff_creator|", q.users), "|"), q.creators)
             hits = count(keys, ts, window)
